@@ -1,0 +1,36 @@
+# The project's two images, built by `make images` with buildah on a locally built base image
+# (hack/base-image.sh: Debian bookworm + Python 3.11 from Debian's packages; nothing is pulled):
+#   --target operator : securemodel-operator, the kopf operator (no torch)
+#   --target worker   : securemodel-worker, the pod entrypoints (train, compress, serve, fl-*)
+# Dependencies are installed in their own layer from pyproject.toml alone, so a code change
+# rebuilds only the last, small layer.
+ARG BASE_IMAGE=securemodel.local/python-base:bookworm
+
+FROM ${BASE_IMAGE} AS python
+ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -q --upgrade pip setuptools wheel
+COPY hack/requirements-from-pyproject.py /tmp/
+COPY pyproject.toml /tmp/
+
+FROM python AS operator-deps
+RUN python3 /tmp/requirements-from-pyproject.py /tmp/pyproject.toml >/tmp/requirements.txt \
+    && pip install -q -r /tmp/requirements.txt
+
+FROM python AS worker-deps
+RUN python3 /tmp/requirements-from-pyproject.py /tmp/pyproject.toml worker >/tmp/requirements.txt \
+    && pip install -q -r /tmp/requirements.txt
+
+FROM operator-deps AS operator
+COPY pyproject.toml README.md /src/
+COPY securemodel /src/securemodel
+RUN pip install -q --no-deps --no-build-isolation /src && rm -rf /src
+USER 65532:65532
+ENTRYPOINT ["securemodel-operator"]
+
+FROM worker-deps AS worker
+COPY pyproject.toml README.md /src/
+COPY securemodel /src/securemodel
+RUN pip install -q --no-deps --no-build-isolation /src && rm -rf /src
+USER 65532:65532
+ENTRYPOINT ["securemodel-worker"]

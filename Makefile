@@ -1,0 +1,53 @@
+# securemodel: developer entry points. Everything slow is cached under $(CACHE), keyed by version:
+# the cluster's binaries, the base image's rootfs, image layers, pip downloads, the virtualenv.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CACHE ?= /var/cache/securemodel
+export SECUREMODEL_CACHE := $(CACHE)
+export PIP_CACHE_DIR := $(CACHE)/pip
+PYTHON ?= python3
+# The virtual environment lives outside the work tree, keyed by the dependency declaration.
+VENV := $(CACHE)/venv/$(shell sha256sum pyproject.toml | cut -c1-12)
+PY := $(VENV)/bin/python
+export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
+export PATH := $(CURDIR)/.cluster/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv cluster cluster-down images test test-unit test-integration test-e2e demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps: ## install the machine packages the cluster and image builds need (Debian)
+	@hack/install-deps.sh
+
+$(VENV)/.ok: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.ok ## the Python virtual environment (cached by pyproject.toml), linked as .venv
+	@ln -sfn $(VENV) .venv
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+cluster: deps ## bring up the local single-node Kubernetes (idempotent); kubeconfig in .cluster/
+	@hack/cluster-up.sh
+
+cluster-down: ## stop the local cluster and remove everything it created
+	@hack/cluster-down.sh
+
+images: deps cluster ## build the project's images with buildah and load them into the cluster
+	@hack/images.sh
+
+test-unit: venv ## fast tests of the pure logic
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv cluster ## tests against the real API server
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: venv images ## tests on the real cluster, running the project's images
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test: venv images ## the whole suite: unit, integration, end-to-end
+	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Stop everything cluster-up.sh started, by pid, and remove what it created: pod processes,
+# mounts, network namespaces, the bridge, iptables rules, the state directory and the hostPath
+# volumes. Safe to run on a machine where nothing (or only leftovers of a killed cluster) exists.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+stop_pid() {  # name : SIGTERM, then SIGKILL after 10 s
+  local f=$STATE/pids/$1.pid p
+  p=$(cat "$f" 2>/dev/null) || return 0
+  if kill -0 "$p" 2>/dev/null; then
+    kill "$p" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$p" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+# The kubelet first, so nothing restarts pods while they are being removed.
+stop_pid kubelet
+stop_pid kube-proxy
+# Every pod process lives under the kubelet's "kubepods" cgroup: kill them all, whatever state
+# containerd is in, then the container shims of this cluster's containerd.
+for d in /sys/fs/cgroup/*/kubepods; do
+  [ -d "$d" ] || continue
+  find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+done
+pkill -9 -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null || true
+for c in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
+for d in /sys/fs/cgroup/*/kubepods; do
+  [ -d "$d" ] || continue
+  find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+done
+
+# Mounts: the kubelet's volumes, containerd's snapshots and sandboxes, the pods' network namespaces.
+awk '{print $2}' /proc/mounts | grep -E "^($STATE|/run/netns/cni-|/var/run/netns/cni-)" | sort -r | while read -r m; do
+  umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+done
+for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
+
+ip link del "$BRIDGE" 2>/dev/null || true
+
+# iptables: our guard, kube-proxy's KUBE-* and the CNI plugins' CNI-* chains, and jumps to them.
+for ipt in iptables ip6tables; do
+  for table in filter nat mangle; do
+    rules=$($ipt-save -t "$table" 2>/dev/null) || continue
+    echo "$rules" | grep -E '^-A .*(SECUREMODEL-GUARD|-j (KUBE-|CNI-))' | grep -vE '^-A (KUBE-|CNI-|SECUREMODEL-)' \
+      | sed 's/^-A/-D/' | while read -r rule; do eval "$ipt -t $table $rule" 2>/dev/null || true; done
+    chains=$(echo "$rules" | sed -n 's/^:\(KUBE-[^ ]*\|CNI-[^ ]*\|SECUREMODEL-[^ ]*\) .*/\1/p')
+    for c in $chains; do $ipt -t "$table" -F "$c" 2>/dev/null || true; done
+    for c in $chains; do $ipt -t "$table" -X "$c" 2>/dev/null || true; done
+  done
+done
+
+rm -rf "$STATE" /tmp/hostpath_pv "$REPO_ROOT/.cluster/kubeconfig" "$REPO_ROOT/.cluster/bin"
