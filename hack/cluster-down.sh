@@ -27,15 +27,16 @@ for d in /sys/fs/cgroup/*/kubepods; do
 done
 pkill -9 -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null || true
 for c in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
+mountpoint -q /tmp/hostpath_pv && { umount /tmp/hostpath_pv 2>/dev/null || umount -l /tmp/hostpath_pv; }
+stop_pid volumes
 for d in /sys/fs/cgroup/*/kubepods; do
   [ -d "$d" ] || continue
   find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
 done
 
 # Mounts: the kubelet's volumes, containerd's snapshots and sandboxes, the pods' network namespaces.
-awk '{print $2}' /proc/mounts | grep -E "^($STATE|/run/netns/cni-|/var/run/netns/cni-)" | sort -r | while read -r m; do
-  umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-done
+mounts=$(awk '{print $2}' /proc/mounts | grep -E "^($STATE|/run/netns/cni-|/var/run/netns/cni-)" | sort -r || true)
+for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
 
 ip link del "$BRIDGE" 2>/dev/null || true
@@ -44,8 +45,10 @@ ip link del "$BRIDGE" 2>/dev/null || true
 for ipt in iptables ip6tables; do
   for table in filter nat mangle; do
     rules=$($ipt-save -t "$table" 2>/dev/null) || continue
-    echo "$rules" | grep -E '^-A .*(SECUREMODEL-GUARD|-j (KUBE-|CNI-))' | grep -vE '^-A (KUBE-|CNI-|SECUREMODEL-)' \
-      | sed 's/^-A/-D/' | while read -r rule; do eval "$ipt -t $table $rule" 2>/dev/null || true; done
+    jumps=$(echo "$rules" | grep -E '^-A .*(SECUREMODEL-GUARD|-j (KUBE-|CNI-))' | grep -vE '^-A (KUBE-|CNI-|SECUREMODEL-)' || true)
+    while read -r rule; do
+      [ -n "$rule" ] && { eval "$ipt -t $table ${rule/-A/-D}" 2>/dev/null || true; }
+    done <<<"$jumps"
     chains=$(echo "$rules" | sed -n 's/^:\(KUBE-[^ ]*\|CNI-[^ ]*\|SECUREMODEL-[^ ]*\) .*/\1/p')
     for c in $chains; do $ipt -t "$table" -F "$c" 2>/dev/null || true; done
     for c in $chains; do $ipt -t "$table" -X "$c" 2>/dev/null || true; done

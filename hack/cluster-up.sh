@@ -10,7 +10,7 @@ BIN=$("$HACK_DIR/build-binaries.sh")
 PKI=$STATE/pki
 KUBECONFIG_OUT=$REPO_ROOT/.cluster/kubeconfig
 kubectl() { "$BIN/kubectl" --kubeconfig "$STATE/admin.kubeconfig" "$@"; }
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+components=(volumes etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
 
 running() { local p; p=$(cat "$STATE/pids/$1.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
 node_ready() {
@@ -66,6 +66,14 @@ iptables -I OUTPUT -j SECUREMODEL-GUARD
 iptables -I FORWARD -j SECUREMODEL-GUARD
 iptables -I INPUT ! -i "$BRIDGE" -d "$NODE_IP" ! -s "$NODE_IP" -j DROP -m comment --comment SECUREMODEL-GUARD
 
+log "volumes: $STATE/volumes seen through bindfs at /tmp/hostpath_pv"
+# kube-controller-manager's hostPath provisioner makes every volume under /tmp/hostpath_pv with
+# mode 0750, owned by root: pods that run as non-root (Pod Security "restricted") could not write
+# them. bindfs shows the volumes' directories as writable to all; files keep their real owners.
+mkdir -p "$STATE/volumes" /tmp/hostpath_pv
+start volumes bindfs -f --perms=a+rwX --chmod-ignore --chown-ignore --chgrp-ignore "$STATE/volumes" /tmp/hostpath_pv
+wait_for 10 "bindfs on /tmp/hostpath_pv" mountpoint -q /tmp/hostpath_pv || fail_with_log volumes
+
 log "etcd $ETCD_VERSION"
 # A throwaway single-node test cluster: fsync is skipped for speed, never do this in production.
 start etcd "$BIN/etcd" --name default --data-dir "$STATE/etcd" --unsafe-no-fsync \
@@ -115,6 +123,9 @@ state = "$STATE/containerd/state"
   address = "$CONTAINERD_SOCK"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
+  # This machine gives root no CAP_SYS_RESOURCE: no process may lower its oom_score_adj, so
+  # containers get at least containerd's own instead of the kubelet's negative values.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -122,6 +133,7 @@ state = "$STATE/containerd/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$STATE/run/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"

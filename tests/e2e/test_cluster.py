@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,9 +51,16 @@ def pod(name: str, command: list[str], **spec: object) -> dict:
     }
 
 
-def wait_phase(namespace: str, name: str, phase: str, timeout: int = 180) -> None:
-    kubectl("-n", namespace, "wait", f"pod/{name}", f"--for=jsonpath={{.status.phase}}={phase}",
-            f"--timeout={timeout}s")
+def wait_phase(namespace: str, name: str, phase: str, timeout: float = 180) -> None:
+    """Wait until the pod ends (Succeeded or Failed), then check it ended in `phase`."""
+    deadline = time.monotonic() + timeout
+    current = ""
+    while time.monotonic() < deadline:
+        current = kubectl("-n", namespace, "get", "pod", name, "-o", "jsonpath={.status.phase}").stdout
+        if current in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.5)
+    assert current == phase, f"pod {name} is {current or 'not started'}, not {phase}: {kubectl('-n', namespace, 'logs', name, check=False).stdout}"
 
 
 def logs(namespace: str, name: str) -> str:
@@ -103,7 +111,18 @@ def test_service_is_reached_by_dns_name_from_another_pod(namespace: str) -> None
     apply(namespace, deployment, service)
     kubectl("-n", namespace, "rollout", "status", "deployment/web", "--timeout=180s")
     url = f"http://web.{namespace}.svc.cluster.local/"
-    apply(namespace, pod("client", ["python", "-c", f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=20).read().decode())"]))
+    # kube-proxy programs a Service's rules shortly after its endpoints become ready: like any
+    # client of a fresh Service, this one retries refused connections for a while.
+    client = (
+        "import time, urllib.request\n"
+        "deadline = time.monotonic() + 60\n"
+        "while True:\n"
+        "    try:\n"
+        f"        print(urllib.request.urlopen({url!r}, timeout=10).read().decode()); break\n"
+        "    except OSError:\n"
+        "        if time.monotonic() > deadline: raise\n"
+        "        time.sleep(0.5)\n")
+    apply(namespace, pod("client", ["python", "-c", client]))
     wait_phase(namespace, "client", "Succeeded")
     assert token in logs(namespace, "client")
 
@@ -126,7 +145,8 @@ def test_secret_mounts_as_files_and_env(namespace: str) -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
               "stringData": {"username": "alice", "password": "s3cret-value"}}
     reader = pod("reader", ["python", "-c", (
-        "import os; print(sorted(os.listdir('/creds')), open('/creds/username').read(), os.environ['PASSWORD'])")],
+        "import os; files = sorted(f for f in os.listdir('/creds') if not f.startswith('..'));"
+        "print(files, open('/creds/username').read(), os.environ['PASSWORD'])")],
         volumes=[{"name": "creds", "secret": {"secretName": "creds"}}],
         container={"volumeMounts": [{"name": "creds", "mountPath": "/creds", "readOnly": True}],
                    "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}]})
