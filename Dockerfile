@@ -9,7 +9,11 @@ ARG BASE_IMAGE=securemodel.local/python-base:bookworm
 FROM ${BASE_IMAGE} AS python
 ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -q --upgrade pip setuptools wheel
+# Pods run as uid 65532 (Pod Security "restricted"); libraries that look up the user's name need
+# a passwd entry for it.
+RUN echo "securemodel:x:65532:65532::/home/securemodel:/usr/sbin/nologin" >>/etc/passwd \
+    && echo "securemodel:x:65532:" >>/etc/group && mkdir -p /home/securemodel && chown 65532:65532 /home/securemodel \
+    && python3 -m venv /opt/venv && /opt/venv/bin/pip install -q --upgrade pip setuptools wheel
 COPY hack/requirements-from-pyproject.py /tmp/
 COPY pyproject.toml /tmp/
 

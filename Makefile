@@ -13,7 +13,7 @@ export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 export PATH := $(CURDIR)/.cluster/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv cluster cluster-down images test test-unit test-integration test-e2e demo bench clean
+.PHONY: help deps venv crds cluster cluster-down images test test-unit test-integration test-e2e demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,12 +24,15 @@ deps: ## install the machine packages the cluster and image builds need (Debian)
 $(VENV)/.ok: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,worker]'
 	touch $@
 
 venv: $(VENV)/.ok ## the Python virtual environment (cached by pyproject.toml), linked as .venv
 	@ln -sfn $(VENV) .venv
 	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+crds: venv ## regenerate crds/ from the schemas in securemodel/api
+	$(PY) -m securemodel.api.crdgen
 
 cluster: deps ## bring up the local single-node Kubernetes (idempotent); kubeconfig in .cluster/
 	@hack/cluster-up.sh
@@ -51,3 +54,6 @@ test-e2e: venv images ## tests on the real cluster, running the project's images
 
 test: venv images ## the whole suite: unit, integration, end-to-end
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: images ## local cluster, CRDs, the operator, the examples, and what a user sees
+	@hack/demo.sh

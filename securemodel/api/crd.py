@@ -1,0 +1,60 @@
+"""Render a :class:`Kind` as an ``apiextensions.k8s.io/v1`` CustomResourceDefinition."""
+
+from typing import Any
+
+from securemodel.api.kinds import CATEGORY, GROUP, VERSION, Kind
+from securemodel.api.schema import Schema
+
+
+def _metadata_schema(kind: Kind) -> Schema:
+    """Object metadata, with the limits on ``metadata.name`` the kind's child objects need."""
+    if kind.name_pattern is None:
+        return {"type": "object"}
+    name: Schema = {"type": "string", "maxLength": kind.name_max_length, "pattern": kind.name_pattern}
+    return {"type": "object", "properties": {"name": name}}
+
+
+def crd(kind: Kind) -> dict[str, Any]:
+    """The CustomResourceDefinition of ``kind``: one served, stored version with a status subresource."""
+    root: Schema = {
+        "type": "object",
+        "description": kind.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": _metadata_schema(kind),
+            "spec": kind.spec,
+            "status": kind.status,
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": kind.crd_name,
+            "labels": {"app.kubernetes.io/part-of": "securemodel"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": [kind.short_name],
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": root},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": list(kind.printer_columns),
+                }
+            ],
+        },
+    }

@@ -1,0 +1,157 @@
+"""PrivacyBudget: the total (ε, δ) a dataset may ever release, and the ledger of who spent it."""
+
+from enum import StrEnum
+
+from securemodel.api.kinds import AGE_COLUMN, READY_COLUMN, Kind, column
+from securemodel.api.schema import (
+    array,
+    conditions,
+    delta,
+    epsilon,
+    integer,
+    number,
+    obj,
+    observed_generation,
+    phase,
+    rule,
+    string,
+)
+
+DEFAULT_UNLOCK_STEPS = 10
+
+
+class Phase(StrEnum):
+    """``status.phase`` of a PrivacyBudget."""
+
+    AVAILABLE = "Available"
+    EXHAUSTED = "Exhausted"
+
+
+class ClaimState(StrEnum):
+    """Where a claim is in its life: Waiting -> Reserved -> Committed, or Released, or Rejected."""
+
+    WAITING = "Waiting"  # accepted, holds nothing yet
+    RESERVED = "Reserved"  # granted: its epsilon is held for it
+    COMMITTED = "Committed"  # spent for good (final)
+    RELEASED = "Released"  # given back, no pod had started (final)
+    REJECTED = "Rejected"  # can never be granted (final)
+
+
+class RejectionReason(StrEnum):
+    """Why a claim was rejected; also the reason a consumer's condition can show."""
+
+    DELTA_ABOVE_BUDGET = "DeltaAboveBudget"
+    EPSILON_ABOVE_BUDGET = "EpsilonAboveBudget"
+
+
+class Policy(StrEnum):
+    """The order in which waiting claims are granted."""
+
+    FCFS = "fcfs"
+    DPF = "dpf"
+
+
+SPEC = obj(
+    "The privacy budget of one dataset.",
+    {
+        "epsilon": epsilon(
+            "Total ε the dataset may ever release, summed over every granted claim (> 0). "
+            "It may be raised at any time, but not lowered below status.epsilonCommitted."
+        ),
+        "delta": delta("δ allowed per claim (0 < δ < 1). A claim asking for more δ is rejected.", default=1.0e-5),
+        "policy": string(
+            "Order in which waiting claims are granted: fcfs (first come, first served) or "
+            "dpf (Dominant Private block Fairness, Luo et al., OSDI '21: smallest demand first, "
+            "with budget unlocked in steps as claims arrive).",
+            enum=list(Policy),
+            default=Policy.FCFS,
+        ),
+        "dpf": obj(
+            "Tuning of the dpf policy; only allowed with policy dpf.",
+            {
+                "unlockSteps": integer(
+                    "Each arriving claim unlocks epsilon/unlockSteps until the whole budget is unlocked. "
+                    f"Without a dpf block, dpf uses {DEFAULT_UNLOCK_STEPS}.",
+                    minimum=1,
+                    maximum=10000,
+                    default=DEFAULT_UNLOCK_STEPS,
+                ),
+            },
+        ),
+    },
+    required=["epsilon"],
+    rules=[
+        rule(
+            "!has(self.dpf) || self.policy == 'dpf'",
+            "spec.dpf is only allowed with spec.policy dpf",
+            field_path=".dpf",
+            reason="FieldValueForbidden",
+        ),
+    ],
+)
+
+CONSUMER = obj(
+    "The object the claim is charged for.",
+    {
+        "kind": string("SecureModel or FederatedRound."),
+        "namespace": string("Namespace of the consumer."),
+        "name": string("Name of the consumer."),
+        "uid": string("UID of the consumer, so a re-created object is a new consumer."),
+    },
+    required=["kind", "namespace", "name", "uid"],
+)
+
+CLAIM = obj(
+    "One entry of the ledger.",
+    {
+        "consumer": CONSUMER,
+        "epsilon": number("ε claimed."),
+        "delta": number("δ claimed."),
+        "state": string(
+            "Waiting, Reserved (held by a running consumer), Committed (spent for good), "
+            "Released (returned before any pod read the data) or Rejected.",
+            enum=list(ClaimState),
+        ),
+        "updated": string("When the state last changed.", fmt="date-time"),
+        "reason": string("Why the claim was rejected (Rejected claims only).", enum=list(RejectionReason)),
+    },
+    required=["consumer", "epsilon", "delta", "state", "updated"],
+)
+
+STATUS = obj(
+    "What has been spent and who holds the rest.",
+    {
+        "phase": phase("Available while ε is left to grant, Exhausted when none is.", list(Phase)),
+        "observedGeneration": observed_generation(),
+        "epsilonCommitted": number("ε spent for good."),
+        "epsilonReserved": number("ε held by running consumers."),
+        "epsilonAvailable": number("epsilon - committed - reserved."),
+        "epsilonUnlocked": number(
+            "Under policy dpf: the ε unlocked so far by arriving claims (kept here so an operator "
+            "restart never unlocks twice)."
+        ),
+        "claims": array("The ledger: one entry per consumer, append-mostly.", CLAIM),
+        "conditions": conditions(),
+    },
+)
+
+KIND = Kind(
+    kind="PrivacyBudget",
+    plural="privacybudgets",
+    short_name="pbudget",
+    description=(
+        "The differential-privacy budget of one dataset: how much ε may ever be released, "
+        "and a ledger of the claims of the models and federated rounds trained on it."
+    ),
+    spec=SPEC,
+    status=STATUS,
+    printer_columns=(
+        column("Phase", ".status.phase"),
+        READY_COLUMN,
+        column("Epsilon", ".spec.epsilon", "number", "Total ε"),
+        column("Committed", ".status.epsilonCommitted", "number", "ε spent for good"),
+        column("Available", ".status.epsilonAvailable", "number", "ε left to grant"),
+        column("Policy", ".spec.policy", priority=1),
+        AGE_COLUMN,
+    ),
+)

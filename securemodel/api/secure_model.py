@@ -1,0 +1,251 @@
+"""SecureModel: train with DP-SGD, compress, and serve one model behind mutual TLS."""
+
+from enum import StrEnum
+
+from securemodel.api.kinds import AGE_COLUMN, READY_COLUMN, Kind, column
+from securemodel.api.schema import (
+    DNS_1035_LABEL,
+    DNS_LABEL,
+    array,
+    conditions,
+    data_source,
+    delta,
+    duration,
+    epsilon,
+    free_form,
+    integer,
+    name_ref,
+    number,
+    obj,
+    observed_generation,
+    phase,
+    quantity,
+    rule,
+    string,
+)
+
+
+class Phase(StrEnum):
+    """``status.phase`` of a SecureModel, in lifecycle order (Failed can follow any)."""
+
+    WAITING_FOR_BUDGET = "WaitingForBudget"
+    TRAINING = "Training"
+    COMPRESSING = "Compressing"
+    DEPLOYING = "Deploying"
+    SERVING = "Serving"
+    FAILED = "Failed"
+
+
+class Accountant(StrEnum):
+    """Privacy accountants the operator calibrates noise with."""
+
+    PRV = "prv"
+    RDP = "rdp"
+
+
+MODEL = obj(
+    "What to train: a built-in architecture or a builder callable in a custom worker image.",
+    {
+        "architecture": string(
+            "A model the worker image ships, e.g. mlp or cnn.",
+            pattern=r"^[a-z][a-z0-9_-]*$",
+            max_length=63,
+        ),
+        "entrypoint": string(
+            "A builder callable as module:function, e.g. pkg.mod:build.",
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+            max_length=253,
+        ),
+        "image": string(
+            "Worker image for this model's pods (default: the operator's worker image); "
+            "use it to bring the module of an entrypoint.",
+            min_length=1,
+            max_length=512,
+        ),
+        "params": free_form("Keyword arguments passed to the builder, e.g. {hidden: [64, 32]}."),
+    },
+    rules=[
+        rule(
+            "has(self.architecture) != has(self.entrypoint)",
+            "exactly one of spec.model.architecture and spec.model.entrypoint must be set",
+        ),
+    ],
+)
+
+DATA = obj(
+    "The training data.",
+    {
+        "source": data_source(
+            "builtin://<scikit-learn dataset>[?shard=i&of=n] or pvc://<claim>/<path> "
+            "(a PersistentVolumeClaim in the model's namespace)."
+        ),
+        "validationSplit": number(
+            "Fraction of the data held out to measure accuracy, in (0, 1).",
+            minimum=0,
+            maximum=1,
+            exclusive_minimum=True,
+            exclusive_maximum=True,
+            default=0.2,
+        ),
+    },
+    required=["source"],
+)
+
+PRIVACY = obj(
+    "Differential privacy of the training (DP-SGD).",
+    {
+        "budgetRef": name_ref(
+            "A PrivacyBudget in the same namespace that pays for the training. Immutable.",
+            rules=[
+                rule(
+                    "self == oldSelf",
+                    "spec.privacy.budgetRef is immutable: ε reserved from a budget stays charged to it",
+                )
+            ],
+        ),
+        "epsilon": epsilon("The most ε this training may spend (> 0); reserved from the budget before training."),
+        "delta": delta("δ of the guarantee (0 < δ < 1).", default=1.0e-5),
+        "maxGradNorm": number(
+            "Per-sample gradient clipping norm (> 0).", minimum=0, exclusive_minimum=True, default=1.0
+        ),
+        "accountant": string(
+            "Accountant used to calibrate the noise: prv or rdp.", enum=list(Accountant), default=Accountant.PRV
+        ),
+    },
+    required=["budgetRef", "epsilon"],
+)
+
+TRAINING = obj(
+    "Optimisation hyper-parameters.",
+    {
+        "epochs": integer("Passes over the data (≥ 1).", minimum=1, maximum=100000, default=10),
+        "batchSize": integer("Expected batch size; sample rate q = batchSize / N (≥ 1).", minimum=1, default=64),
+        "learningRate": number("Learning rate (> 0).", minimum=0, exclusive_minimum=True, default=0.1),
+        "optimizer": string("sgd or adam.", enum=["sgd", "adam"], default="sgd"),
+        "seed": integer("Random seed for initialisation and sampling.", minimum=0, default=0, fmt="int64"),
+    },
+    default={},
+)
+
+COMPRESSION = obj(
+    "Compression after training.",
+    {
+        "pruning": obj(
+            "Magnitude pruning.",
+            {
+                "sparsity": number(
+                    "Fraction of weights set to zero, in [0, 1).",
+                    minimum=0,
+                    maximum=1,
+                    exclusive_maximum=True,
+                    default=0.0,
+                ),
+            },
+            default={},
+        ),
+        "quantization": string("int8 or none.", enum=["int8", "none"], default="none"),
+    },
+    default={},
+)
+
+SERVING = obj(
+    "The inference service (Open Inference Protocol v2 over mutual TLS).",
+    {
+        "replicas": integer("Serving pods (≥ 0; 0 keeps the model without serving it).", minimum=0, default=1),
+        "clients": array(
+            "Client identities; each gets a Secret <model>-client-<name> with tls.crt, tls.key and ca.crt.",
+            string("A client name (DNS-1123 label).", pattern=DNS_LABEL, max_length=63),
+            max_items=64,
+            list_type="set",
+        ),
+        "certificateLifetime": duration(
+            "Lifetime of server and client certificates; they are renewed before expiry.",
+            default="720h",
+            at_least="1h",
+            at_most="8760h",
+        ),
+    },
+    default={},
+)
+
+RESOURCES = obj(
+    "Resources of the training pod.",
+    {
+        "gpus": integer("nvidia.com/gpu devices (≥ 0).", minimum=0, maximum=16, default=0),
+        "cpu": quantity("CPU, e.g. 1 or 500m.", default="1"),
+        "memory": quantity("Memory, e.g. 2Gi.", default="2Gi"),
+    },
+    default={},
+)
+
+SPEC = obj(
+    "A model to train privately, compress and serve.",
+    {
+        "model": MODEL,
+        "data": DATA,
+        "privacy": PRIVACY,
+        "training": TRAINING,
+        "compression": COMPRESSION,
+        "serving": SERVING,
+        "resources": RESOURCES,
+    },
+    required=["model", "data", "privacy"],
+)
+
+STATUS = obj(
+    "Progress and results.",
+    {
+        "phase": phase("Where the model is in its lifecycle.", list(Phase)),
+        "observedGeneration": observed_generation(),
+        "conditions": conditions(),
+        "privacy": obj(
+            "The privacy actually spent.",
+            {
+                "epsilonSpent": number("ε of the steps actually run, per the accountant."),
+                "delta": number("δ of the guarantee."),
+                "noiseMultiplier": number("σ the operator calibrated."),
+                "sampleRate": number("Poisson sample rate q."),
+                "steps": integer("Optimiser steps run.", fmt="int64"),
+                "accountant": string("Accountant used."),
+            },
+        ),
+        "model": obj(
+            "The trained artifact.",
+            {
+                "digest": string("sha256 of the encrypted artifact."),
+                "sizeBytes": integer("Size before compression.", fmt="int64"),
+                "compressedSizeBytes": integer("Size after compression.", fmt="int64"),
+                "accuracy": number("Validation accuracy before compression."),
+                "compressedAccuracy": number("Validation accuracy after compression."),
+                "sparsity": number("Fraction of zero weights."),
+            },
+        ),
+        "endpoint": string("HTTPS URL of the inference service."),
+    },
+)
+
+NAME_MAX_LENGTH = 50
+
+KIND = Kind(
+    kind="SecureModel",
+    plural="securemodels",
+    short_name="smodel",
+    description=(
+        "A model trained with differentially private SGD against a PrivacyBudget, pruned and "
+        "quantised, and served over mutual TLS with the Open Inference Protocol."
+    ),
+    spec=SPEC,
+    status=STATUS,
+    printer_columns=(
+        column("Phase", ".status.phase"),
+        READY_COLUMN,
+        column("Epsilon", ".spec.privacy.epsilon", "number", "Most ε the training may spend"),
+        column("Spent", ".status.privacy.epsilonSpent", "number", "ε spent"),
+        column("Accuracy", ".status.model.compressedAccuracy", "number", "Accuracy of the served model"),
+        column("Endpoint", ".status.endpoint"),
+        AGE_COLUMN,
+    ),
+    # The name becomes a Service name (DNS-1035) and prefixes the names of Jobs and Secrets.
+    name_max_length=NAME_MAX_LENGTH,
+    name_pattern=DNS_1035_LABEL,
+)

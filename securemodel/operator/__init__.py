@@ -1,0 +1,1 @@
+"""The kopf operator: one module of handlers per kind, settings in :mod:`.settings`."""

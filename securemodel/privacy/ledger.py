@@ -1,0 +1,286 @@
+"""The ledger rules of a privacy budget, as pure functions: ledger in, ledger and decisions out.
+
+Every transition takes the current :class:`~securemodel.privacy.claims.Ledger`
+and :class:`~securemodel.privacy.claims.BudgetSpec` and returns an
+:class:`Outcome`: the new ledger and one :class:`Decision` per thing that
+happened, for the Kubernetes side to write back (with a resourceVersion
+precondition) and to report as one Event each.
+
+Rules:
+
+* Claims are keyed by consumer uid. Submitting a claim for a uid that already
+  has one returns the ledger unchanged and no decision (a restarted operator
+  cannot count a claim twice); the first submission fixes the claim's epsilon.
+* A claim whose delta exceeds the budget's delta, or whose epsilon exceeds the
+  budget's whole epsilon, is Rejected (final). A Waiting claim that the spec
+  no longer admits (delta or epsilon lowered below it) is Rejected too.
+* Other claims start Waiting and are granted (Reserved) all-or-nothing by the
+  budget's policy (:mod:`securemodel.privacy.scheduling`) as soon as they fit:
+  on arrival, and after every transition that frees budget (a release, a
+  commit below the reservation, a raised ``spec.epsilon`` via
+  :func:`reconcile`). Each accepted arrival unlocks DPF budget.
+* Reserved -> Committed when the consumer's pod has run; the epsilon actually
+  spent may be lower than reserved, never higher. Committed is final: privacy
+  spent is spent.
+* Reserved or Waiting -> Released only if no pod of the consumer ever started
+  (the ``pod_started`` flag of :func:`release`).
+* Invariant, in exact arithmetic, after every transition: committed + reserved
+  <= ``spec.epsilon``, provided ``spec.epsilon`` only changes as
+  :func:`can_set_epsilon` allows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+from securemodel.privacy._checks import is_number, require_delta, require_positive
+from securemodel.privacy.claims import (
+    BudgetSpec,
+    Claim,
+    ClaimState,
+    Consumer,
+    Ledger,
+    RejectionReason,
+    allocated,
+    exact,
+)
+from securemodel.privacy.scheduling import Demand, grantable, select, unlock_on_arrival
+
+
+class LedgerError(ValueError):
+    """A transition the rules forbid, e.g. committing a claim that was never granted."""
+
+
+class DecisionKind(enum.StrEnum):
+    """What happened to a claim."""
+
+    QUEUED = "Queued"
+    GRANTED = "Granted"
+    REJECTED = "Rejected"
+    COMMITTED = "Committed"
+    RELEASED = "Released"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One thing that happened to one claim, worth one Event on the budget."""
+
+    kind: DecisionKind
+    consumer: Consumer
+    epsilon: float
+    message: str
+
+    @property
+    def event_reason(self) -> str:
+        """The Event's reason, e.g. ``ClaimGranted``."""
+        return f"Claim{self.kind.value}"
+
+    @property
+    def event_type(self) -> str:
+        """The Event's type: ``Warning`` for a rejection, else ``Normal``."""
+        return "Warning" if self.kind is DecisionKind.REJECTED else "Normal"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The ledger after a transition and what the transition decided, in order."""
+
+    ledger: Ledger
+    decisions: tuple[Decision, ...] = ()
+
+
+def submit(ledger: Ledger, spec: BudgetSpec, consumer: Consumer, epsilon: float, delta: float, now: str) -> Outcome:
+    """Add ``consumer``'s claim of (``epsilon``, ``delta``), then grant what fits.
+
+    Idempotent per ``consumer.uid``. Returns a Rejected, Granted or Queued
+    decision for the new claim (and Granted decisions for any other claim the
+    pass grants).
+    """
+    require_positive("epsilon", epsilon)
+    require_delta("delta", delta)
+    if ledger.claim(consumer.uid) is not None:
+        return Outcome(ledger)
+    claim = Claim(consumer, float(epsilon), float(delta), ClaimState.WAITING, now)
+    reason = _rejection(claim, spec)
+    if reason is not None:
+        rejected = replace(claim, state=ClaimState.REJECTED, reason=reason)
+        return Outcome(
+            replace(ledger, claims=(*ledger.claims, rejected)),
+            (_rejected_decision(rejected, spec),),
+        )
+    unlocked = unlock_on_arrival(exact(ledger.epsilon_unlocked), exact(spec.epsilon), spec.unlock_steps)
+    arrived = Ledger((*ledger.claims, claim), float(unlocked))
+    outcome = _schedule(arrived, spec, now)
+    if _existing(outcome.ledger, consumer.uid).state is ClaimState.WAITING:
+        queued = Decision(
+            DecisionKind.QUEUED,
+            consumer,
+            claim.epsilon,
+            f"{consumer} waits for epsilon {claim.epsilon}: {float(_grantable(outcome.ledger, spec))} "
+            f"grantable now under {spec.policy}",
+        )
+        return Outcome(outcome.ledger, (*outcome.decisions, queued))
+    return outcome
+
+
+def commit(ledger: Ledger, spec: BudgetSpec, uid: str, now: str, epsilon_spent: float | None = None) -> Outcome:
+    """Mark the Reserved claim of ``uid`` Committed: a pod has touched the data.
+
+    ``epsilon_spent`` (default: all of the reservation) is what the accountant
+    says the run spent; it must be between 0 and the reserved epsilon, and the
+    difference goes back to the budget. Committing a Committed claim again
+    changes nothing.
+
+    Raises:
+        LedgerError: if there is no claim for ``uid``, it is not Reserved or
+            Committed, or ``epsilon_spent`` is out of range.
+    """
+    claim = _existing(ledger, uid)
+    if claim.state is ClaimState.COMMITTED:
+        return Outcome(ledger)
+    if claim.state is not ClaimState.RESERVED:
+        raise LedgerError(
+            f"only a Reserved claim can be committed; the claim of {claim.consumer} is {claim.state.value}"
+        )
+    spent = claim.epsilon if epsilon_spent is None else epsilon_spent
+    if not is_number(spent) or not 0 <= spent <= claim.epsilon:
+        raise LedgerError(
+            f"{claim.consumer} cannot commit epsilon {spent}: it must be between 0 and the {claim.epsilon} reserved"
+        )
+    committed = replace(claim, state=ClaimState.COMMITTED, epsilon=float(spent), updated=now)
+    decision = Decision(
+        DecisionKind.COMMITTED,
+        claim.consumer,
+        committed.epsilon,
+        f"{claim.consumer} spent epsilon {committed.epsilon} of the {claim.epsilon} reserved",
+    )
+    return _then_schedule(_replaced(ledger, committed), spec, now, decision)
+
+
+def release(ledger: Ledger, spec: BudgetSpec, uid: str, now: str, *, pod_started: bool) -> Outcome:
+    """Give back the Waiting or Reserved claim of ``uid``, whose consumer no longer needs it.
+
+    Allowed only if no pod of the consumer ever started (``pod_started`` is
+    False): once a pod has touched the data the claim can only be committed.
+    Releasing an unknown, Released or Rejected claim changes nothing.
+
+    Raises:
+        LedgerError: if the claim is Committed, or ``pod_started`` is True.
+    """
+    claim = ledger.claim(uid)
+    if claim is None or claim.state in (ClaimState.RELEASED, ClaimState.REJECTED):
+        return Outcome(ledger)
+    if claim.state is ClaimState.COMMITTED:
+        raise LedgerError(f"the claim of {claim.consumer} is Committed: privacy spent cannot be released")
+    if pod_started:
+        raise LedgerError(
+            f"a pod of {claim.consumer} has started, so its {claim.state.value} claim cannot be released; "
+            "commit what it spent instead"
+        )
+    released = replace(claim, state=ClaimState.RELEASED, updated=now)
+    decision = Decision(
+        DecisionKind.RELEASED,
+        claim.consumer,
+        claim.epsilon,
+        f"{claim.consumer} gave back its {claim.state.value} claim of epsilon {claim.epsilon}",
+    )
+    return _then_schedule(_replaced(ledger, released), spec, now, decision)
+
+
+def reconcile(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
+    """Apply ``spec`` to the waiting claims: reject those it no longer admits, grant those that fit.
+
+    Call it whenever the spec changes (e.g. ``spec.epsilon`` raised) and on
+    every resync; with nothing to do it returns the ledger unchanged.
+    """
+    return _schedule(ledger, spec, now)
+
+
+def epsilon_floor(ledger: Ledger) -> float:
+    """The lowest ``spec.epsilon`` the ledger allows: committed + reserved."""
+    return float(_allocated(ledger))
+
+
+def can_set_epsilon(ledger: Ledger, epsilon: float) -> bool:
+    """Whether ``spec.epsilon`` may become ``epsilon``: positive and not below committed + reserved.
+
+    Lowering below what is committed would pretend spent privacy unspent;
+    lowering below committed + reserved would break the invariant while the
+    reserved claims run (they may all end Committed).
+    """
+    require_positive("epsilon", epsilon)
+    return exact(epsilon) >= _allocated(ledger)
+
+
+def _schedule(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
+    """Reject waiting claims the spec no longer admits, then grant what the policy selects."""
+    decisions: list[Decision] = []
+    claims = list(ledger.claims)
+    for index, claim in enumerate(claims):
+        reason = _rejection(claim, spec) if claim.state is ClaimState.WAITING else None
+        if reason is not None:
+            claims[index] = replace(claim, state=ClaimState.REJECTED, reason=reason, updated=now)
+            decisions.append(_rejected_decision(claims[index], spec))
+    ledger = replace(ledger, claims=tuple(claims))
+    used = _allocated(ledger)
+    available = grantable(spec.policy, exact(spec.epsilon), exact(ledger.epsilon_unlocked), used)
+    waiting = [Demand(c.consumer.uid, exact(c.epsilon)) for c in claims if c.state is ClaimState.WAITING]
+    for uid in select(spec.policy, waiting, available):
+        claim = _existing(ledger, uid)
+        ledger = _replaced(ledger, replace(claim, state=ClaimState.RESERVED, updated=now))
+        used += exact(claim.epsilon)
+        decisions.append(
+            Decision(
+                DecisionKind.GRANTED,
+                claim.consumer,
+                claim.epsilon,
+                f"granted epsilon {claim.epsilon} to {claim.consumer}; "
+                f"{float(exact(spec.epsilon) - used)} of {spec.epsilon} left",
+            )
+        )
+    return Outcome(ledger, tuple(decisions))
+
+
+def _then_schedule(ledger: Ledger, spec: BudgetSpec, now: str, decision: Decision) -> Outcome:
+    outcome = _schedule(ledger, spec, now)
+    return Outcome(outcome.ledger, (decision, *outcome.decisions))
+
+
+def _rejection(claim: Claim, spec: BudgetSpec) -> RejectionReason | None:
+    # Comparing two floats agrees with comparing the decimals they print as.
+    if claim.delta > spec.delta:
+        return RejectionReason.DELTA_ABOVE_BUDGET
+    if claim.epsilon > spec.epsilon:
+        return RejectionReason.EPSILON_ABOVE_BUDGET
+    return None
+
+
+def _rejected_decision(claim: Claim, spec: BudgetSpec) -> Decision:
+    if claim.reason is RejectionReason.DELTA_ABOVE_BUDGET:
+        why = f"its delta {claim.delta} is above the budget's delta {spec.delta}"
+    else:
+        why = f"its epsilon {claim.epsilon} is above the budget's whole epsilon {spec.epsilon}"
+    message = f"rejected the claim of {claim.consumer}: {why}"
+    return Decision(DecisionKind.REJECTED, claim.consumer, claim.epsilon, message)
+
+
+def _allocated(ledger: Ledger) -> Fraction:
+    return allocated(ledger.claims, ClaimState.COMMITTED) + allocated(ledger.claims, ClaimState.RESERVED)
+
+
+def _grantable(ledger: Ledger, spec: BudgetSpec) -> Fraction:
+    return grantable(spec.policy, exact(spec.epsilon), exact(ledger.epsilon_unlocked), _allocated(ledger))
+
+
+def _existing(ledger: Ledger, uid: str) -> Claim:
+    claim = ledger.claim(uid)
+    if claim is None:
+        raise LedgerError(f"no claim for consumer uid {uid}")
+    return claim
+
+
+def _replaced(ledger: Ledger, claim: Claim) -> Ledger:
+    uid = claim.consumer.uid
+    return replace(ledger, claims=tuple(claim if c.consumer.uid == uid else c for c in ledger.claims))

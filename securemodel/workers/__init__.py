@@ -1,0 +1,1 @@
+"""Pod entrypoints of the ``securemodel-worker`` image (``securemodel-worker --help``)."""

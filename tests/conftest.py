@@ -1,0 +1,102 @@
+"""Fixtures shared by the integration and end-to-end tests: the real cluster, nothing mocked.
+
+The cluster is the one ``make cluster`` starts; its admin kubeconfig is ``.cluster/kubeconfig``
+(override with ``SECUREMODEL_KUBECONFIG``). ``kubectl`` is ``$KUBECTL``, else the cluster's
+``.cluster/bin/kubectl``, else the one on PATH.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _wait_for(check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy, and return that; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what or check}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def wait_for() -> Callable[..., Any]:
+    """``wait_for(check, timeout=30, what="...")``: poll until ``check()`` is truthy and return it."""
+    return _wait_for
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Path:
+    """Path of the local cluster's admin kubeconfig."""
+    path = Path(os.environ.get("SECUREMODEL_KUBECONFIG", REPO / ".cluster" / "kubeconfig"))
+    if not path.is_file():
+        pytest.fail(f"no cluster: {path} does not exist (run `make cluster`)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: Path) -> Iterator[kubernetes.client.ApiClient]:
+    """A Kubernetes API client authenticated as the cluster admin."""
+    client = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: Path) -> Kubectl:
+    """Run kubectl against the cluster: ``kubectl("get", "pods", "-n", ns)``; never raises on failure."""
+    local = REPO / ".cluster" / "bin" / "kubectl"
+    binary = os.environ.get("KUBECTL") or (str(local) if local.is_file() else shutil.which("kubectl"))
+    if not binary:
+        pytest.fail("kubectl not found: run `make cluster`, or set KUBECTL")
+
+    def run(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [binary, f"--kubeconfig={kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run
+
+
+def _create_namespace(api: kubernetes.client.CoreV1Api, hint: str) -> str:
+    prefix = re.sub(r"[^a-z0-9-]+", "-", hint.lower()).strip("-")[:40].rstrip("-")
+    body = {"metadata": {"generateName": f"t-{prefix}-", "labels": {"securemodel.io/test": "true"}}}
+    return api.create_namespace(body).metadata.name
+
+
+@pytest.fixture
+def namespace(api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A throwaway namespace for one test, deleted (with everything in it) afterwards."""
+    api = kubernetes.client.CoreV1Api(api_client)
+    name = _create_namespace(api, request.node.name)
+    yield name
+    api.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def module_namespace(api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A throwaway namespace shared by the tests of one module."""
+    api = kubernetes.client.CoreV1Api(api_client)
+    name = _create_namespace(api, request.module.__name__.rsplit(".", 1)[-1])
+    yield name
+    api.delete_namespace(name)

@@ -1,0 +1,117 @@
+"""The ClusterRole in deploy/ is enough for the operator, and no more than it needs.
+
+The operator runs cluster-wide, as in the cluster, authenticated as a ServiceAccount bound to
+a copy of deploy/10-rbac.yaml's ClusterRole (named after the test namespace, deleted after).
+"""
+
+import subprocess
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+ACCOUNT = "securemodel-operator"
+
+
+def deployed_rules() -> list[dict[str, Any]]:
+    documents = yaml.safe_load_all((REPO / "deploy" / "10-rbac.yaml").read_text())
+    return next(d for d in documents if d["kind"] == "ClusterRole")["rules"]
+
+
+@pytest.fixture
+def operator_kubeconfig(
+    api_client: kubernetes.client.ApiClient, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[Path]:
+    """A kubeconfig for a ServiceAccount holding exactly the deployed ClusterRole."""
+    core = kubernetes.client.CoreV1Api(api_client)
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": ACCOUNT}})
+    role = f"test-{namespace}"
+    rbac.create_cluster_role({"metadata": {"name": role}, "rules": deployed_rules()})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}],
+        }
+    )
+    try:
+        token = core.create_namespaced_service_account_token(
+            ACCOUNT, namespace, {"spec": {"expirationSeconds": 3600}}
+        ).status.token
+        admin = yaml.safe_load(kubeconfig.read_text())
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "cluster", "cluster": admin["clusters"][0]["cluster"]}],
+            "users": [{"name": ACCOUNT, "user": {"token": token}}],
+            "contexts": [{"name": ACCOUNT, "context": {"cluster": "cluster", "user": ACCOUNT}}],
+            "current-context": ACCOUNT,
+        }
+        path = tmp_path / "operator.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        yield path
+    finally:
+        rbac.delete_cluster_role_binding(role)
+        rbac.delete_cluster_role(role)
+
+
+def test_the_operator_works_with_the_deployed_cluster_role(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    operator_kubeconfig: Path,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    operator = start_operator(None, operator_kubeconfig)
+    assert kubectl("apply", "-n", namespace, "-f", str(REPO / "examples")).returncode == 0
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    def observed(plural: str, name: str) -> bool:
+        obj = custom.get_namespaced_custom_object("securemodel.io", "v1alpha1", namespace, plural, name)
+        return obj.get("status", {}).get("observedGeneration") == 1
+
+    for plural, name in [
+        ("privacybudgets", "breast-cancer"),
+        ("securemodels", "tumor-classifier"),
+        ("federatedrounds", "tumor-classifier-round-1"),
+    ]:
+        wait_for(partial(observed, plural, name), what=f"{plural}/{name} reconciled")
+    core = kubernetes.client.CoreV1Api(api_client)
+    wait_for(lambda: len(core.list_namespaced_event(namespace).items) >= 3, what="three Events")
+    logs = operator.logs()
+    assert "Not enough permissions" not in logs
+    assert f'User "system:serviceaccount:{namespace}:{ACCOUNT}" cannot' not in logs
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("watch", "securemodels.securemodel.io", "yes"),
+        ("patch", "privacybudgets.securemodel.io/status", "yes"),
+        ("create", "events", "yes"),
+        ("delete", "securemodels.securemodel.io", "no"),
+        ("create", "privacybudgets.securemodel.io", "no"),
+        ("update", "privacybudgets.securemodel.io", "no"),
+        ("get", "secrets", "no"),
+        ("create", "pods", "no"),
+        ("list", "namespaces", "no"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io", "no"),
+    ],
+)
+def test_the_cluster_role_grants_only_what_the_operator_uses(
+    verb: str, resource: str, allowed: str, kubectl: Kubectl, namespace: str, operator_kubeconfig: Path
+) -> None:
+    name, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []
+    result = kubectl(
+        "auth", "can-i", verb, name, *extra, "-n", namespace, f"--as=system:serviceaccount:{namespace}:{ACCOUNT}"
+    )
+    assert result.stdout.strip() == allowed, (verb, resource, result.stderr)

@@ -1,0 +1,101 @@
+"""The operator, run as `securemodel-operator`, reconciles the three kinds in a real API server."""
+
+import json
+import subprocess
+import urllib.request
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+REPO = Path(__file__).resolve().parents[2]
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+OBJECTS = {
+    "privacybudgets": ("breast-cancer", "Available", "True", "BudgetAvailable"),
+    "securemodels": ("tumor-classifier", "WaitingForBudget", "False", "WaitingForBudget"),
+    "federatedrounds": ("tumor-classifier-round-1", "Pending", "False", "Pending"),
+}
+
+
+def read(api_client: kubernetes.client.ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    api = kubernetes.client.CustomObjectsApi(api_client)
+    return api.get_namespaced_custom_object("securemodel.io", "v1alpha1", namespace, plural, name)
+
+
+def reconciled(
+    api_client: kubernetes.client.ApiClient, namespace: str, plural: str, name: str, generation: int = 1
+) -> dict[str, Any]:
+    """The object once it is at ``generation`` and its status describes it, else an empty dict."""
+    obj = read(api_client, namespace, plural, name)
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return obj if obj["metadata"]["generation"] == observed == generation else {}
+
+
+def events(api_client: kubernetes.client.ApiClient, namespace: str, name: str) -> list[Any]:
+    listed = kubernetes.client.CoreV1Api(api_client).list_namespaced_event(namespace)
+    return [e for e in listed.items if e.involved_object.name == name]
+
+
+def test_existing_objects_get_status_a_ready_condition_and_events(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    assert kubectl("apply", "-n", namespace, "-f", str(REPO / "examples")).returncode == 0
+    start_operator(namespace)
+    for plural, (name, phase, ready, reason) in OBJECTS.items():
+        obj = wait_for(partial(reconciled, api_client, namespace, plural, name), what=f"{plural}/{name} status")
+        status = obj["status"]
+        assert status["phase"] == phase
+        condition = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert condition["status"] == ready
+        assert condition["reason"] == reason
+        assert condition["message"]
+        assert condition["lastTransitionTime"].endswith("Z")
+        assert condition["observedGeneration"] == 1
+        posted = wait_for(partial(events, api_client, namespace, name), what=f"an Event about {name}")
+        assert posted[0].reason == reason
+        assert posted[0].message == condition["message"]
+        assert posted[0].reporting_component == "securemodel-operator"
+    budget = read(api_client, namespace, "privacybudgets", "breast-cancer")["status"]
+    assert (budget["epsilonCommitted"], budget["epsilonReserved"], budget["epsilonAvailable"]) == (0, 0, 10)
+    rounds = read(api_client, namespace, "federatedrounds", "tumor-classifier-round-1")["status"]
+    assert [p["state"] for p in rounds["participants"]] == ["Pending"] * 3
+    shown = kubectl("get", "securemodel", "-n", namespace).stdout
+    assert "Available" in shown and "WaitingForBudget" in shown and "Pending" in shown
+
+
+def test_a_spec_change_is_observed_without_a_new_transition(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    start_operator(namespace)
+    budget = (REPO / "examples" / "privacybudget.yaml").read_text()
+    assert kubectl("apply", "-n", namespace, "-f", "-", stdin=budget).returncode == 0
+    first = wait_for(lambda: reconciled(api_client, namespace, "privacybudgets", "breast-cancer"))
+    lowered = kubectl("apply", "-n", namespace, "-f", "-", stdin=budget.replace("epsilon: 10.0", "epsilon: 4.0"))
+    assert lowered.returncode == 0, lowered.stderr
+    second = wait_for(
+        lambda: reconciled(api_client, namespace, "privacybudgets", "breast-cancer", generation=2),
+        what="generation 2 observed",
+    )
+    assert second["status"]["epsilonAvailable"] == 4
+    before = next(c for c in first["status"]["conditions"] if c["type"] == "Ready")
+    after = next(c for c in second["status"]["conditions"] if c["type"] == "Ready")
+    assert after["observedGeneration"] == 2
+    assert after["message"] == "ε 4 of 4 available (committed 0, reserved 0)"
+    assert after["lastTransitionTime"] == before["lastTransitionTime"]
+
+
+def test_the_health_endpoint_answers(namespace: str, start_operator: Callable[..., Any]) -> None:
+    operator = start_operator(namespace)
+    with urllib.request.urlopen(operator.health_url, timeout=5) as response:
+        assert response.status == 200
+        assert isinstance(json.loads(response.read()), dict)
