@@ -1,10 +1,9 @@
 # securemodel: developer entry points. Everything slow is cached under $(CACHE), keyed by version:
-# the cluster's binaries, the base image's rootfs, image layers, pip downloads, the virtualenv.
+# the cluster's binaries, the base image's rootfs, image layers, a wheelhouse, the virtualenv.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CACHE ?= /var/cache/securemodel
 export SECUREMODEL_CACHE := $(CACHE)
-export PIP_CACHE_DIR := $(CACHE)/pip
 PYTHON ?= python3
 # The virtual environment lives outside the work tree, keyed by the dependency declaration.
 VENV := $(CACHE)/venv/$(shell sha256sum pyproject.toml | cut -c1-12)
@@ -22,14 +21,15 @@ deps: ## install the machine packages the cluster and image builds need (Debian)
 	@hack/install-deps.sh
 
 $(VENV)/.ok: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,worker]'
+	hack/wheelhouse.sh worker dev
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --no-index --find-links $(CACHE)/wheelhouse --upgrade pip
+	$(PY) -m pip install -q --no-index --find-links $(CACHE)/wheelhouse -e '.[dev,worker]'
 	touch $@
 
 venv: $(VENV)/.ok ## the Python virtual environment (cached by pyproject.toml), linked as .venv
 	@ln -sfn $(VENV) .venv
-	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@$(PY) -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null
 
 crds: venv ## regenerate crds/ from the schemas in securemodel/api
 	$(PY) -m securemodel.api.crdgen
