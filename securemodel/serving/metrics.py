@@ -1,0 +1,67 @@
+"""Prometheus metrics of the serve worker, in a registry of their own (one per server)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServingMetrics:
+    """Requests by endpoint and status code, latency, errors, and the state of the TLS material.
+
+    ``endpoint`` is the name of the API route (``infer``, ``model_metadata``, ...), or
+    ``unmatched``, so label values stay bounded whatever paths clients send.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "securemodel_serving_requests",
+            "Requests answered, by endpoint and HTTP status code.",
+            ["endpoint", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "securemodel_serving_request_duration_seconds",
+            "Time from request to response, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "securemodel_serving_errors",
+            "Requests that failed, by endpoint and class: client (4xx) or server (5xx).",
+            ["endpoint", "class"],
+            registry=self.registry,
+        )
+        self.tls_reloads = Counter(
+            "securemodel_serving_tls_reloads",
+            "Attempts to load changed TLS files from the Secret, by result (loaded, rejected).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.certificate_expiry = Gauge(
+            "securemodel_serving_certificate_expiry_timestamp_seconds",
+            "notAfter of the server certificate in use, as a Unix timestamp.",
+            registry=self.registry,
+        )
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        """Record one answered request."""
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+        if status >= 400:
+            self.errors.labels(endpoint, "server" if status >= 500 else "client").inc()
+
+    def certificate_loaded(self, not_after: datetime) -> None:
+        """Record that a server certificate expiring at ``not_after`` is now in use."""
+        self.certificate_expiry.set(not_after.timestamp())
+
+    def exposition(self) -> bytes:
+        """The metrics in the Prometheus text format."""
+        return generate_latest(self.registry)

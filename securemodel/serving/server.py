@@ -1,0 +1,93 @@
+"""The serving process: the OIP API on a mutual-TLS port, probes and metrics on a plain-HTTP port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from aiohttp import web
+
+from securemodel.serving.app import MAX_BATCH, ClientAccessLogger, build_app, build_probe_app
+from securemodel.serving.metrics import ServingMetrics
+from securemodel.serving.predictor import Predictor
+from securemodel.serving.tls import ServerTLS
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class ServingServer:
+    """Serve ``predictor`` while inside ``async with``, re-reading the TLS files every ``reload_interval`` s.
+
+    Ready (``/v2/health/ready``) while the server certificate in use is unexpired and the server is
+    not shutting down. ``port`` and ``metrics_port`` are the bound ports (useful with port 0).
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        tls_dir: Path,
+        *,
+        host: str | None = None,
+        port: int = 8443,
+        metrics_port: int = 9090,
+        reload_interval: float = 2.0,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.predictor = predictor
+        self.metrics = ServingMetrics()
+        self.tls = ServerTLS(tls_dir, self.metrics)
+        self.port = port
+        self.metrics_port = metrics_port
+        self._host = host
+        self._reload_interval = reload_interval
+        self._stopping = False
+        self._api = web.AppRunner(
+            build_app(predictor, self.metrics, self.ready, max_batch=max_batch),
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            access_log_class=ClientAccessLogger,
+        )
+        self._probes = web.AppRunner(build_probe_app(self.metrics, self.ready), access_log=None)
+        self._watcher: asyncio.Task[None] | None = None
+
+    def ready(self) -> bool:
+        """Whether to take traffic: not shutting down, and the server certificate has not expired."""
+        return not self._stopping and datetime.now(UTC) < self.tls.not_after
+
+    async def __aenter__(self) -> ServingServer:
+        await self._api.setup()
+        await self._probes.setup()
+        await web.TCPSite(self._api, self._host, self.port, ssl_context=self.tls.context).start()
+        await web.TCPSite(self._probes, self._host, self.metrics_port).start()
+        self.port = self._api.addresses[0][1]
+        self.metrics_port = self._probes.addresses[0][1]
+        self._watcher = asyncio.create_task(self._watch())
+        log.info(
+            "serving model %s: OIP v2 over mutual TLS on port %d, probes and metrics on port %d",
+            self.predictor.name,
+            self.port,
+            self.metrics_port,
+        )
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self._api.cleanup()  # stops accepting, lets requests in flight finish
+        await self._probes.cleanup()
+        log.info("stopped serving model %s", self.predictor.name)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._reload_interval)
+            self.tls.refresh()

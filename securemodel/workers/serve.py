@@ -1,0 +1,79 @@
+"""``securemodel-worker serve``: decrypt the model in memory and serve it over mutual TLS until SIGTERM.
+
+The decrypted model never touches the disk, and the data key is read from its mounted Secret
+file, never from the command line or the environment. A tampered artifact or a wrong key stops
+the worker with the reason on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from securemodel.crypto.artifacts import ArtifactError, read_artifact, read_data_key
+from securemodel.serving.predictor import Predictor
+from securemodel.serving.server import ServingServer
+
+MODEL_KIND = "model"
+
+Loader = Callable[[bytes, str], Predictor]
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``securemodel-worker serve``."""
+    parser.add_argument("--artifact", type=Path, required=True, help="encrypted model artifact")
+    parser.add_argument("--artifact-kind", default=MODEL_KIND, help="kind the artifact was written as")
+    parser.add_argument("--data-key-file", type=Path, required=True, help="data key file of the mounted Secret")
+    parser.add_argument("--tls-dir", type=Path, required=True, help="mounted Secret with tls.crt, tls.key and ca.crt")
+    parser.add_argument("--model-name", required=True, help="model name in /v2/models/<name>")
+    parser.add_argument("--port", type=int, default=8443, help="OIP v2 over mutual TLS")
+    parser.add_argument("--metrics-port", type=int, default=9090, help="plain HTTP: /metrics and /v2/health/*")
+    parser.add_argument("--tls-reload-interval", type=float, default=2.0, help="seconds between checks of --tls-dir")
+
+
+def load_predictor_from_artifact(
+    artifact: Path, data_key_file: Path, name: str, loader: Loader, *, kind: str
+) -> Predictor:
+    """Decrypt and authenticate the artifact in memory, then build the model from its bytes."""
+    payload = read_artifact(artifact, read_data_key(data_key_file), kind=kind)
+    return loader(payload, name)
+
+
+async def serve_until_terminated(server: ServingServer) -> None:
+    """Run ``server`` until SIGTERM or SIGINT, then finish the requests in flight and stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with server:
+        await stop.wait()
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    """The ``serve`` subcommand, with the worker image's model loader."""
+    from securemodel.models import load_predictor  # imported here: it brings torch
+
+    serve_artifact(args, load_predictor)
+
+
+def serve_artifact(args: argparse.Namespace, loader: Loader) -> None:
+    """Load the model of ``args.artifact`` with ``loader``, then serve it until terminated."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        predictor = load_predictor_from_artifact(
+            args.artifact, args.data_key_file, args.model_name, loader, kind=args.artifact_kind
+        )
+        server = ServingServer(
+            predictor,
+            args.tls_dir,
+            port=args.port,
+            metrics_port=args.metrics_port,
+            reload_interval=args.tls_reload_interval,
+        )
+    except (ArtifactError, OSError, ValueError) as err:  # ssl.SSLError is an OSError
+        raise SystemExit(f"securemodel-worker serve: {err}") from None
+    asyncio.run(serve_until_terminated(server))
