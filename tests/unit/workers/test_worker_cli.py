@@ -1,4 +1,4 @@
-"""securemodel-worker: five subcommands that print the configuration they parsed."""
+"""securemodel-worker: the five subcommands and how they reject bad arguments."""
 
 import json
 import subprocess
@@ -12,23 +12,24 @@ TRAIN = [
     "train", "--architecture", "mlp", "--params", '{"hidden": [64, 32]}',
     "--data-source", "builtin://breast_cancer", "--noise-multiplier", "1.1", "--sample-rate", "0.14",
     "--steps", "143", "--max-grad-norm", "1.0", "--output", "/artifacts/model.enc",
+    "--data-key-file", "/keys/data-key",
 ]  # fmt: skip
 
 
-def test_help_lists_the_five_subcommands() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "securemodel.workers.cli", "--help"], capture_output=True, text=True, check=True
-    )
+def test_help_lists_the_five_subcommands_without_importing_torch() -> None:
+    code = "from securemodel.workers import cli; cli.main(['--help'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     for command in ("train", "compress", "serve", "fl-aggregate", "fl-client"):
         assert command in result.stdout
+    probe = "import sys; import securemodel.workers.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
 
 
-def test_train_prints_its_parsed_configuration(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(TRAIN) == 0
-    config = json.loads(capsys.readouterr().out)
-    assert config["command"] == "train"
-    assert config["params"] == {"hidden": [64, 32]}
-    assert (config["noise_multiplier"], config["sample_rate"], config["steps"]) == (1.1, 0.14, 143)
+def test_train_parses_what_the_operator_passes() -> None:
+    args = cli.build_parser().parse_args([*TRAIN, "--device", "cpu", "--data-samples", "569"])
+    assert args.params == {"hidden": [64, 32]}
+    assert (args.noise_multiplier, args.sample_rate, args.steps) == (1.1, 0.14, 143)
+    assert (str(args.data_root), str(args.termination_log), args.device) == ("/data", "/dev/termination-log", "cpu")
 
 
 @pytest.mark.parametrize(
@@ -36,8 +37,10 @@ def test_train_prints_its_parsed_configuration(capsys: pytest.CaptureFixture[str
     [
         (["--sample-rate", "1.5"], "--sample-rate: 1.5 is not in (0, 1]"),
         (["--steps", "0"], "--steps: 0 is not ≥ 1"),
+        (["--noise-multiplier", "0"], "--noise-multiplier: 0 is not > 0"),
         (["--entrypoint", "pkg.mod:build"], "not allowed with argument --architecture"),
         (["--params", "[1]"], "--params: not a JSON object"),
+        (["--device", "tpu"], "invalid choice: 'tpu'"),
     ],
 )
 def test_train_rejects_bad_arguments(change: list[str], complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,9 +53,6 @@ def test_train_rejects_bad_arguments(change: list[str], complaint: str, capsys: 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["compress", "--input", "/a/model.enc", "--output", "/a/small.enc",
-         "--sparsity", "0.5", "--quantization", "int8"],
-        ["serve", "--model", "/a/small.enc", "--name", "tumor-classifier", "--tls-dir", "/tls"],
         ["fl-aggregate", "--clients", "clinic-a,clinic-b,clinic-c", "--min-clients", "2", "--threshold", "2",
          "--output", "/a/global.enc"],
         ["fl-client", "--name", "clinic-a", "--aggregator", "https://round-1-aggregator:8443",
@@ -61,7 +61,7 @@ def test_train_rejects_bad_arguments(change: list[str], complaint: str, capsys: 
     ],
     ids=lambda argv: argv[0],
 )  # fmt: skip
-def test_every_subcommand_prints_its_configuration(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_federated_subcommands_print_their_configuration(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["command"] == argv[0]
@@ -69,7 +69,15 @@ def test_every_subcommand_prints_its_configuration(argv: list[str], capsys: pyte
         assert config["clients"] == ["clinic-a", "clinic-b", "clinic-c"]
 
 
-def test_compress_requires_its_input(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "missing"),
+    [
+        (["compress", "--output", "/a/small.enc", "--data-key-file", "/k"], "--input"),
+        (["compress", "--input", "/a/model.enc", "--output", "/a/small.enc"], "--data-key-file"),
+        (["serve", "--artifact", "/a/small.enc", "--tls-dir", "/tls", "--model-name", "m"], "--data-key-file"),
+    ],
+)
+def test_required_arguments_are_enforced(argv: list[str], missing: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        cli.main(["compress", "--output", "/a/small.enc"])
-    assert "the following arguments are required: --input" in capsys.readouterr().err
+        cli.main(argv)
+    assert f"the following arguments are required: {missing}" in capsys.readouterr().err

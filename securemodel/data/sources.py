@@ -1,0 +1,157 @@
+"""Data sources, and the sizes that follow from them without reading any data (pure).
+
+A source is ``builtin://<name>[?shard=i&of=n]`` (a classification dataset bundled with
+scikit-learn) or ``pvc://<claim>/<path>`` (a file on a PersistentVolumeClaim). The operator
+image has neither scikit-learn nor the data, yet it must know how many examples a training run
+samples from to calibrate the noise; the worker must then train on exactly those examples.
+Both sides use the rules of this module:
+
+* **Size.** A built-in dataset has the size in :data:`BUILTIN_SIZES`. The size of a ``pvc://``
+  file is declared in ``spec.data.samples`` (the operator cannot read the file; the worker must
+  refuse a file of another size, or the sample rate would be wrong).
+* **Shard rule.** Shard ``i`` of ``n`` of a dataset of ``N`` examples is
+  ``numpy.array_split(numpy.random.default_rng(0).permutation(N), n)[i]``, so its size follows
+  from ``N`` alone (:func:`shard_size`).
+* **Validation rule.** Of ``n`` examples (after sharding), ``n_val = floor(n * validationSplit)``
+  are held out, computed exactly on the decimal ``validationSplit`` prints as, and
+  ``n_train = n - n_val`` are trained on (:func:`split_sizes`). The Poisson sample rate is
+  ``q = batchSize / n_train``: it is over the training part only, and the DP-SGD guarantee
+  covers the training examples. The held-out examples never enter DP-SGD; they are used to
+  measure accuracy, which is not differentially private.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Final, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+# Examples in each classification dataset that scikit-learn bundles (no download).
+BUILTIN_SIZES: Final[dict[str, int]] = {
+    "breast_cancer": 569,
+    "digits": 1797,
+    "iris": 150,
+    "wine": 178,
+}
+
+# The seed of the shard rule: fixed, so every silo and the operator agree on the shards.
+SHARD_SEED: Final[int] = 0
+
+
+class SourceError(ValueError):
+    """A data source that cannot be parsed or sized."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0 <= index < count)."""
+
+    index: int
+    count: int
+
+
+@dataclass(frozen=True)
+class BuiltinSource:
+    """``builtin://<name>[?shard=i&of=n]``."""
+
+    name: str
+    shard: Shard | None = None
+
+
+@dataclass(frozen=True)
+class PvcSource:
+    """``pvc://<claim>/<path>[?shard=i&of=n]``; ``path`` is relative to the volume's root."""
+
+    claim: str
+    path: str
+    shard: Shard | None = None
+
+
+def parse_source(source: str) -> BuiltinSource | PvcSource:
+    """Parse a ``spec.data.source``.
+
+    Raises:
+        SourceError: for another scheme, a missing name or path, or a malformed shard.
+    """
+    parts = urlsplit(source)
+    shard = _shard(source, parts.query)
+    if parts.scheme == "builtin" and parts.netloc and parts.path == "":
+        return BuiltinSource(parts.netloc, shard)
+    path = parts.path.removeprefix("/")
+    if parts.scheme == "pvc" and parts.netloc and path:
+        return PvcSource(parts.netloc, path, shard)
+    raise SourceError(f"{source!r}: expected builtin://<name>[?shard=i&of=n] or pvc://<claim>/<path>")
+
+
+def _shard(source: str, query: str) -> Shard | None:
+    if not query:
+        return None
+    fields = parse_qs(query, keep_blank_values=True, strict_parsing=False)
+    try:
+        if set(fields) != {"shard", "of"} or len(fields["shard"]) != 1 or len(fields["of"]) != 1:
+            raise ValueError
+        index, count = int(fields["shard"][0]), int(fields["of"][0])
+    except ValueError:
+        raise SourceError(f"{source!r}: the query must be ?shard=i&of=n with integers i and n") from None
+    if not 0 <= index < count:
+        raise SourceError(f"{source!r}: shard {index} of {count} does not exist (0 <= shard < of)")
+    return Shard(index, count)
+
+
+def dataset_size(source: BuiltinSource | PvcSource, samples: int | None = None) -> int:
+    """Examples in ``source`` after sharding; ``samples`` is the declared size of a ``pvc://`` file.
+
+    Raises:
+        SourceError: for an unknown built-in dataset, or a ``pvc://`` source without ``samples``.
+    """
+    if isinstance(source, BuiltinSource):
+        if source.name not in BUILTIN_SIZES:
+            raise SourceError(f"unknown built-in dataset {source.name!r}; known: {', '.join(sorted(BUILTIN_SIZES))}")
+        total = BUILTIN_SIZES[source.name]
+    elif samples is None or samples < 1:
+        raise SourceError(f"pvc://{source.claim}/{source.path}: spec.data.samples must give the number of examples")
+    else:
+        total = samples
+    return total if source.shard is None else shard_size(total, source.shard.index, source.shard.count)
+
+
+def shard_indices(n: int, index: int, count: int) -> np.ndarray:
+    """The indices (into ``range(n)``) of shard ``index`` of ``count``: the shard rule."""
+    return np.array_split(np.random.default_rng(SHARD_SEED).permutation(n), count)[index]
+
+
+def shard_size(n: int, index: int, count: int) -> int:
+    """``len(shard_indices(n, index, count))`` without computing the permutation."""
+    if not 0 <= index < count:
+        raise SourceError(f"shard {index} of {count} does not exist (0 <= shard < of)")
+    return n // count + (1 if index < n % count else 0)
+
+
+class Split(NamedTuple):
+    """How ``train + validation`` examples are divided."""
+
+    train: int
+    validation: int
+
+
+def split_sizes(n: int, validation_split: float) -> Split:
+    """The validation rule: ``validation = floor(n * validation_split)`` exactly, ``train = n - validation``.
+
+    ``validation_split`` is read as the decimal it prints as (``0.29`` is 29/100, so 100
+    examples hold out 29, where the float product 28.999999999999996 would give 28).
+    """
+    if not 0 <= validation_split < 1:
+        raise SourceError(f"validationSplit must be in [0, 1); got {validation_split!r}")
+    validation = math.floor(n * Fraction(repr(float(validation_split))))
+    return Split(n - validation, validation)
+
+
+def split_indices(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation indices into ``range(n)``: a permutation by ``seed``, cut by :func:`split_sizes`."""
+    train = split_sizes(n, validation_split).train
+    permutation = np.random.default_rng(seed).permutation(n)
+    return permutation[:train], permutation[train:]

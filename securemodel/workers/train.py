@@ -1,0 +1,131 @@
+"""``securemodel-worker train``: DP-SGD at the operator's (σ, q, steps), written as an encrypted artifact.
+
+Order of work, so that the result tells the operator what was spent:
+
+1. refuse an existing ``--output`` (artifacts are write-once), read the data key, import the
+   model's builder: failures here happen before any data is read (``dataTouched: false``,
+   the claim may be released);
+2. read the data (``dataTouched: true`` from here on), build the model (seeded), train with
+   :func:`securemodel.workers.dpsgd.train_dp_sgd` (see there for the privacy guarantee);
+3. measure validation accuracy with the same predictor the serve worker uses, write the fp32
+   payload (:mod:`securemodel.models.serialization`) encrypted with the data key.
+
+The result (see :mod:`securemodel.workers.report`) is emitted on success AND on failure, with
+``steps`` = the noisy steps actually taken, so the operator commits ε for exactly those. SIGTERM
+(the Job being deleted) is turned into a failure so that the result is still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+
+from securemodel.crypto.artifacts import ArtifactExistsError, read_data_key, write_artifact
+from securemodel.data.loading import load_dataset
+from securemodel.models import (
+    ARTIFACT_KIND,
+    ModelPredictor,
+    ModelRecord,
+    ModelSpec,
+    build_model,
+    dump_fp32,
+    resolve_builder,
+)
+from securemodel.workers.dpsgd import DPSGDConfig, DPSGDProgress, resolve_device, train_dp_sgd
+from securemodel.workers.report import describe_error, emit
+
+
+class TerminatedError(Exception):
+    """The worker received SIGTERM."""
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise TerminatedError(f"received signal {signal.Signals(signum).name}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run the ``train`` subcommand; returns the exit status (0 on success, 1 on failure)."""
+    result: dict[str, Any] = {
+        "kind": "TrainResult",
+        "dataTouched": False,
+        "noiseMultiplier": args.noise_multiplier,
+        "sampleRate": args.sample_rate,
+        "stepsRequested": args.steps,
+        "maxGradNorm": args.max_grad_norm,
+    }
+    progress = DPSGDProgress()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result.update(_train(args, progress, result))
+        result["status"] = "Succeeded"
+        return 0
+    except Exception as err:  # every failure must still report the steps run
+        result.update(status="Failed", error=describe_error(err))
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        result["steps"] = progress.steps
+        emit(result, args.termination_log)
+
+
+def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, Any]) -> dict[str, Any]:
+    """Steps 1-3 of the module doc; sets ``result["dataTouched"]`` before reading data."""
+    config = DPSGDConfig(
+        noise_multiplier=args.noise_multiplier,
+        sample_rate=args.sample_rate,
+        steps=args.steps,
+        max_grad_norm=args.max_grad_norm,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        seed=args.seed,
+    )
+    output = Path(args.output)
+    if output.exists():
+        raise ArtifactExistsError(f"artifact {output} already exists; artifacts are never overwritten")
+    key = read_data_key(args.data_key_file)
+    spec = ModelSpec(args.architecture, args.entrypoint, args.params)
+    resolve_builder(spec)
+    device = resolve_device(args.device)
+
+    result["dataTouched"] = True
+    data_spec = {
+        "source": args.data_source,
+        "validationSplit": args.validation_split,
+        "seed": args.seed,
+        "samples": args.data_samples,
+    }
+    data = load_dataset(
+        args.data_source,
+        validation_split=args.validation_split,
+        seed=args.seed,
+        data_root=args.data_root,
+        samples=args.data_samples,
+    )
+    torch.manual_seed(args.seed)
+    model = build_model(spec, data.input_shape, data.num_classes)
+    report = train_dp_sgd(
+        model, data.model_inputs(data.x_train), data.y_train, config, device=device, progress=progress
+    )
+    training: dict[str, Any] = {
+        "steps": report.steps,
+        "noiseMultiplier": config.noise_multiplier,
+        "sampleRate": config.sample_rate,
+        "maxGradNorm": config.max_grad_norm,
+        "learningRate": config.learning_rate,
+        "optimizer": config.optimizer,
+        "clippingMode": report.clipping_mode,
+        "device": report.device,
+        "trainExamples": report.train_examples,
+        "sampledExamples": report.sampled_examples,
+    }
+    record = ModelRecord.from_module(spec, model, data.input_shape, data.num_classes, data.standardization)
+    accuracy = ModelPredictor(record, "validation").accuracy(data.x_val, data.y_val)
+    training.update(accuracy=accuracy, validationExamples=len(data.y_val))
+    record = record.with_info(data=data_spec, training=training)
+    digest = write_artifact(output, dump_fp32(record), key, kind=ARTIFACT_KIND)
+    return {**training, "digest": digest, "sizeBytes": output.stat().st_size, "artifact": str(output)}

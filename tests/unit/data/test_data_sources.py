@@ -1,0 +1,101 @@
+"""Data sources and the sizes that follow from them without the data."""
+
+import numpy as np
+import pytest
+
+from securemodel.data.sources import (
+    BUILTIN_SIZES,
+    BuiltinSource,
+    PvcSource,
+    Shard,
+    SourceError,
+    dataset_size,
+    parse_source,
+    shard_indices,
+    shard_size,
+    split_indices,
+    split_sizes,
+)
+
+
+def test_the_size_table_matches_scikit_learn() -> None:
+    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is a worker dependency (.[worker])")
+    for name, size in BUILTIN_SIZES.items():
+        bunch = getattr(datasets, f"load_{name}")()
+        assert len(bunch.target) == len(bunch.data) == size, name
+        assert len(set(bunch.target)) >= 2, f"{name} is not a classification dataset"
+
+
+@pytest.mark.parametrize(
+    ("source", "parsed"),
+    [
+        ("builtin://wine", BuiltinSource("wine")),
+        ("builtin://breast_cancer?shard=2&of=3", BuiltinSource("breast_cancer", Shard(2, 3))),
+        ("pvc://clinic-data/2026/train.npz", PvcSource("clinic-data", "2026/train.npz")),
+        ("pvc://clinic-data/train.npz?shard=0&of=2", PvcSource("clinic-data", "train.npz", Shard(0, 2))),
+    ],
+)
+def test_sources_parse(source: str, parsed: BuiltinSource | PvcSource) -> None:
+    assert parse_source(source) == parsed
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "s3://bucket/key",
+        "builtin://",
+        "builtin://wine/extra",
+        "pvc://claim",
+        "pvc://claim/",
+        "builtin://wine?shard=3&of=3",
+        "builtin://wine?shard=1",
+        "builtin://wine?shard=a&of=2",
+        "builtin://wine?shard=0&of=2&x=1",
+    ],
+)
+def test_malformed_sources_are_refused(source: str) -> None:
+    with pytest.raises(SourceError):
+        parse_source(source)
+
+
+def test_shard_sizes_follow_from_n_alone_and_match_the_shard_rule() -> None:
+    for n in (1, 7, 150, 569, 1797):
+        for count in (1, 2, 3, 7):
+            shards = [shard_indices(n, index, count) for index in range(count)]
+            assert [len(s) for s in shards] == [shard_size(n, index, count) for index in range(count)]
+            assert sorted(np.concatenate(shards).tolist()) == list(range(n)), "the shards partition the data"
+
+
+def test_the_shard_rule_is_a_fixed_permutation() -> None:
+    expected = np.array_split(np.random.default_rng(0).permutation(569), 3)[1]
+    assert np.array_equal(shard_indices(569, 1, 3), expected)
+
+
+def test_dataset_sizes() -> None:
+    assert dataset_size(parse_source("builtin://breast_cancer")) == 569
+    assert [dataset_size(parse_source(f"builtin://breast_cancer?shard={i}&of=3")) for i in range(3)] == [190, 190, 189]
+    assert dataset_size(parse_source("pvc://c/x.npz"), samples=1000) == 1000
+    assert dataset_size(parse_source("pvc://c/x.npz?shard=1&of=3"), samples=1000) == 333
+
+
+def test_a_pvc_source_needs_its_declared_size_and_a_builtin_a_known_name() -> None:
+    with pytest.raises(SourceError, match="spec.data.samples"):
+        dataset_size(parse_source("pvc://c/x.npz"))
+    with pytest.raises(SourceError, match="unknown built-in dataset 'covtype'"):
+        dataset_size(parse_source("builtin://covtype"))
+
+
+def test_the_validation_split_is_floored_exactly_on_the_decimal() -> None:
+    assert split_sizes(569, 0.2) == (456, 113) == (569 - 113, 113)
+    assert 100 * 0.29 < 29, "the float product would floor to 28"
+    assert split_sizes(100, 0.29).validation == 29
+    assert split_sizes(178, 0.2).train == 143
+    assert split_sizes(3, 0.2) == (3, 0)
+
+
+def test_split_indices_cut_a_seeded_permutation_by_the_validation_rule() -> None:
+    train, validation = split_indices(100, 0.29, seed=7)
+    assert (len(train), len(validation)) == (71, 29)
+    assert sorted([*train, *validation]) == list(range(100))
+    again, _ = split_indices(100, 0.29, seed=7)
+    assert np.array_equal(train, again)

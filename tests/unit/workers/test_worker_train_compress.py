@@ -1,0 +1,252 @@
+"""``securemodel-worker train`` and ``compress`` end to end: encrypted artifacts, results, and failures."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from securemodel.crypto.artifacts import read_artifact
+from securemodel.data.loading import load_dataset
+from securemodel.models import ARTIFACT_KIND, load_predictor, load_record
+from securemodel.workers import cli
+
+torch.set_num_threads(1)  # the unit tests share two cores with everything else
+
+# ε ≈ 2 at δ = 1e-5 for breast_cancer's 456 training examples, batchSize 64, 10 epochs (PRV)
+DP = ["--noise-multiplier", "2.63", "--sample-rate", str(64 / 456), "--steps", "72", "--max-grad-norm", "1.0",
+      "--learning-rate", "0.5"]  # fmt: skip
+# Stated tolerance: pruning half of the weights + int8 costs at most 5 points of validation accuracy here.
+ACCURACY_TOLERANCE = 0.05
+_modules = itertools.count()
+
+
+@dataclass
+class Workspace:
+    root: Path
+    key: bytes
+    key_file: Path
+    termination_log: Path
+
+    def run(self, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any], str]:
+        """Run the CLI; returns (exit status, the result JSON, everything printed)."""
+        status = cli.main(
+            [*argv, "--data-key-file", str(self.key_file), "--termination-log", str(self.termination_log)]
+        )
+        captured = capsys.readouterr()
+        output = captured.out + captured.err
+        return status, json.loads(captured.out.strip().splitlines()[-1]), output
+
+    def train(self, output: str, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict[str, Any], str]:
+        model = [] if "--entrypoint" in extra else ["--architecture", "mlp", "--params", '{"hidden": [64, 32]}']
+        source = [] if "--data-source" in extra else ["--data-source", "builtin://breast_cancer"]
+        return self.run(["train", *model, *source, *DP, "--output", str(self.root / output), *extra], capsys)
+
+
+def workspace_in(root: Path) -> Workspace:
+    key = os.urandom(32)
+    (root / "keys").mkdir()
+    (root / "keys" / "data-key").write_bytes(key)
+    (root / "termination-log").touch()
+    return Workspace(root, key, root / "keys" / "data-key", root / "termination-log")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return workspace_in(tmp_path)
+
+
+@pytest.fixture
+def custom_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(source: str) -> str:
+        name = f"worker_models_{next(_modules)}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        return name
+
+    return write
+
+
+def assert_no_key_material(ws: Workspace, output: str) -> None:
+    for encoding in (ws.key.hex(), base64.b64encode(ws.key).decode(), repr(ws.key)):
+        assert encoding not in output
+
+
+def test_train_then_compress(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    status, trained, output = ws.train("model.enc", capsys, "--device", "auto")
+
+    assert status == 0, trained
+    assert trained["status"] == "Succeeded" and trained["dataTouched"] is True
+    assert trained["steps"] == trained["stepsRequested"] == 72
+    assert (trained["noiseMultiplier"], trained["sampleRate"], trained["maxGradNorm"]) == (2.63, 64 / 456, 1.0)
+    assert (trained["clippingMode"], trained["device"]) == ("ghost", "cpu")
+    assert (trained["trainExamples"], trained["validationExamples"]) == (456, 113)
+    assert trained["accuracy"] >= 0.85
+    model_file = ws.root / "model.enc"
+    assert trained["sizeBytes"] == model_file.stat().st_size and trained["digest"].startswith("sha256:")
+    assert json.loads(ws.termination_log.read_text()) == trained
+    assert_no_key_material(ws, output)
+
+    # the artifact is the encrypted fp32 payload; its predictor reproduces the reported accuracy
+    payload = read_artifact(model_file, ws.key, kind=ARTIFACT_KIND)
+    assert payload not in model_file.read_bytes()
+    data = load_dataset("builtin://breast_cancer", validation_split=0.2, seed=0)
+    assert load_predictor(payload, "m").accuracy(data.x_val, data.y_val) == trained["accuracy"]
+    assert load_record(payload).info["training"]["steps"] == 72
+
+    before = model_file.read_bytes()
+    status, compressed, output = ws.run(["compress", "--input", str(model_file), "--output",
+                                         str(ws.root / "small.enc"), "--sparsity", "0.5", "--quantization", "int8"],
+                                        capsys)  # fmt: skip
+
+    assert status == 0, compressed
+    assert compressed["status"] == "Succeeded" and compressed["sparsity"] == 0.5
+    assert compressed["sizeBytes"] == trained["sizeBytes"]
+    assert compressed["compressedSizeBytes"] * 3 <= compressed["sizeBytes"]
+    assert compressed["accuracy"] == trained["accuracy"]
+    assert compressed["compressedAccuracy"] >= compressed["accuracy"] - ACCURACY_TOLERANCE
+    assert model_file.read_bytes() == before
+    small = load_predictor(read_artifact(ws.root / "small.enc", ws.key, kind=ARTIFACT_KIND), "m")
+    assert small.encoding == "compressed"
+    assert small.accuracy(data.x_val, data.y_val) == compressed["compressedAccuracy"]
+    assert json.loads(ws.termination_log.read_text()) == compressed
+    assert_no_key_material(ws, output)
+
+
+def test_the_same_seed_trains_the_same_model(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    states = []
+    for name, seed in (("a.enc", "7"), ("b.enc", "7"), ("c.enc", "8")):
+        assert ws.train(name, capsys, "--seed", seed, "--steps", "5")[0] == 0
+        states.append(load_record(read_artifact(ws.root / name, ws.key, kind=ARTIFACT_KIND)).state)
+    assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(np.array_equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_a_failure_after_touching_data_reports_the_steps_run(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], custom_module: Any
+) -> None:
+    name = custom_module(
+        """
+        from torch import nn
+
+        class Flaky(nn.Module):
+            def __init__(self, features, classes, fail_after):
+                super().__init__()
+                self.linear, self.calls, self.fail_after = nn.Linear(features, classes), 0, fail_after
+
+            def forward(self, x):
+                self.calls += 1
+                if self.calls > self.fail_after:
+                    raise RuntimeError("simulated CUDA out of memory")
+                return self.linear(x)
+
+        def build(input_shape, num_classes, fail_after):
+            return Flaky(input_shape[0], num_classes, fail_after)
+        """
+    )
+    status, result, _ = ws.train("model.enc", capsys, "--entrypoint", f"{name}:build", "--params", '{"fail_after": 5}')
+
+    assert status == 1
+    assert result["status"] == "Failed" and result["dataTouched"] is True
+    assert result["steps"] == 5 and result["stepsRequested"] == 72
+    assert "simulated CUDA out of memory" in result["error"]
+    assert json.loads(ws.termination_log.read_text()) == result
+    assert not (ws.root / "model.enc").exists()
+
+
+def test_sigterm_during_training_still_reports_the_steps_run(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], custom_module: Any
+) -> None:
+    name = custom_module(
+        """
+        import os, signal
+        from torch import nn
+
+        class Doomed(nn.Module):
+            def __init__(self, features, classes):
+                super().__init__()
+                self.linear, self.calls = nn.Linear(features, classes), 0
+
+            def forward(self, x):
+                self.calls += 1
+                if self.calls == 4:  # the Job is deleted during the fourth step
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return self.linear(x)
+
+        def build(input_shape, num_classes):
+            return Doomed(input_shape[0], num_classes)
+        """
+    )
+    status, result, _ = ws.train("model.enc", capsys, "--entrypoint", f"{name}:build")
+
+    assert status == 1 and result["dataTouched"] is True
+    assert result["steps"] == 3 and "SIGTERM" in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (["--entrypoint", "no_such_package.models:build"], "cannot import module 'no_such_package.models'"),
+        (["--data-source", "builtin://mnist"], "unknown built-in dataset 'mnist'"),
+    ],
+)
+def test_failures_report_whether_data_was_touched(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], extra: list[str], error: str
+) -> None:
+    status, result, _ = ws.train("model.enc", capsys, *extra)
+    assert status == 1 and result["steps"] == 0 and error in result["error"]
+    # a model that cannot be imported fails before any data is read: the claim can be released
+    assert result["dataTouched"] is (extra[0] == "--data-source")
+
+
+def test_artifacts_are_never_overwritten(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    (ws.root / "taken.enc").write_bytes(b"earlier model")
+    status, result, _ = ws.train("taken.enc", capsys)
+    assert status == 1 and result["dataTouched"] is False and "already exists" in result["error"]
+
+    status, result, _ = ws.run(["compress", "--input", str(ws.root / "taken.enc"), "--output",
+                                str(ws.root / "taken.enc")], capsys)  # fmt: skip
+    assert status == 1 and "already exists" in result["error"]
+    assert (ws.root / "taken.enc").read_bytes() == b"earlier model"
+
+
+def test_compress_refuses_a_tampered_artifact(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ws.train("model.enc", capsys, "--steps", "3")[0] == 0
+    blob = bytearray((ws.root / "model.enc").read_bytes())
+    blob[-40] ^= 1
+    (ws.root / "evil.enc").write_bytes(bytes(blob))
+
+    status, result, _ = ws.run(["compress", "--input", str(ws.root / "evil.enc"), "--output",
+                                str(ws.root / "small.enc"), "--sparsity", "0.5"], capsys)  # fmt: skip
+
+    assert status == 1 and "ArtifactTamperedError" in result["error"]
+    assert not (ws.root / "small.enc").exists()
+
+
+def test_train_and_compress_on_a_pvc_file(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    volume = ws.root / "volume"
+    (volume / "silo").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    np.savez(volume / "silo" / "train.npz", x=x, y=(x[:, 0] + x[:, 1] > 0).astype(np.int64))
+    source = ["--data-source", "pvc://silo-data/silo/train.npz", "--data-samples", "300", "--data-root", str(volume)]
+
+    status, trained, _ = ws.train("model.enc", capsys, *source, "--sample-rate", "0.2", "--steps", "60")
+    assert status == 0, trained
+    assert (trained["trainExamples"], trained["validationExamples"]) == (240, 60) and trained["accuracy"] > 0.8
+
+    status, compressed, _ = ws.run(["compress", "--input", str(ws.root / "model.enc"), "--output",
+                                    str(ws.root / "small.enc"), "--quantization", "int8", "--data-root", str(volume)],
+                                   capsys)  # fmt: skip
+    assert status == 0, compressed
+    assert compressed["accuracy"] == trained["accuracy"] and compressed["sparsity"] == 0.0
