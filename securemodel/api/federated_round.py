@@ -22,7 +22,7 @@ from securemodel.api.schema import (
     rule,
     string,
 )
-from securemodel.api.secure_model import Accountant
+from securemodel.api.secure_model import DATA_SIZE_RULES, Accountant, samples
 
 
 class Phase(StrEnum):
@@ -77,8 +77,12 @@ CLIENT = obj(
         ),
         "data": obj(
             "The silo's local data.",
-            {"source": data_source("builtin://<dataset>[?shard=i&of=n] or pvc://<claim>/<path>.")},
+            {
+                "source": data_source("builtin://<dataset>[?shard=i&of=n] or pvc://<claim>/<path>."),
+                "samples": samples(),
+            },
             required=["source"],
+            rules=DATA_SIZE_RULES,
         ),
         "budgetRef": name_ref("The PrivacyBudget in the silo's namespace charged for its training."),
     },

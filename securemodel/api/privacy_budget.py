@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from securemodel.api.kinds import AGE_COLUMN, READY_COLUMN, Kind, column
+from securemodel.api.kinds import AGE_COLUMN, GROUP, READY_COLUMN, Kind, column
 from securemodel.api.schema import (
     array,
     conditions,
@@ -18,6 +18,8 @@ from securemodel.api.schema import (
 )
 
 DEFAULT_UNLOCK_STEPS = 10
+# With the value "true", a budget with committed spend may be deleted (its ledger is lost).
+ALLOW_DELETE_WITH_SPEND = f"{GROUP}/allow-delete-with-spend"
 
 
 class Phase(StrEnum):
@@ -56,7 +58,8 @@ SPEC = obj(
     {
         "epsilon": epsilon(
             "Total ε the dataset may ever release, summed over every granted claim (> 0). "
-            "It may be raised at any time, but not lowered below status.epsilonCommitted."
+            "It may be raised at any time, but not lowered below status.epsilonCommitted + "
+            "status.epsilonReserved (the ValidatingAdmissionPolicy in deploy/ rejects that)."
         ),
         "delta": delta("δ allowed per claim (0 < δ < 1). A claim asking for more δ is rejected.", default=1.0e-5),
         "policy": string(
@@ -150,6 +153,7 @@ KIND = Kind(
         READY_COLUMN,
         column("Epsilon", ".spec.epsilon", "number", "Total ε"),
         column("Committed", ".status.epsilonCommitted", "number", "ε spent for good"),
+        column("Reserved", ".status.epsilonReserved", "number", "ε held by consumers not yet done"),
         column("Available", ".status.epsilonAvailable", "number", "ε left to grant"),
         column("Policy", ".spec.policy", priority=1),
         AGE_COLUMN,

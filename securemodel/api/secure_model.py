@@ -6,6 +6,7 @@ from securemodel.api.kinds import AGE_COLUMN, READY_COLUMN, Kind, column
 from securemodel.api.schema import (
     DNS_1035_LABEL,
     DNS_LABEL,
+    Schema,
     array,
     conditions,
     data_source,
@@ -23,6 +24,7 @@ from securemodel.api.schema import (
     rule,
     string,
 )
+from securemodel.data.sources import BUILTIN_SIZES
 
 
 class Phase(StrEnum):
@@ -72,6 +74,40 @@ MODEL = obj(
     ],
 )
 
+def samples() -> Schema:
+    """``data.samples``: the declared size of a ``pvc://`` file (see :data:`DATA_SIZE_RULES`)."""
+    return integer(
+        "Number of examples in the pvc:// file (before sharding and the validation split). Required with a "
+        "pvc:// source: the operator computes the sample rate q from it without reading the data, so it must be "
+        "the file's true size. Not allowed with builtin://, whose sizes are known.",
+        minimum=1,
+        fmt="int64",
+    )
+
+
+# Rules of an object with a data ``source`` and ``samples``: built-in names the operator can size,
+# and samples exactly when the source is a pvc:// file.
+DATA_SIZE_RULES: tuple[Schema, ...] = (
+    rule(
+        "!self.source.startsWith('builtin://')"
+        f" || self.source.matches('^builtin://({'|'.join(sorted(BUILTIN_SIZES))})([?]|$)')",
+        f"unknown built-in dataset; choose one of {', '.join(sorted(BUILTIN_SIZES))}",
+        field_path=".source",
+    ),
+    rule(
+        "!self.source.startsWith('pvc://') || has(self.samples)",
+        "samples is required with a pvc:// source: the number of examples in the file",
+        field_path=".samples",
+        reason="FieldValueRequired",
+    ),
+    rule(
+        "!self.source.startsWith('builtin://') || !has(self.samples)",
+        "samples is only allowed with a pvc:// source: the size of a built-in dataset is known",
+        field_path=".samples",
+        reason="FieldValueForbidden",
+    ),
+)
+
 DATA = obj(
     "The training data.",
     {
@@ -79,6 +115,7 @@ DATA = obj(
             "builtin://<scikit-learn dataset>[?shard=i&of=n] or pvc://<claim>/<path> "
             "(a PersistentVolumeClaim in the model's namespace)."
         ),
+        "samples": samples(),
         "validationSplit": number(
             "Fraction of the data held out to measure accuracy, in (0, 1).",
             minimum=0,
@@ -89,6 +126,7 @@ DATA = obj(
         ),
     },
     required=["source"],
+    rules=DATA_SIZE_RULES,
 )
 
 PRIVACY = obj(
@@ -199,13 +237,18 @@ STATUS = obj(
         "observedGeneration": observed_generation(),
         "conditions": conditions(),
         "privacy": obj(
-            "The privacy actually spent.",
+            "The privacy of the training: what was claimed from the budget, the noise calibrated for it, "
+            "and what was spent.",
             {
+                "epsilonClaimed": number(
+                    "ε claimed from the budget for this training, the target σ is calibrated for; held for "
+                    "the model once the BudgetReserved condition is True."
+                ),
                 "epsilonSpent": number("ε of the steps actually run, per the accountant."),
                 "delta": number("δ of the guarantee."),
                 "noiseMultiplier": number("σ the operator calibrated."),
-                "sampleRate": number("Poisson sample rate q."),
-                "steps": integer("Optimiser steps run.", fmt="int64"),
+                "sampleRate": number("Poisson sample rate q = batchSize / training examples."),
+                "steps": integer("Optimiser steps the training runs (and, after it, ran).", fmt="int64"),
                 "accountant": string("Accountant used."),
             },
         ),

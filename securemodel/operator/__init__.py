@@ -1,1 +1,9 @@
-"""The kopf operator: one module of handlers per kind, settings in :mod:`.settings`."""
+"""The kopf operator: handlers per kind, pure decisions beside them, settings in :mod:`.settings`.
+
+* Handlers: :mod:`.privacy_budget`, :mod:`.secure_model`, :mod:`.federated_round`.
+* Pure decisions (no Kubernetes): :mod:`.budget_status`, :mod:`.claim_status`, :mod:`.status`,
+  and the training plan in :mod:`.calibration`.
+* The ledger in the API server: :mod:`.ledger` (optimistic-concurrency transactions, and
+  ``commit_claim`` for the training stage), batched per budget by :mod:`.writer`.
+* Shared per process: :mod:`.runtime` (API client, writer, :mod:`.wakeups`, calibrator).
+"""

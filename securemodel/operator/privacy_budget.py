@@ -1,4 +1,17 @@
-"""PrivacyBudget handlers: report what is committed, reserved and still available."""
+"""PrivacyBudget handlers: keep the ledger, wake its consumers, and guard its spend.
+
+* The ledger and everything derived from it (totals, phase, conditions) is written only
+  by ledger transactions (:mod:`securemodel.operator.ledger`). On create, resume and
+  every spec change the budget runs the ``reconcile`` rule: a raised ``spec.epsilon``
+  grants waiting claims at once. Every other way budget frees up (a release, a commit
+  below the reservation) is itself a transaction that grants in the same write, so no
+  timer is needed.
+* :func:`budget_ledgers` indexes every budget's ledger in memory, and each change of a
+  budget wakes the models waiting on it (see :mod:`securemodel.operator.secure_model`).
+* Deleting a budget with committed spend is blocked by kopf's finalizer unless the budget
+  carries ``securemodel.io/allow-delete-with-spend: "true"``: its ledger is the only record
+  of the privacy that dataset has released.
+"""
 
 from collections.abc import Mapping
 from typing import Any
@@ -6,36 +19,59 @@ from typing import Any
 import kopf
 
 from securemodel.api import GROUP, VERSION
-from securemodel.api.privacy_budget import KIND, Phase
-from securemodel.operator.settings import RETRY_BACKOFF
-from securemodel.operator.status import READY, Condition, Outcome, publish
+from securemodel.api.privacy_budget import ALLOW_DELETE_WITH_SPEND, KIND
+from securemodel.operator.ledger import BudgetNotFound, BudgetRef
+from securemodel.operator.runtime import runtime
+from securemodel.operator.settings import DELETION_RECHECK_SECONDS, RETRY_BACKOFF
+from securemodel.privacy import BudgetSpec, Ledger, reconcile, totals
 
 
-def assess(spec: Mapping[str, Any], status: Mapping[str, Any]) -> Outcome:
-    """The budget's phase and conditions from its total ε and the ledger's totals.
+def budget_key(ref: BudgetRef) -> tuple[str, BudgetRef]:
+    """The wake-up key of a budget's changes."""
+    return (KIND.kind, ref)
 
-    The totals belong to the ledger: they are only written here to start them at 0, so this
-    handler never overwrites a newer total with the one it read.
+
+@kopf.index(GROUP, VERSION, KIND.plural)
+async def budget_ledgers(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[BudgetRef, Ledger]:
+    """Every budget's ledger by reference, as last seen by the watch."""
+    return {BudgetRef(namespace, name): Ledger.from_status(status)}
+
+
+@kopf.on.event(GROUP, VERSION, KIND.plural)
+async def wake_consumers(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the models waiting on this budget; the index already holds what changed.
+
+    Async, so that it runs on the event loop the models wait on (asyncio events are not thread-safe).
     """
-    epsilon = float(spec["epsilon"])
-    committed = float(status.get("epsilonCommitted") or 0.0)
-    reserved = float(status.get("epsilonReserved") or 0.0)
-    available = round(epsilon - committed - reserved, 12)
-    summary = f"ε {available:g} of {epsilon:g} available (committed {committed:g}, reserved {reserved:g})"
-    exhausted = available <= 0
-    totals = {key: 0.0 for key in ("epsilonCommitted", "epsilonReserved") if key not in status}
-    return Outcome(
-        phase=Phase.EXHAUSTED if exhausted else Phase.AVAILABLE,
-        ready=Condition(READY, True, "Exhausted" if exhausted else "BudgetAvailable", summary),
-        conditions=(Condition("Exhausted", exhausted, "NoBudgetLeft" if exhausted else "BudgetLeft", summary),),
-        fields={**totals, "epsilonAvailable": available},
-        warning=exhausted,
-    )
+    runtime(memo).wakeups.notify(budget_key(BudgetRef(namespace, name)))
 
 
 @kopf.on.resume(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
 @kopf.on.create(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
 @kopf.on.update(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
-async def reconcile(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
-    """Publish the budget's availability."""
-    publish(assess(spec, status), body, patch)
+async def reconcile_ledger(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Apply the spec to the ledger: write the status, grant what a raised ε lets through."""
+    try:
+        await runtime(memo).writer.apply(BudgetRef(namespace, name), reconcile)
+    except BudgetNotFound:
+        pass  # deleted meanwhile: nothing left to reconcile
+
+
+def deletion_guarded(annotations: Mapping[str, str], **_: Any) -> bool:
+    """Whether deleting the budget waits for :func:`guard_spend` (no override annotation)."""
+    return annotations.get(ALLOW_DELETE_WITH_SPEND) != "true"
+
+
+@kopf.on.delete(GROUP, VERSION, KIND.plural, when=deletion_guarded, backoff=RETRY_BACKOFF)
+async def guard_spend(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, retry: int, **_: Any) -> None:
+    """Let the budget go only if nothing was ever committed from it; say why not on the first attempt."""
+    committed = totals(Ledger.from_status(status), BudgetSpec.from_dict(spec)).committed
+    if committed <= 0:
+        return
+    message = (
+        f"not deleting: ε {committed:g} has been committed from this budget and its ledger is the only record "
+        f'of that spend; to delete it anyway, annotate it {ALLOW_DELETE_WITH_SPEND}="true"'
+    )
+    if retry == 0:
+        kopf.event(body, type="Warning", reason="DeletionBlocked", message=message)
+    raise kopf.TemporaryError(message, delay=DELETION_RECHECK_SECONDS)

@@ -12,16 +12,35 @@ COMPONENT = "securemodel-operator"
 DEFAULT_HEALTH_ENDPOINT = "http://0.0.0.0:8080/healthz"
 # Seconds before a handler that raised is retried (kopf's default is 60).
 RETRY_BACKOFF = 5
+# kopf's finalizer: on a SecureModel while it may hold a live claim, on a PrivacyBudget unless
+# its deletion is allowed by annotation. The budget stage claims only once it is in place.
+FINALIZER = f"{GROUP}/finalizer"
+# A model waiting for its budget re-reads it at least this often, even if no change wakes it.
+RESYNC_SECONDS = 60.0
+# A stopped daemon may finish what it is doing (a ledger write, a calibration) for this long
+# before kopf cancels it, and then this long more before kopf leaves it orphaned.
+DAEMON_CANCELLATION_BACKOFF = 5.0
+DAEMON_CANCELLATION_TIMEOUT = 10.0
+# Threads that calibrate noise (CPU-bound, seconds each), apart from the threads that talk to
+# the API server, so a burst of calibrations never delays ledger writes.
+CALIBRATION_THREADS = 2
+# Calibrations remembered by plan (a few hundred bytes each).
+CALIBRATIONS_KEPT = 1024
+# Read-modify-write rounds of one ledger transaction before it gives up (each lost round means
+# another writer won; a handler that gets LedgerContention is retried by kopf).
+LEDGER_MAX_ATTEMPTS = 100
+# How often a blocked budget deletion is re-checked (annotating the budget unblocks it at once).
+DELETION_RECHECK_SECONDS = 600.0
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: object) -> None:
-    """Tune kopf: our own annotation prefix, explicit Events only, and no finalizers."""
+    """Tune kopf: our own annotation prefix and finalizer name, and explicit Events only."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.posting.reporting_component = COMPONENT
     settings.posting.reporting_instance = socket.gethostname()
     settings.posting.event_name_prefix = "securemodel-"

@@ -1,19 +1,21 @@
-"""Integration fixtures: the CRDs installed in the real API server, and the operator as a process."""
+"""Integration fixtures: the CRDs and the admission policy in the real API server, and the operator as a process."""
 
 import contextlib
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
-from securemodel.api import KINDS
+from securemodel.api import GROUP, KINDS, VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR = Path(sys.executable).parent / "securemodel-operator"
@@ -35,6 +37,81 @@ def crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     names = [f"crd/{kind.crd_name}" for kind in KINDS]
     established = kubectl("wait", "--for=condition=Established", "--timeout=60s", *names, timeout=90)
     assert established.returncode == 0, established.stderr
+
+
+@pytest.fixture(scope="session", autouse=True)
+def admission_policy(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """Install (or update) deploy/'s ValidatingAdmissionPolicy and its binding."""
+    applied = kubectl("apply", "-f", str(REPO / "deploy" / "30-admission.yaml"))
+    assert applied.returncode == 0, applied.stderr
+
+
+@pytest.fixture
+def namespace(namespace: str, api_client: kubernetes.client.ApiClient) -> Iterator[str]:
+    """The test's namespace; before it is deleted, the operator's finalizers are taken off its objects.
+
+    Tests stop the operator before this teardown (``start_operator`` depends on it), so
+    nothing would remove them and the namespace would never finish terminating.
+    """
+    yield namespace
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    for kind in KINDS:
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)["items"]:
+            if item["metadata"].get("finalizers"):
+                with contextlib.suppress(kubernetes.client.ApiException):
+                    name = item["metadata"]["name"]
+                    unfinalized = {"metadata": {"finalizers": None}}
+                    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name, unfinalized)
+
+
+class BudgetWatch:
+    """Every version of one PrivacyBudget the API server stores, from a resourceVersion on, collected by a thread."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, namespace: str, name: str, since: str) -> None:
+        self.objects: list[dict[str, Any]] = []
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._args = (GROUP, VERSION, namespace, "privacybudgets")
+        self._selector = f"metadata.name={name}"
+        self._version = since
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch {namespace}/{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            stream = kubernetes.watch.Watch().stream(
+                self._custom.list_namespaced_custom_object,
+                *self._args,
+                field_selector=self._selector,
+                resource_version=self._version,
+                timeout_seconds=1,
+            )
+            for event in stream:
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self.objects.append(event["object"])
+                    self._version = event["object"]["metadata"]["resourceVersion"]
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop watching; return every version seen, oldest first."""
+        self._stopped.set()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "the budget watch did not stop"
+        return self.objects
+
+
+@pytest.fixture
+def watch_budget(api_client: kubernetes.client.ApiClient) -> Iterator[Callable[[str, str, str], BudgetWatch]]:
+    """``watch_budget(namespace, name, since_resource_version)``: record every version of a budget."""
+    watches: list[BudgetWatch] = []
+
+    def start(namespace: str, name: str, since: str) -> BudgetWatch:
+        watch = BudgetWatch(api_client, namespace, name, since)
+        watches.append(watch)
+        return watch
+
+    yield start
+    for watch in watches:
+        watch.stop()
 
 
 def _free_port() -> int:
@@ -63,10 +140,13 @@ class Operator:
 
 
 @pytest.fixture
-def start_operator(tmp_path: Path, kubeconfig: Path, wait_for: Callable[..., Any]) -> Iterator[Callable[..., Operator]]:
+def start_operator(
+    tmp_path: Path, kubeconfig: Path, wait_for: Callable[..., Any], namespace: str
+) -> Iterator[Callable[..., Operator]]:
     """``start_operator(namespace, config=...)``: run the operator until the test ends.
 
     It serves ``namespace``, or all namespaces when that is None (as it does in the cluster).
+    It stops before the test's namespace is torn down.
     """
     running: list[Operator] = []
 

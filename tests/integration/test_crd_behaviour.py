@@ -82,7 +82,7 @@ def test_the_category_and_the_short_names_find_the_kinds(kubectl: Kubectl, names
 def test_kubectl_get_shows_phase_epsilon_endpoint_and_age(kubectl: Kubectl, namespace: str) -> None:
     assert kubectl("apply", "-n", namespace, "-f", str(REPO / "examples")).returncode == 0
     headers = {
-        "pbudget": "NAME PHASE READY EPSILON COMMITTED AVAILABLE AGE",
+        "pbudget": "NAME PHASE READY EPSILON COMMITTED RESERVED AVAILABLE AGE",
         "smodel": "NAME PHASE READY EPSILON SPENT ACCURACY ENDPOINT AGE",
         "fround": "NAME PHASE READY EPSILON ACCURACY AGE",
     }
@@ -90,7 +90,7 @@ def test_kubectl_get_shows_phase_epsilon_endpoint_and_age(kubectl: Kubectl, name
         table = kubectl("get", short, "-n", namespace)
         assert " ".join(table.stdout.splitlines()[0].split()) == header
     wide = kubectl("get", "pbudget", "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert " ".join(wide[0].split()) == "NAME PHASE READY EPSILON COMMITTED AVAILABLE POLICY AGE"
+    assert " ".join(wide[0].split()) == "NAME PHASE READY EPSILON COMMITTED RESERVED AVAILABLE POLICY AGE"
     assert wide[1].split()[0] == "breast-cancer" and "dpf" in wide[1].split()
 
 

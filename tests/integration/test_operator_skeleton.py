@@ -57,8 +57,10 @@ def test_existing_objects_get_status_a_ready_condition_and_events(
         assert condition["message"]
         assert condition["lastTransitionTime"].endswith("Z")
         assert condition["observedGeneration"] == 1
-        posted = wait_for(partial(events, api_client, namespace, name), what=f"an Event about {name}")
-        assert posted[0].reason == reason
+        posted = wait_for(
+            lambda n=name, r=reason: [e for e in events(api_client, namespace, n) if e.reason == r],
+            what=f"a {reason} Event about {name}",
+        )
         assert posted[0].message == condition["message"]
         assert posted[0].reporting_component == "securemodel-operator"
     budget = read(api_client, namespace, "privacybudgets", "breast-cancer")["status"]

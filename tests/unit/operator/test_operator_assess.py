@@ -1,12 +1,32 @@
-"""What each kind's handler decides from the object alone."""
+"""What the budget and round handlers decide from the object alone."""
 
-from securemodel.operator import federated_round, privacy_budget, secure_model
+from securemodel.operator import budget_status, federated_round
+from securemodel.privacy import BudgetSpec, ClaimState, Consumer, Ledger, commit, submit
+
+NOW = "2026-11-21T10:00:00Z"
+
+
+def ledger_with(spec: BudgetSpec, *claims: tuple[float, ClaimState]) -> Ledger:
+    """A ledger whose claims of the given epsilon end in the given states (Reserved or Committed)."""
+    ledger = Ledger()
+    for number, (epsilon, state) in enumerate(claims):
+        uid = f"uid-{number}"
+        ledger = submit(ledger, spec, Consumer("SecureModel", "ns", f"m{number}", uid), epsilon, 1e-6, NOW).ledger
+        if state is ClaimState.COMMITTED:
+            ledger = commit(ledger, spec, uid, NOW).ledger
+    return ledger
 
 
 def test_a_fresh_budget_has_all_of_its_epsilon_available() -> None:
-    outcome = privacy_budget.assess({"epsilon": 10.0, "delta": 1e-5, "policy": "fcfs"}, {})
+    outcome = budget_status.assess(BudgetSpec(10.0, 1e-5), Ledger())
     assert outcome.phase == "Available"
-    assert outcome.fields == {"epsilonCommitted": 0.0, "epsilonReserved": 0.0, "epsilonAvailable": 10.0}
+    assert outcome.fields == {
+        "epsilonCommitted": 0.0,
+        "epsilonReserved": 0.0,
+        "epsilonAvailable": 10.0,
+        "epsilonUnlocked": 0.0,
+        "claims": [],
+    }
     assert outcome.ready.status is True
     assert outcome.ready.message == "ε 10 of 10 available (committed 0, reserved 0)"
     assert [(c.type, c.status) for c in outcome.conditions] == [("Exhausted", False)]
@@ -14,33 +34,38 @@ def test_a_fresh_budget_has_all_of_its_epsilon_available() -> None:
 
 
 def test_available_is_epsilon_minus_committed_minus_reserved() -> None:
-    outcome = privacy_budget.assess({"epsilon": 10.0}, {"epsilonCommitted": 4.0, "epsilonReserved": 2.0})
-    assert outcome.fields == {"epsilonAvailable": 4.0}, "the ledger's totals are the ledger's to write"
-    raised = privacy_budget.assess({"epsilon": 12.5}, {"epsilonCommitted": 4.0, "epsilonReserved": 2.0})
-    assert raised.fields["epsilonAvailable"] == 6.5
+    spec = BudgetSpec(10.0, 1e-5)
+    outcome = budget_status.assess(spec, ledger_with(spec, (4.0, ClaimState.COMMITTED), (2.0, ClaimState.RESERVED)))
+    assert (outcome.fields["epsilonCommitted"], outcome.fields["epsilonReserved"]) == (4.0, 2.0)
+    assert outcome.fields["epsilonAvailable"] == 4.0
+    assert [c["state"] for c in outcome.fields["claims"]] == ["Committed", "Reserved"]
 
 
 def test_available_has_no_float_residue() -> None:
-    outcome = privacy_budget.assess({"epsilon": 0.3}, {"epsilonCommitted": 0.1, "epsilonReserved": 0.2})
+    spec = BudgetSpec(0.3, 1e-5)
+    outcome = budget_status.assess(spec, ledger_with(spec, (0.1, ClaimState.COMMITTED), (0.2, ClaimState.RESERVED)))
     assert outcome.fields["epsilonAvailable"] == 0.0
 
 
 def test_a_spent_budget_is_exhausted_with_a_warning() -> None:
-    outcome = privacy_budget.assess({"epsilon": 6.0}, {"epsilonCommitted": 4.0, "epsilonReserved": 2.0})
+    spec = BudgetSpec(6.0, 1e-5)
+    ledger = ledger_with(spec, (4.0, ClaimState.COMMITTED), (2.0, ClaimState.RESERVED))
+    ledger = submit(ledger, spec, Consumer("SecureModel", "ns", "late", "late"), 1.0, 1e-6, NOW).ledger
+    outcome = budget_status.assess(spec, ledger)
     assert outcome.phase == "Exhausted"
     assert outcome.ready.reason == "Exhausted"
+    assert outcome.ready.message == "ε 0 of 6 available (committed 4, reserved 2)"
     assert [(c.type, c.status) for c in outcome.conditions] == [("Exhausted", True)]
     assert outcome.warning
 
 
-def test_a_new_model_waits_for_its_budget() -> None:
-    spec = {"privacy": {"budgetRef": "breast-cancer", "epsilon": 2}}
-    outcome = secure_model.assess(spec)
-    assert outcome.phase == "WaitingForBudget"
-    assert outcome.ready.status is False
-    assert outcome.ready.reason == "WaitingForBudget"
-    assert outcome.ready.message == "waiting for a reservation of ε=2 from PrivacyBudget breast-cancer"
-    assert [(c.type, c.status) for c in outcome.conditions] == [("BudgetReserved", False)]
+def test_epsilon_below_what_the_ledger_holds_is_not_ready() -> None:
+    spec = BudgetSpec(6.0, 1e-5)
+    ledger = ledger_with(spec, (4.0, ClaimState.COMMITTED), (2.0, ClaimState.RESERVED))
+    outcome = budget_status.assess(BudgetSpec(5.0, 1e-5), ledger)
+    assert (outcome.ready.status, outcome.ready.reason) == (False, "EpsilonBelowAllocated")
+    assert outcome.ready.message.startswith("spec.epsilon 5 is below the 6 committed and reserved")
+    assert outcome.phase == "Exhausted" and outcome.warning
 
 
 def test_a_new_round_is_pending_with_every_silo_pending() -> None:

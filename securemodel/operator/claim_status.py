@@ -1,0 +1,132 @@
+"""A SecureModel's budget stage as its status shows it, decided from its claim alone (pure).
+
+The stage: size the data, calibrate the noise, claim the target ε from the budget, and
+wait until the claim is granted (condition ``BudgetReserved`` True, reason ``Reserved``)
+or can never be (``Failed``). Training may start only once ``BudgetReserved`` is True:
+no pod reads the data before the ε it may spend is held for it.
+
+The phase stays ``WaitingForBudget`` through the whole stage, also once the claim is
+granted: the next phase, ``Training``, begins when the training stage starts its pod.
+"""
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from securemodel.api.privacy_budget import ClaimState, RejectionReason
+from securemodel.api.secure_model import Phase
+from securemodel.operator.calibration import Plan
+from securemodel.operator.status import READY, Condition, Outcome
+from securemodel.privacy import Claim
+
+BUDGET_RESERVED: Final = "BudgetReserved"
+CALIBRATION_FAILED: Final = "CalibrationFailed"
+BUDGET_NOT_FOUND: Final = "BudgetNotFound"
+WAITING: Final = "WaitingForBudget"
+# Reasons of the BudgetReserved condition once the model's claim is over: spent, given back,
+# or rejected. Until then the model may hold a live claim, and deleting it must release it.
+CLAIM_OVER: Final = frozenset(
+    {
+        ClaimState.COMMITTED,
+        ClaimState.RELEASED,
+        RejectionReason.DELTA_ABOVE_BUDGET,
+        RejectionReason.EPSILON_ABOVE_BUDGET,
+    }
+)
+
+
+def budget_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The model's ``BudgetReserved`` condition, if it has one."""
+    return next((c for c in status.get("conditions") or () if c.get("type") == BUDGET_RESERVED), None)
+
+
+def may_hold_claim(status: Mapping[str, Any]) -> bool:
+    """Whether the model may hold a Waiting or Reserved claim (or be about to make one)."""
+    condition = budget_condition(status)
+    return condition is None or condition.get("reason") not in CLAIM_OVER
+
+
+def in_budget_stage(status: Mapping[str, Any]) -> bool:
+    """Whether the budget stage still has work: the claim is neither granted nor over."""
+    condition = budget_condition(status)
+    return may_hold_claim(status) and (condition is None or condition.get("status") != "True")
+
+
+def calibration_failed(budget: str, message: str) -> Outcome:
+    """The noise cannot be calibrated (or the data sized): nothing is claimed until the spec changes."""
+    text = f"no ε claimed from PrivacyBudget {budget}: {message}"
+    return Outcome(
+        phase=Phase.FAILED,
+        ready=Condition(READY, False, CALIBRATION_FAILED, text),
+        conditions=(Condition(BUDGET_RESERVED, False, CALIBRATION_FAILED, text),),
+        warning=True,
+    )
+
+
+def budget_missing(budget: str) -> Outcome:
+    """The budget does not exist (yet): the claim is made when it appears."""
+    text = f"PrivacyBudget {budget} does not exist in this namespace; the claim is made once it does"
+    return Outcome(
+        phase=Phase.WAITING_FOR_BUDGET,
+        ready=Condition(READY, False, BUDGET_NOT_FOUND, text),
+        conditions=(Condition(BUDGET_RESERVED, False, BUDGET_NOT_FOUND, text),),
+        warning=True,
+    )
+
+
+def claimed(budget: str, claim: Claim, plan: Plan, noise_multiplier: float) -> Outcome | None:
+    """The status for ``claim``, calibrated as ``plan`` at ``noise_multiplier``; None once it is Committed.
+
+    A Committed claim belongs to the training stage, which reports it.
+    """
+    privacy = {
+        "privacy": {
+            "epsilonClaimed": claim.epsilon,
+            "delta": claim.delta,
+            "noiseMultiplier": noise_multiplier,
+            "sampleRate": plan.sample_rate,
+            "steps": plan.steps,
+            "accountant": plan.accountant,
+        }
+    }
+    asked = f"ε={claim.epsilon:g}, δ={claim.delta:g}"
+    match claim.state:
+        case ClaimState.WAITING:
+            text = f"waiting for PrivacyBudget {budget} to grant the claim of {asked}"
+            return Outcome(
+                phase=Phase.WAITING_FOR_BUDGET,
+                ready=Condition(READY, False, WAITING, text),
+                conditions=(Condition(BUDGET_RESERVED, False, ClaimState.WAITING, text),),
+                fields=privacy,
+            )
+        case ClaimState.RESERVED:
+            text = f"{asked} reserved from PrivacyBudget {budget}"
+            run = f"σ={noise_multiplier:.4g}, q={plan.sample_rate:.4g}, {plan.steps} steps"
+            return Outcome(
+                phase=Phase.WAITING_FOR_BUDGET,
+                ready=Condition(READY, False, BUDGET_RESERVED, f"{text} for {run}; training has not started"),
+                conditions=(Condition(BUDGET_RESERVED, True, ClaimState.RESERVED, text),),
+                fields=privacy,
+            )
+        case ClaimState.REJECTED:
+            if claim.reason is RejectionReason.DELTA_ABOVE_BUDGET:
+                why = f"δ={claim.delta:g} is above the δ it allows per claim"
+            else:
+                why = f"ε={claim.epsilon:g} is more than its whole ε"
+            text = f"PrivacyBudget {budget} rejected the claim of {asked}: {why}"
+            reason = claim.reason or ClaimState.REJECTED
+            return _over(reason, text, privacy)
+        case ClaimState.RELEASED:
+            text = f"the claim of {asked} on PrivacyBudget {budget} was given back; this model cannot claim again"
+            return _over(ClaimState.RELEASED, text, privacy)
+        case ClaimState.COMMITTED:
+            return None
+
+
+def _over(reason: str, text: str, fields: Mapping[str, Any]) -> Outcome:
+    return Outcome(
+        phase=Phase.FAILED,
+        ready=Condition(READY, False, reason, text),
+        conditions=(Condition(BUDGET_RESERVED, False, reason, text),),
+        fields=fields,
+        warning=True,
+    )

@@ -1,0 +1,231 @@
+"""The ledger of a PrivacyBudget, changed in the API server exactly, whatever runs concurrently.
+
+The ledger lives in the budget's ``status``. Every change is a read-modify-write
+(:func:`transact`): read the budget, apply pure ledger rules
+(:mod:`securemodel.privacy.ledger`) to its spec and status, and write the whole
+resulting status back through the status subresource with the
+``metadata.resourceVersion`` that was read as a precondition. If anything wrote the
+budget in between (another claim, a spec change, another operator process), the API
+server answers 409 Conflict and the transaction starts over from a fresh read, so two
+writers never both act on the same ledger state: the API server serialises the writes
+and ``committed + reserved <= epsilon`` holds after each of them. Claims are keyed by
+consumer uid, so repeating a transaction (an operator restarted mid-claim, a retry
+after a lost response) never counts a claim twice.
+
+The module-level helpers (:func:`submit_claim`, :func:`commit_claim`) run one
+transaction and post its Events with a plain API client: the training stage commits
+what it spent with :func:`commit_claim`. Inside the operator, transactions are batched
+per budget by :class:`securemodel.operator.writer.LedgerWriter`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import kubernetes
+
+from securemodel.api import GROUP, VERSION
+from securemodel.api.privacy_budget import KIND
+from securemodel.operator.budget_status import assess
+from securemodel.operator.settings import COMPONENT, LEDGER_MAX_ATTEMPTS
+from securemodel.operator.status import Event, event_for, status_for, timestamp
+from securemodel.privacy import BudgetSpec, Claim, Consumer, Ledger, LedgerError, Outcome, commit, release, submit
+
+MERGE_PATCH: Final = "application/merge-patch+json"
+
+# A change of the ledger: the pure rules applied to (ledger, spec, now as RFC 3339).
+Change = Callable[[Ledger, BudgetSpec, str], Outcome]
+
+
+@dataclass(frozen=True)
+class BudgetRef:
+    """A PrivacyBudget by namespace and name."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"PrivacyBudget {self.namespace}/{self.name}"
+
+
+class BudgetNotFound(LookupError):
+    """The budget does not exist (or no longer does)."""
+
+
+class LedgerContention(RuntimeError):
+    """Every attempt of a transaction met a concurrent write; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """What one transaction wrote: the budget as stored, its ledger, and one result per change.
+
+    A result is the change's :class:`Outcome`, or the :class:`LedgerError` (or other
+    ``ValueError``) the rules raised for it, in which case that change was left out and
+    the others were applied. ``events`` are the Events to post on the budget: one per
+    decision, and one when its phase or Ready condition changed. ``attempts`` counts the
+    reads (1 + the conflicts met).
+    """
+
+    budget: Mapping[str, Any]
+    ledger: Ledger
+    results: tuple[Outcome | ValueError, ...]
+    events: tuple[Event, ...]
+    attempts: int
+
+
+def submitting(consumer: Consumer, epsilon: float, delta: float) -> Change:
+    """The change that adds ``consumer``'s claim (idempotent per uid) and grants what fits."""
+    return lambda ledger, spec, now: submit(ledger, spec, consumer, epsilon, delta, now)
+
+
+def committing(uid: str, epsilon_spent: float) -> Change:
+    """The change that commits the Reserved claim of ``uid`` at ``epsilon_spent`` (idempotent)."""
+    return lambda ledger, spec, now: commit(ledger, spec, uid, now, epsilon_spent)
+
+
+def releasing(uid: str, *, pod_started: bool) -> Change:
+    """The change that gives back the claim of ``uid``, allowed only if no pod of it ever started."""
+    return lambda ledger, spec, now: release(ledger, spec, uid, now, pod_started=pod_started)
+
+
+def transact(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, changes: Sequence[Change]) -> Transaction:
+    """Apply ``changes`` in order to the budget's ledger in one optimistic-concurrency write.
+
+    Writes nothing if the resulting status equals the stored one. Guarantee: the status
+    written is the pure rules applied to the ledger and spec of the exact resourceVersion
+    it replaces.
+
+    Raises:
+        BudgetNotFound: if the budget does not exist.
+        LedgerContention: after :data:`LEDGER_MAX_ATTEMPTS` conflicts in a row.
+        kubernetes.client.ApiException: for any other error of the API server.
+    """
+    for attempt in range(1, LEDGER_MAX_ATTEMPTS + 1):
+        budget = _read(api, ref)
+        spec = BudgetSpec.from_dict(budget["spec"])
+        ledger = Ledger.from_status(budget.get("status"))
+        now = datetime.now(UTC)
+        results: list[Outcome | ValueError] = []
+        for change in changes:
+            try:
+                outcome = change(ledger, spec, timestamp(now))
+            except ValueError as error:  # LedgerError, or an argument the rules refuse
+                results.append(error)
+                continue
+            ledger = outcome.ledger
+            results.append(outcome)
+        current = budget.get("status") or {}
+        assessed = assess(spec, ledger)
+        status = status_for(assessed, current, budget["metadata"].get("generation", 0), now)
+        if all(current.get(key) == value for key, value in status.items()):
+            return Transaction(budget, ledger, tuple(results), (), attempt)
+        decided = [decision for r in results if isinstance(r, Outcome) for decision in r.decisions]
+        events = [Event(d.event_type, d.event_reason, d.message) for d in decided]
+        changed = event_for(assessed, current)
+        if changed is not None:
+            events.append(changed)
+        try:
+            written = api.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                ref.namespace,
+                KIND.plural,
+                ref.name,
+                {"metadata": {"resourceVersion": budget["metadata"]["resourceVersion"]}, "status": status},
+                _content_type=MERGE_PATCH,
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status == 409:
+                continue
+            if error.status == 404:
+                raise BudgetNotFound(f"{ref} does not exist") from None
+            raise
+        return Transaction(written, ledger, tuple(results), tuple(events), attempt)
+    raise LedgerContention(f"{ref}: gave up after {LEDGER_MAX_ATTEMPTS} conflicting writes in a row")
+
+
+def _read(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef) -> dict[str, Any]:
+    try:
+        return api.get_namespaced_custom_object(GROUP, VERSION, ref.namespace, KIND.plural, ref.name)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            raise BudgetNotFound(f"{ref} does not exist") from None
+        raise
+
+
+def submit_claim(
+    client: kubernetes.client.ApiClient, ref: BudgetRef, consumer: Consumer, epsilon: float, delta: float
+) -> Claim:
+    """Claim (``epsilon``, ``delta``) for ``consumer``; return its claim as stored (Waiting, Reserved or Rejected).
+
+    Idempotent per ``consumer.uid``: a second call returns the existing claim.
+    """
+    transaction = _run(client, ref, submitting(consumer, epsilon, delta))
+    return _claim(transaction, consumer.uid)
+
+
+def commit_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, uid: str, epsilon_spent: float) -> Claim:
+    """Commit what the consumer ``uid`` spent, ``epsilon_spent`` of its reservation; return the Committed claim.
+
+    Call it once a pod of the consumer has touched the data, even if training failed:
+    privacy spent is spent. The unspent rest goes back to the budget, and waiting claims
+    it lets through are granted in the same write. Idempotent: committing again changes
+    nothing.
+
+    Raises:
+        LedgerError: if the claim is not Reserved (or Committed), or ``epsilon_spent`` is
+            not between 0 and the reservation.
+        BudgetNotFound: if the budget does not exist.
+    """
+    transaction = _run(client, ref, committing(uid, epsilon_spent))
+    return _claim(transaction, uid)
+
+
+def _run(client: kubernetes.client.ApiClient, ref: BudgetRef, change: Change) -> Transaction:
+    transaction = transact(kubernetes.client.CustomObjectsApi(client), ref, [change])
+    post_events(kubernetes.client.CoreV1Api(client), transaction.budget, transaction.events)
+    (result,) = transaction.results
+    if isinstance(result, ValueError):
+        raise result
+    return transaction
+
+
+def _claim(transaction: Transaction, uid: str) -> Claim:
+    claim = transaction.ledger.claim(uid)
+    if claim is None:
+        raise LedgerError(f"no claim for consumer uid {uid}")
+    return claim
+
+
+def post_events(core: kubernetes.client.CoreV1Api, budget: Mapping[str, Any], events: Sequence[Event]) -> None:
+    """Post ``events`` about ``budget`` as core/v1 Events, as the operator itself would."""
+    metadata = budget["metadata"]
+    when = timestamp(datetime.now(UTC))
+    for event in events:
+        core.create_namespaced_event(
+            metadata["namespace"],
+            {
+                "metadata": {"generateName": "securemodel-", "namespace": metadata["namespace"]},
+                "involvedObject": {
+                    "apiVersion": budget["apiVersion"],
+                    "kind": budget["kind"],
+                    "name": metadata["name"],
+                    "namespace": metadata["namespace"],
+                    "uid": metadata["uid"],
+                },
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message,
+                "source": {"component": COMPONENT},
+                "reportingComponent": COMPONENT,
+                "reportingInstance": socket.gethostname(),
+                "firstTimestamp": when,
+                "lastTimestamp": when,
+                "count": 1,
+            },
+        )

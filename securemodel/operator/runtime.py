@@ -1,0 +1,73 @@
+"""What the handlers share: the API client, the ledger writer, wake-ups and the calibrator."""
+
+import concurrent.futures
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+import kubernetes
+
+from securemodel.operator.calibration import Calibrator
+from securemodel.operator.settings import CALIBRATION_THREADS
+from securemodel.operator.status import Event
+from securemodel.operator.wakeups import Wakeups
+from securemodel.operator.writer import LedgerWriter
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One per operator process, created at startup and kept in kopf's memo."""
+
+    client: kubernetes.client.ApiClient
+    writer: LedgerWriter
+    wakeups: Wakeups
+    calibrator: Calibrator
+    executor: concurrent.futures.ThreadPoolExecutor
+
+    @property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.client)
+
+
+def connect() -> kubernetes.client.ApiClient:
+    """An API client with the in-cluster ServiceAccount, else ``$KUBECONFIG`` (or ~/.kube/config)."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)
+    return kubernetes.client.ApiClient(config)
+
+
+def post_with_kopf(body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
+    """Queue ``events`` about ``body`` on kopf's Event poster (non-blocking)."""
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+@kopf.on.startup()
+def start(memo: kopf.Memo, **_: object) -> None:
+    """Create the runtime before any object is handled."""
+    client = connect()
+    executor = concurrent.futures.ThreadPoolExecutor(CALIBRATION_THREADS, thread_name_prefix="calibration")
+    memo.runtime = Runtime(
+        client=client,
+        writer=LedgerWriter(kubernetes.client.CustomObjectsApi(client), post_with_kopf),
+        wakeups=Wakeups(),
+        calibrator=Calibrator(executor),
+        executor=executor,
+    )
+
+
+@kopf.on.cleanup()
+def stop(memo: kopf.Memo, **_: object) -> None:
+    """Stop calibrating and close the API client's connections."""
+    current = runtime(memo)
+    current.executor.shutdown(wait=False, cancel_futures=True)
+    current.client.close()
+
+
+def runtime(memo: kopf.Memo) -> Runtime:
+    """The runtime :func:`start` created."""
+    return cast(Runtime, memo["runtime"])

@@ -1,0 +1,281 @@
+"""The operator claims SecureModels' ε from PrivacyBudgets in a real API server, exactly.
+
+Every model trains on builtin://wine (143 training examples) for one epoch with the RDP
+accountant, so calibrating its noise takes well under a second.
+"""
+
+import json
+import signal
+import subprocess
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import kubernetes
+
+from securemodel.api import GROUP, VERSION
+from securemodel.operator.ledger import BudgetRef, commit_claim, submit_claim
+from securemodel.operator.settings import FINALIZER
+from securemodel.privacy import Consumer
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def budget(name: str, epsilon: float, policy: str = "fcfs") -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "PrivacyBudget", "metadata": {"name": name},
+            "spec": {"epsilon": epsilon, "delta": 1e-5, "policy": policy}}  # fmt: skip
+
+
+def model(name: str, budget_ref: str, epsilon: float, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"architecture": "mlp"},
+        "data": {"source": "builtin://wine"},
+        "privacy": {"budgetRef": budget_ref, "epsilon": epsilon, "accountant": "rdp"},
+        "training": {"epochs": 1, "batchSize": 64},
+    }
+    for section, values in overrides.items():
+        spec[section] = {**spec.get(section, {}), **values}
+    return {"apiVersion": API_VERSION, "kind": "SecureModel", "metadata": {"name": name}, "spec": spec}
+
+
+def apply(kubectl: Kubectl, namespace: str, *objects: dict[str, Any]) -> None:
+    """``kubectl apply`` the objects in one request, as a user applies a directory."""
+    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+    result = kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)
+    assert result.returncode == 0, result.stderr
+
+
+def items(api_client: kubernetes.client.ApiClient, namespace: str, plural: str) -> list[dict[str, Any]]:
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]
+
+
+def get(api_client: kubernetes.client.ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+
+
+def claims(api_client: kubernetes.client.ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    return (get(api_client, namespace, "privacybudgets", name).get("status") or {}).get("claims", [])
+
+
+def reserved(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """The (status, reason) of a model's BudgetReserved condition."""
+    for condition in (obj.get("status") or {}).get("conditions", ()):
+        if condition["type"] == "BudgetReserved":
+            return condition["status"], condition["reason"]
+    return None
+
+
+def decided(api_client: kubernetes.client.ApiClient, namespace: str, count: int) -> list[dict[str, Any]]:
+    """The models once ``count`` of them show their claim Reserved or Waiting, else an empty list."""
+    models = items(api_client, namespace, "securemodels")
+    states = [reserved(m) for m in models]
+    done = sum(1 for s in states if s in (("True", "Reserved"), ("False", "Waiting")))
+    return models if len(models) == done == count else []
+
+
+def held(status: dict[str, Any]) -> Fraction:
+    return sum(
+        (Fraction(repr(c["epsilon"])) for c in status.get("claims", ()) if c["state"] in ("Reserved", "Committed")),
+        Fraction(0),
+    )
+
+
+def test_twenty_models_on_a_budget_for_five_survive_a_killed_operator(
+    api_client: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    watch_budget: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    apply(kubectl, namespace, budget("wine", 5.0))
+    since = get(api_client, namespace, "privacybudgets", "wine")["metadata"]["resourceVersion"]
+    watch = watch_budget(namespace, "wine", since)
+    first = start_operator(namespace)
+    apply(kubectl, namespace, *(model(f"m{n:02}", "wine", 1.0) for n in range(20)))
+
+    # Kill the operator as soon as the first claims are in the ledger, mid-way through the burst.
+    before = wait_for(lambda: claims(api_client, namespace, "wine"), timeout=60, what="the first claims")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    start_operator(namespace)
+    models = wait_for(lambda: decided(api_client, namespace, 20), timeout=90, what="all 20 claims decided")
+
+    ledger = claims(api_client, namespace, "wine")
+    by_uid = {c["consumer"]["uid"]: c for c in ledger}
+    assert len(ledger) == len(by_uid) == 20, "one claim per model, none counted twice"
+    assert set(by_uid) == {m["metadata"]["uid"] for m in models}
+    assert sorted(c["state"] for c in ledger) == ["Reserved"] * 5 + ["Waiting"] * 15
+    for claim in before:  # what the killed operator wrote stands: same claims, states only moved forward
+        now = by_uid[claim["consumer"]["uid"]]
+        assert now["epsilon"] == claim["epsilon"]
+        assert (claim["state"], now["state"]) in {
+            ("Waiting", "Waiting"), ("Waiting", "Reserved"), ("Reserved", "Reserved")
+        }  # fmt: skip
+    for item in models:
+        state = by_uid[item["metadata"]["uid"]]["state"]
+        assert reserved(item) == (("True", "Reserved") if state == "Reserved" else ("False", "Waiting"))
+        assert item["status"]["phase"] == "WaitingForBudget"
+        assert item["status"]["privacy"]["epsilonClaimed"] == 1
+        assert item["status"]["privacy"]["steps"] == 3 and item["status"]["privacy"]["noiseMultiplier"] > 0
+        assert FINALIZER in item["metadata"]["finalizers"]
+
+    # Deleting a reserved model releases its claim, and the first waiting claim (fcfs) gets it.
+    gone = next(c for c in ledger if c["state"] == "Reserved")["consumer"]
+    heir = next(c for c in ledger if c["state"] == "Waiting")["consumer"]
+    deleted = kubectl("delete", "-n", namespace, "smodel", gone["name"], "--timeout=60s", timeout=90)
+    assert deleted.returncode == 0, deleted.stderr
+    wait_for(
+        lambda: reserved(get(api_client, namespace, "securemodels", heir["name"])) == ("True", "Reserved"),
+        timeout=30,
+        what=f"{heir['name']} granted the released ε",
+    )
+    after = {c["consumer"]["uid"]: c["state"] for c in claims(api_client, namespace, "wine")}
+    assert (after[gone["uid"]], after[heir["uid"]]) == ("Released", "Reserved")
+    assert sorted(after.values()).count("Reserved") == 5
+
+    versions = watch.stop()
+    assert len(versions) >= 3
+    for version in versions:
+        status = version.get("status") or {}
+        assert held(status) <= Fraction(repr(version["spec"]["epsilon"])), status
+        uids = [c["consumer"]["uid"] for c in status.get("claims", ())]
+        assert len(uids) == len(set(uids))
+
+
+def test_dpf_grants_more_of_many_small_and_a_few_large_claims_than_fcfs(
+    api_client: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    """PrivateKube's single-block microbenchmark in miniature: two elephants arrive first, then ten mice."""
+    apply(kubectl, namespace, budget("fcfs", 10.0), budget("dpf", 10.0, policy="dpf"))
+    start_operator(namespace)
+    workload = [4.0, 4.0] + [0.5] * 10
+    for number, epsilon in enumerate(workload):  # one arrival at a time: arrival order is the policy's input
+        apply(kubectl, namespace, *(model(f"{policy}-{number:02}", policy, epsilon) for policy in ("fcfs", "dpf")))
+        wait_for(
+            lambda n=number: all(len(claims(api_client, namespace, policy)) == n + 1 for policy in ("fcfs", "dpf")),
+            timeout=30,
+            what=f"arrival {number} claimed from both budgets",
+        )
+    granted = {
+        policy: [c["epsilon"] for c in claims(api_client, namespace, policy) if c["state"] == "Reserved"]
+        for policy in ("fcfs", "dpf")
+    }
+    assert granted["fcfs"] == [4, 4, 0.5, 0.5, 0.5, 0.5], "the elephants took most of the budget"
+    assert sorted(granted["dpf"]) == [0.5] * 10 + [4], "every mouse, and one elephant once enough was unlocked"
+    assert len(granted["dpf"]) > len(granted["fcfs"])
+    dpf = get(api_client, namespace, "privacybudgets", "dpf")["status"]
+    assert (dpf["epsilonUnlocked"], dpf["epsilonReserved"], dpf["epsilonAvailable"]) == (10, 9, 1)
+
+
+def test_models_report_missing_budgets_refusals_and_calibration_failures_then_recover(
+    api_client: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    start_operator(namespace)
+    apply(
+        kubectl,
+        namespace,
+        budget("wine", 3.0),
+        model("orphan", "later", 1.0),
+        model("greedy", "wine", 3.5),
+        model("careless", "wine", 1.0, privacy={"delta": 1e-3}),
+        model("hasty", "wine", 1.0, data={"source": "builtin://iris"}, training={"batchSize": 121}),
+        model("mounted", "wine", 1.0, data={"source": "pvc://clinic/train.npz", "samples": 1000}),
+    )
+
+    def condition(name: str) -> tuple[str, str] | None:
+        return reserved(get(api_client, namespace, "securemodels", name))
+
+    expected = {
+        "orphan": ("False", "BudgetNotFound"),
+        "greedy": ("False", "EpsilonAboveBudget"),
+        "careless": ("False", "DeltaAboveBudget"),
+        "hasty": ("False", "CalibrationFailed"),
+        "mounted": ("True", "Reserved"),
+    }
+    wait_for(lambda: {name: condition(name) for name in expected} == expected, timeout=60, what=str(expected))
+    for name in ("greedy", "careless", "hasty"):
+        obj = get(api_client, namespace, "securemodels", name)
+        assert obj["status"]["phase"] == "Failed"
+        ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == expected[name][1] and ready["message"]
+    hasty = get(api_client, namespace, "securemodels", "hasty")["status"]["conditions"]
+    message = next(c["message"] for c in hasty if c["type"] == "BudgetReserved")
+    assert "batchSize 121 exceeds the 120 training examples of builtin://iris" in message
+    mounted = get(api_client, namespace, "securemodels", "mounted")["status"]["privacy"]
+    assert mounted["sampleRate"] == 64 / 800 and mounted["steps"] == 13, "q over the 800 training examples"
+    wait_for(
+        lambda: FINALIZER not in get(api_client, namespace, "securemodels", "greedy")["metadata"].get("finalizers", []),
+        what="the finalizer taken off a model whose claim is over",
+    )
+    assert sorted(c["consumer"]["name"] for c in claims(api_client, namespace, "wine")) == [
+        "careless", "greedy", "mounted"
+    ]  # fmt: skip
+
+    # Fixing the spec, creating the budget, and raising ε each let a model through.
+    fixed = model("hasty", "wine", 2.5, data={"source": "builtin://iris"}, training={"batchSize": 32})
+    apply(kubectl, namespace, fixed)
+    apply(kubectl, namespace, budget("later", 1.0))
+    wait_for(lambda: condition("orphan") == ("True", "Reserved"), what="orphan granted by the new budget")
+    wait_for(lambda: condition("hasty") == ("False", "Waiting"), what="hasty waiting: 2 of 3 left, it asks 2.5")
+    apply(kubectl, namespace, budget("wine", 4.0))
+    wait_for(lambda: condition("hasty") == ("True", "Reserved"), what="hasty granted after ε was raised")
+    status = get(api_client, namespace, "privacybudgets", "wine")["status"]
+    assert (status["epsilonReserved"], status["epsilonAvailable"], status["phase"]) == (3.5, 0.5, "Available")
+    assert status["observedGeneration"] == 2
+
+
+def test_a_budget_with_committed_spend_is_only_deleted_with_the_override(
+    api_client: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    apply(kubectl, namespace, budget("spent", 5.0), budget("unspent", 5.0))
+    start_operator(namespace)
+    ref = BudgetRef(namespace, "spent")
+    submit_claim(api_client, ref, Consumer("SecureModel", namespace, "m", "uid-m"), 2.0, 1e-5)
+    commit_claim(api_client, ref, "uid-m", 1.5)  # what the training stage does once its pod has run
+    def finalized(name: str) -> bool:
+        return FINALIZER in get(api_client, namespace, "privacybudgets", name)["metadata"].get("finalizers", [])
+
+    for name in ("spent", "unspent"):
+        wait_for(lambda n=name: finalized(n), what=f"the finalizer on {name}")
+
+    assert kubectl("delete", "-n", namespace, "pbudget", "unspent", "--timeout=30s", timeout=60).returncode == 0
+    assert kubectl("delete", "-n", namespace, "pbudget", "spent", "--wait=false").returncode == 0
+    core = kubernetes.client.CoreV1Api(api_client)
+
+    def blocked() -> list[Any]:
+        return [e for e in core.list_namespaced_event(namespace).items if e.reason == "DeletionBlocked"]
+
+    (event,) = wait_for(blocked, what="a DeletionBlocked Event")
+    assert event.type == "Warning" and event.involved_object.name == "spent"
+    assert "ε 1.5 has been committed from this budget" in event.message
+    assert 'securemodel.io/allow-delete-with-spend="true"' in event.message
+    assert get(api_client, namespace, "privacybudgets", "spent")["metadata"]["deletionTimestamp"]
+
+    annotated = kubectl("annotate", "-n", namespace, "pbudget", "spent", "securemodel.io/allow-delete-with-spend=true")
+    assert annotated.returncode == 0, annotated.stderr
+
+    def gone() -> bool:
+        try:
+            get(api_client, namespace, "privacybudgets", "spent")
+        except kubernetes.client.ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_for(gone, what="the annotated budget deleted")
+
