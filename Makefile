@@ -12,7 +12,7 @@ export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 export PATH := $(CURDIR)/.cluster/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv crds cluster cluster-down images test test-unit test-integration test-e2e demo
+.PHONY: help deps venv crds bench cluster cluster-down images test test-unit test-integration test-e2e demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,7 +22,7 @@ deps: ## install the machine packages the cluster and image builds need (Debian)
 
 $(VENV)/.ok: pyproject.toml
 	hack/wheelhouse.sh worker dev
-	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	rm -rf $(CACHE)/venv/* && $(PYTHON) -m venv $(VENV)  # one venv at a time: torch makes each ~6 GB
 	$(PY) -m pip install -q --no-index --find-links $(CACHE)/wheelhouse --upgrade pip
 	$(PY) -m pip install -q --no-index --find-links $(CACHE)/wheelhouse -e '.[dev,worker]'
 	touch $@
@@ -57,3 +57,9 @@ test: venv images ## the whole suite: unit, integration, end-to-end
 
 demo: images ## local cluster, CRDs, the operator, the examples, and what a user sees
 	@hack/demo.sh
+
+bench: venv cluster ## run every benchmark; each writes its section of docs/benchmarks.md
+	$(PY) -m bench.claims
+	$(PY) -m bench.dp_training
+	$(PY) -m bench.compression
+	$(PY) -m bench.serving

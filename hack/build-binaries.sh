@@ -36,12 +36,10 @@ build_kube() {
   local replaces
   replaces=$(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\t\1 => \1 '"$staging_version"'#p' "$mod" | grep -v sample-)
   mkmod "$dir" "require k8s.io/kubernetes $KUBE_VERSION" "" "replace (" "$replaces" ")"
-  local commit
-  commit=$(curl -fsSL "https://proxy.golang.org/k8s.io/kubernetes/@v/$KUBE_VERSION.info" | sed -n 's/.*"Origin".*"Hash":"\([0-9a-f]*\)".*/\1/p')
   local major=1 kminor=${minor%%.*}
   local pkg=k8s.io/component-base/version
   local ldflags="-s -w -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$kminor"
-  ldflags+=" -X $pkg.gitCommit=${commit:-unknown} -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
   (cd "$dir"
    for c in "${kube_cmds[@]}"; do
@@ -77,4 +75,6 @@ build_kube
 build_plain coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
 build_plain helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 complete
+# The binaries are the cache; Go's build cache (several GB) would only serve another version.
+rm -rf "$GOCACHE"
 echo "$out"
