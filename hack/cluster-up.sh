@@ -180,9 +180,11 @@ healthzBindAddress: 127.0.0.1
 readOnlyPort: 0
 # Containers must not ask for more open files than this machine's hard limit.
 maxOpenFiles: 20000
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%}
-imageGCHighThresholdPercent: 95
-imageGCLowThresholdPercent: 90
+# This machine's disk is shared and its free space varies widely: evict only when it is nearly
+# full, and never garbage-collect images, which are built here and cannot be pulled back.
+evictionHard: {memory.available: 200Mi, nodefs.available: 1Gi, imagefs.available: 1Gi}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 YAML
 start kubelet "$BIN/kubelet" --config="$STATE/kubelet/config.yaml" \

@@ -2,22 +2,23 @@
 # shellcheck shell=bash
 
 # load_image REF : import buildah image REF into containerd's k8s.io namespace, unless containerd
-# already holds that exact image. The exported archive is cached by image id.
+# already holds that exact image. The archive is a temporary file: disk is scarce here.
 load_image() {
-  local ref=$1 id archive
+  local ref=$1 id name archive
   id=$(buildah inspect --type image --format '{{.FromImageID}}' "$ref")
-  local name; name=$(echo "$ref" | tr '/:' '__')
+  name=$(echo "$ref" | tr '/:' '__')
   # containerd lives as long as $STATE: a record there says which image id it holds.
-  [ "$(cat "$STATE/images/$name" 2>/dev/null)" = "$id" ] && return
-  archive=$CACHE/images/$name-${id:0:16}.tar
-  if [ ! -s "$archive" ]; then
-    mkdir -p "$CACHE/images"
-    rm -f "$CACHE/images/$name"-*.tar
-    buildah push -q "$ref" "docker-archive:$archive.tmp:$ref" >/dev/null
-    mv "$archive.tmp" "$archive"
+  if [ "$(cat "$STATE/images/$name" 2>/dev/null)" = "$id" ] && ctr_k8s images ls -q | grep -q "[/]${ref##*/}\$"; then
+    return
   fi
   log "loading $ref into containerd"
+  mkdir -p "$CACHE/images"
+  rm -f "$CACHE/images/$name".*.tar  # left by an interrupted load
+  archive=$(mktemp "$CACHE/images/$name.XXXX.tar")
+  rm -f "$archive"  # buildah writes the archive itself
+  buildah push -q "$ref" "docker-archive:$archive:$ref" >/dev/null
   ctr_k8s images import "$archive" >/dev/null
+  rm -f "$archive"
   mkdir -p "$STATE/images" && echo "$id" >"$STATE/images/$name"
 }
 

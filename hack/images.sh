@@ -10,10 +10,14 @@ source "$HACK_DIR/image-lib.sh"
 "$HACK_DIR/wheelhouse.sh" worker dev
 for target in operator worker; do
   log "building securemodel-$target:dev"
+  previous=$(buildah inspect --type image --format '{{.FromImageID}}' "securemodel-$target:dev" 2>/dev/null || true)
   buildah bud -q --layers --network host --target "$target" \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PIP_INSTALL_FLAGS=--no-index --find-links /wheels" \
     -v "$CACHE/wheelhouse:/wheels:ro" \
     -t "securemodel-$target:dev" "$REPO_ROOT" >/dev/null
+  # The image it replaces goes (its layers stay while the new image or the layer cache uses them).
+  current=$(buildah inspect --type image --format '{{.FromImageID}}' "securemodel-$target:dev")
+  [ -z "$previous" ] || [ "$previous" = "$current" ] || buildah rmi "$previous" >/dev/null 2>&1 || true
 done
 if [ -S "$CONTAINERD_SOCK" ]; then
   load_image securemodel-operator:dev

@@ -120,7 +120,8 @@ def new_ca(model: str, namespace: str, *, now: datetime, lifetime: timedelta) ->
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "securemodel"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"securemodel CA {namespace}/{model}"),
+            # A CN is at most 64 characters; a namespace (63) and a model name (50) can exceed it.
+            x509.NameAttribute(NameOID.COMMON_NAME, f"securemodel CA {namespace}/{model}"[:64]),
         ]
     )
     builder = (

@@ -6,7 +6,7 @@ import logging
 import kopf
 
 # Importing the handler modules registers their handlers with kopf.
-from securemodel.operator import federated_round, privacy_budget, runtime, secure_model, settings  # noqa: F401
+from securemodel.operator import federated_round, pipeline, privacy_budget, runtime, secure_model, settings  # noqa: F401
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

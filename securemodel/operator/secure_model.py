@@ -37,7 +37,7 @@ from securemodel.operator.claim_status import (
     in_budget_stage,
     may_hold_claim,
 )
-from securemodel.operator.ledger import MERGE_PATCH, BudgetNotFound, BudgetRef, releasing, submitting
+from securemodel.operator.ledger import MERGE_PATCH, BudgetNotFound, BudgetRef, submitting
 from securemodel.operator.privacy_budget import budget_key
 from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.settings import (
@@ -189,18 +189,20 @@ def _contains(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, when=lambda status, **_: may_hold_claim(status), backoff=RETRY_BACKOFF)
 async def release_claim(
-    spec: kopf.Spec, uid: str, namespace: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+    body: kopf.Body, spec: kopf.Spec, namespace: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    """Give the model's claim back to its budget before the model goes.
+    """Settle the model's claim before the model goes.
 
-    Stage one starts no pod, so the claim is released as never used (``pod_started=False``);
-    once the training stage exists it must say whether a pod started, and a claim whose pod
-    touched the data is committed instead.
+    A claim whose train pod never started is released; one whose pod started (and so may
+    have touched the data) is committed: with the ε of the steps it ran if it finished,
+    else with the whole claim (see :func:`securemodel.operator.pipeline.settle_on_delete`).
     """
+    from securemodel.operator.pipeline import settle_on_delete  # the pipeline imports this module
+
     ref = BudgetRef(namespace, spec["privacy"]["budgetRef"])
     try:
-        await runtime(memo).writer.apply(ref, releasing(uid, pod_started=False))
+        await settle_on_delete(runtime(memo), body, ref)
     except BudgetNotFound:
         pass  # the budget and its ledger are gone: nothing is held
     except LedgerError as error:
-        logger.info(f"nothing to release: {error}")
+        logger.info(f"nothing to settle: {error}")

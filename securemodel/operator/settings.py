@@ -1,6 +1,7 @@
 """Every setting of the operator, in one place."""
 
 import logging
+import os
 import socket
 
 import kopf
@@ -46,3 +47,13 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.posting.event_name_prefix = "securemodel-"
     settings.posting.level = logging.INFO
     settings.posting.loggers = False
+# The worker image of train, compress and serve pods (spec.model.image overrides it per model).
+WORKER_IMAGE = os.environ.get("SECUREMODEL_WORKER_IMAGE", "securemodel-worker:dev")
+# Size of each model's artifact PersistentVolumeClaim.
+ARTIFACTS_STORAGE = os.environ.get("SECUREMODEL_ARTIFACTS_STORAGE", "256Mi")
+# The training/serving stage re-reads a model's children this often while it progresses (a Job or
+# Deployment event wakes it at once) and this often once it serves.
+PIPELINE_RESYNC_SECONDS = 5.0
+PIPELINE_IDLE_RESYNC_SECONDS = 60.0
+# How often the timer checks every model's certificates for renewal.
+CERTIFICATE_CHECK_SECONDS = float(os.environ.get("SECUREMODEL_CERTIFICATE_CHECK_SECONDS", "60"))

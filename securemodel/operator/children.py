@@ -1,0 +1,440 @@
+"""The objects a SecureModel owns, built as plain dicts from its spec (pure: no API calls).
+
+Every child has a deterministic name derived from the model's name (and, for the Jobs, the
+training version), the labels in :func:`labels`, and an ownerReference to the model, so
+the garbage collector removes it with the model. Key material reaches pods only as files
+of mounted Secrets: no builder here puts a key, a certificate or a Secret's data into an
+argument, an environment variable or a label.
+
+Every pod meets the Pod Security ``restricted`` profile (:func:`pod_security_context`,
+:func:`container_security_context`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from securemodel.api import GROUP, VERSION
+from securemodel.api.secure_model import KIND
+from securemodel.data.sources import PvcSource, parse_source
+
+MODEL_LABEL: Final = f"{GROUP}/model"
+UID_LABEL: Final = f"{GROUP}/model-uid"
+COMPONENT_LABEL: Final = f"{GROUP}/component"
+VERSION_LABEL: Final = f"{GROUP}/version"
+CLIENT_LABEL: Final = f"{GROUP}/client"
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "securemodel-operator"}
+
+USER_ID: Final = 65532
+DATA_KEY: Final = "data.key"
+KEYS_DIR: Final = "/var/run/securemodel/keys"
+TLS_DIR: Final = "/var/run/securemodel/tls"
+ARTIFACTS_DIR: Final = "/artifacts"
+DATA_DIR: Final = "/data"
+SERVE_PORT: Final = 8443
+METRICS_PORT: Final = 9090
+# The fields of the spec a trained version depends on: changing any of them means a new version.
+VERSIONED_FIELDS: Final = ("model", "data", "training", "privacy", "compression")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The SecureModel that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Owner:
+        metadata = body["metadata"]
+        return cls(metadata["name"], metadata["namespace"], metadata["uid"])
+
+
+@dataclass(frozen=True)
+class Run:
+    """The DP-SGD run the operator calibrated: the worker must honour it exactly."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+
+# --- names -------------------------------------------------------------------------------------
+
+
+def pvc_name(model: str) -> str:
+    return f"{model}-artifacts"
+
+
+def data_key_secret_name(model: str) -> str:
+    return f"{model}-data-key"
+
+
+def ca_secret_name(model: str) -> str:
+    return f"{model}-ca"
+
+
+def tls_secret_name(model: str) -> str:
+    return f"{model}-tls"
+
+
+def client_secret_name(model: str, client: str) -> str:
+    return f"{model}-client-{client}"
+
+
+def train_job_name(model: str, version: str) -> str:
+    return f"{model}-train-{version}"
+
+
+def compress_job_name(model: str, version: str) -> str:
+    return f"{model}-compress-{version}"
+
+
+def trained_artifact(version: str) -> str:
+    return f"{ARTIFACTS_DIR}/{version}/model.smdl"
+
+
+def compressed_artifact(version: str) -> str:
+    return f"{ARTIFACTS_DIR}/{version}/model.compressed.smdl"
+
+
+def endpoint(model: str, namespace: str) -> str:
+    return f"https://{model}.{namespace}.svc:{SERVE_PORT}"
+
+
+def version_of(spec: Mapping[str, Any]) -> str:
+    """The training version of ``spec``: a short hash of the fields a trained artifact depends on.
+
+    Deterministic, so a restarted operator finds the Jobs it created; serving changes
+    (replicas, clients, certificate lifetime) and resources do not change it.
+    """
+    canonical = json.dumps({key: spec.get(key) for key in VERSIONED_FIELDS}, sort_keys=True, separators=(",", ":"))
+    return "v" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+# --- metadata ----------------------------------------------------------------------------------
+
+
+def labels(owner: Owner, component: str, **extra: str) -> dict[str, str]:
+    return {**MANAGED_BY, MODEL_LABEL: owner.name, UID_LABEL: owner.uid, COMPONENT_LABEL: component, **extra}
+
+
+def selector(owner: Owner, component: str | None = None) -> str:
+    """A label selector of the model's children (of one component)."""
+    parts = [f"{UID_LABEL}={owner.uid}"]
+    if component:
+        parts.append(f"{COMPONENT_LABEL}={component}")
+    return ",".join(parts)
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND.kind,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(owner: Owner, name: str, component: str, **extra: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner, component, **extra),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+# --- storage and secrets -----------------------------------------------------------------------
+
+
+def artifacts_pvc(owner: Owner, size: str) -> dict[str, Any]:
+    """The model's artifact volume: default StorageClass, ReadWriteOnce."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(owner, pvc_name(owner.name), "artifacts"),
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+    }
+
+
+def secret(owner: Owner, name: str, component: str, data: Mapping[str, bytes], **extra: str) -> dict[str, Any]:
+    """An Opaque Secret holding ``data`` (base64 in the object; never logged)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": metadata(owner, name, component, **extra),
+        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
+
+
+def data_key_secret(owner: Owner, key: bytes) -> dict[str, Any]:
+    return secret(owner, data_key_secret_name(owner.name), "data-key", {DATA_KEY: key})
+
+
+def secret_bytes(obj: Mapping[str, Any], key: str) -> bytes | None:
+    """One decoded value of a Secret as read from the API (``data`` is base64)."""
+    value = (obj.get("data") or {}).get(key)
+    return base64.b64decode(value) if value is not None else None
+
+
+# --- pods --------------------------------------------------------------------------------------
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Pod-level settings of the ``restricted`` profile; fsGroup makes mounted volumes group-readable."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER_ID,
+        "runAsGroup": USER_ID,
+        "fsGroup": USER_ID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+# Caches of Python libraries go to the writable /tmp (the root filesystem is read-only).
+WORKER_ENV: Final = (
+    {"name": "HOME", "value": "/tmp"},
+    {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+    {"name": "MPLCONFIGDIR", "value": "/tmp/.matplotlib"},
+    {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+    {"name": "PYTHONUNBUFFERED", "value": "1"},
+)
+
+
+def container(name: str, image: str, command: Sequence[str], mounts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(command),
+        "env": [dict(env) for env in WORKER_ENV],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *map(dict, mounts)],
+        "securityContext": container_security_context(),
+        "terminationMessagePath": "/dev/termination-log",
+    }
+
+
+def _volumes(owner: Owner, *, artifacts_read_only: bool) -> list[dict[str, Any]]:
+    return [
+        {"name": "tmp", "emptyDir": {}},
+        {
+            "name": "artifacts",
+            "persistentVolumeClaim": {"claimName": pvc_name(owner.name), "readOnly": artifacts_read_only},
+        },
+        {
+            "name": "keys",
+            "secret": {"secretName": data_key_secret_name(owner.name), "defaultMode": 0o440},
+        },
+    ]
+
+
+_KEY_MOUNTS: Final = (
+    {"name": "artifacts", "mountPath": ARTIFACTS_DIR},
+    {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+)
+
+
+def resources(spec_resources: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec.resources`` as requests and limits; ``gpus`` becomes ``nvidia.com/gpu`` (request = limit)."""
+    amounts: dict[str, Any] = {}
+    if spec_resources.get("cpu"):
+        amounts["cpu"] = str(spec_resources["cpu"])
+    if spec_resources.get("memory"):
+        amounts["memory"] = str(spec_resources["memory"])
+    gpus = int(spec_resources.get("gpus") or 0)
+    if gpus > 0:
+        amounts["nvidia.com/gpu"] = str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def worker_image(spec: Mapping[str, Any], default: str) -> str:
+    return (spec.get("model") or {}).get("image") or default
+
+
+def _job(owner: Owner, name: str, component: str, version: str, pod: Mapping[str, Any]) -> dict[str, Any]:
+    meta = metadata(owner, name, component, **{VERSION_LABEL: version})
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            # A retry would read the data again and spend ε again: one attempt only.
+            "backoffLimit": 0,
+            "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": dict(pod)},
+        },
+    }
+
+
+def _mkdir(image: str, path: str) -> dict[str, Any]:
+    """An init container creating the version's artifact directory (the workers never create directories)."""
+    code = "import os, sys; os.makedirs(sys.argv[1], mode=0o750, exist_ok=True)"
+    return container("prepare", image, ["python", "-c", code, path], [_KEY_MOUNTS[0]])
+
+
+def train_job(owner: Owner, spec: Mapping[str, Any], version: str, run: Run, image: str) -> dict[str, Any]:
+    """The DP-SGD training Job: exactly σ, q and steps of ``run``, nothing secret on its command line."""
+    model, data, privacy = spec["model"], spec["data"], spec["privacy"]
+    training = spec.get("training") or {}
+    spec_resources = spec.get("resources") or {}
+    gpus = int(spec_resources.get("gpus") or 0)
+    args = ["securemodel-worker", "train"]
+    if model.get("architecture"):
+        args += ["--architecture", model["architecture"]]
+    else:
+        args += ["--entrypoint", model["entrypoint"]]
+    args += ["--params", json.dumps(model.get("params") or {}, sort_keys=True, separators=(",", ":"))]
+    args += ["--data-source", data["source"]]
+    if data.get("samples") is not None:
+        args += ["--data-samples", str(data["samples"])]
+    args += [
+        "--validation-split", repr(float(data.get("validationSplit", 0.2))),
+        "--seed", str(int(training.get("seed", 0))),
+        "--optimizer", training.get("optimizer", "sgd"),
+        "--learning-rate", repr(float(training.get("learningRate", 0.1))),
+        "--noise-multiplier", repr(float(run.noise_multiplier)),
+        "--sample-rate", repr(float(run.sample_rate)),
+        "--steps", str(int(run.steps)),
+        "--max-grad-norm", repr(float(privacy.get("maxGradNorm", 1.0))),
+        "--device", "cuda" if gpus > 0 else "cpu",
+        "--output", trained_artifact(version),
+        "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
+        "--data-root", DATA_DIR,
+    ]  # fmt: skip
+    volumes = _volumes(owner, artifacts_read_only=False)
+    mounts = list(_KEY_MOUNTS)
+    source = parse_source(data["source"])
+    if isinstance(source, PvcSource):
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+        mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": True})
+    main = container("train", image, args, mounts)
+    main["resources"] = resources(spec_resources)
+    pod = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "initContainers": [_mkdir(image, f"{ARTIFACTS_DIR}/{version}")],
+        "containers": [main],
+        "volumes": volumes,
+    }
+    return _job(owner, train_job_name(owner.name, version), "train", version, pod)
+
+
+def compress_job(owner: Owner, spec: Mapping[str, Any], version: str, image: str) -> dict[str, Any]:
+    """Prune and quantise the trained artifact of ``version`` into its compressed artifact."""
+    compression = spec.get("compression") or {}
+    args = [
+        "securemodel-worker", "compress",
+        "--input", trained_artifact(version),
+        "--output", compressed_artifact(version),
+        "--sparsity", repr(float((compression.get("pruning") or {}).get("sparsity", 0.0))),
+        "--quantization", compression.get("quantization", "none"),
+        "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
+    ]  # fmt: skip
+    main = container("compress", image, args, _KEY_MOUNTS)
+    main["resources"] = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+    pod = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "containers": [main],
+        "volumes": _volumes(owner, artifacts_read_only=False),
+    }
+    return _job(owner, compress_job_name(owner.name, version), "compress", version, pod)
+
+
+def serving_labels(owner: Owner) -> dict[str, str]:
+    """The serving pods' selector (stable across versions, so a rollout replaces pods in place)."""
+    return {MODEL_LABEL: owner.name, COMPONENT_LABEL: "serve"}
+
+
+def deployment(owner: Owner, spec: Mapping[str, Any], version: str, image: str) -> dict[str, Any]:
+    """The serving Deployment of ``version``'s compressed artifact (rolling: old pods serve until new ones are ready)."""
+    serving = spec.get("serving") or {}
+    args = [
+        "securemodel-worker", "serve",
+        "--artifact", compressed_artifact(version),
+        "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
+        "--tls-dir", TLS_DIR,
+        "--model-name", owner.name,
+        "--port", str(SERVE_PORT),
+        "--metrics-port", str(METRICS_PORT),
+    ]  # fmt: skip
+    mounts = [
+        {"name": "artifacts", "mountPath": ARTIFACTS_DIR, "readOnly": True},
+        {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+        {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+    ]
+    main = container("serve", image, args, mounts)
+    main.update(
+        ports=[
+            {"name": "https", "containerPort": SERVE_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
+        readinessProbe={"httpGet": {"path": "/v2/health/ready", "port": "metrics"}, "periodSeconds": 2},
+        livenessProbe={
+            "httpGet": {"path": "/v2/health/live", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        startupProbe={"httpGet": {"path": "/v2/health/live", "port": "metrics"}, "periodSeconds": 1, "failureThreshold": 120},
+        resources={"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        # A refused artifact exits with a one-line reason on stderr: it becomes the termination message.
+        terminationMessagePolicy="FallbackToLogsOnError",
+    )
+    volumes = _volumes(owner, artifacts_read_only=True)
+    volumes.append({"name": "tls", "secret": {"secretName": tls_secret_name(owner.name), "defaultMode": 0o440}})
+    pod_labels = {**labels(owner, "serve", **{VERSION_LABEL: version}), **serving_labels(owner)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, owner.name, "serve", **{VERSION_LABEL: version}),
+        "spec": {
+            "replicas": int(serving.get("replicas", 1)),
+            "selector": {"matchLabels": serving_labels(owner)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security_context(),
+                    "containers": [main],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, owner.name, "serve"),
+        "spec": {
+            "selector": serving_labels(owner),
+            "ports": [
+                {"name": "https", "port": SERVE_PORT, "targetPort": "https"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+            ],
+        },
+    }

@@ -1,0 +1,353 @@
+"""A SecureModel end to end on the real cluster: the operator runs in-cluster from its image (deploy/),
+trains with DP-SGD, compresses, and serves over mutual TLS; clients call it from pods.
+
+The module's fixture applies crds/ and deploy/, restarts the operator Deployment and waits for
+it; at teardown it deletes the operator Deployment, so no in-cluster operator runs beside the
+integration tests' own operator processes. The model's namespace enforces Pod Security
+``restricted``: every pod the operator creates must meet it or it would not be admitted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from securemodel.crypto.pki import CertifiedKey, issue_client_certificate, new_ca
+from test_cluster import REPO, apply, kubectl, logs, pod, wait_phase
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "tumor"
+CLIENT = "frontend"
+OPERATOR = ["-n", "securemodel-system"]
+SPEC: dict[str, Any] = {
+    "model": {"architecture": "mlp", "params": {"hidden": [32]}},
+    "data": {"source": "builtin://breast_cancer", "validationSplit": 0.2},
+    "privacy": {"budgetRef": "breast-cancer", "epsilon": 2.0, "delta": 1.0e-5, "maxGradNorm": 1.0, "accountant": "prv"},
+    "training": {"epochs": 3, "batchSize": 64, "learningRate": 0.5, "optimizer": "sgd", "seed": 0},
+    "compression": {"pruning": {"sparsity": 0.5}, "quantization": "int8"},
+    "serving": {"replicas": 1, "clients": [CLIENT], "certificateLifetime": "720h"},
+    "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
+}
+
+
+def get(namespace: str, kind: str, name: str) -> dict[str, Any]:
+    return json.loads(kubectl("-n", namespace, "get", f"{kind}/{name}", "-o", "json").stdout)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def wait_until(check: Any, timeout: float, what: str, interval: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def operator() -> Iterator[None]:
+    """The in-cluster operator, from securemodel-operator:dev, for this module only."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    kubectl("apply", "-f", str(REPO / "deploy"))
+    kubectl(*OPERATOR, "rollout", "restart", "deployment/securemodel-operator")
+    kubectl(*OPERATOR, "rollout", "status", "deployment/securemodel-operator", "--timeout=180s")
+    yield
+    print(kubectl(*OPERATOR, "logs", "deployment/securemodel-operator", "--tail=200", check=False).stdout)
+    kubectl(*OPERATOR, "delete", "deployment", "securemodel-operator", "--wait=true", "--timeout=60s", check=False)
+
+
+@pytest.fixture(scope="module")
+def namespace(operator: None) -> Iterator[str]:
+    name = f"e2e-sm-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    yield name
+    # The model first, while the operator still runs to settle its claim; then everything.
+    kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=60s", check=False)
+    kubectl("-n", name, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
+    kubectl("-n", name, "delete", "privacybudget", "--all", "--timeout=60s", check=False)
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def served(namespace: str) -> dict[str, Any]:
+    """The example-like model, applied with its budget and waited on until Ready."""
+    budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "breast-cancer"},
+              "spec": {"epsilon": 10.0, "delta": 1.0e-5}}  # fmt: skip
+    model = {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": MODEL}, "spec": SPEC}
+    apply(namespace, budget, model)
+
+    def ready() -> dict[str, Any] | None:
+        obj = get(namespace, "securemodel", MODEL)
+        if obj.get("status", {}).get("phase") == "Failed":
+            raise AssertionError(f"the model failed: {json.dumps(obj['status'], indent=1)}")
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    try:
+        return wait_until(ready, 420, "the SecureModel to be Ready")
+    except AssertionError:
+        print(kubectl("-n", namespace, "get", "all,secret,pvc", check=False).stdout)
+        print(kubectl("-n", namespace, "get", f"securemodel/{MODEL}", "-o", "yaml", check=False).stdout)
+        raise
+
+
+CLIENT_CODE = r"""
+import json, socket, ssl, sys, time, urllib.error, urllib.request
+import numpy as np
+from securemodel.data.loading import load_dataset
+
+url, model = sys.argv[1], sys.argv[2]
+data = load_dataset("builtin://breast_cancer", validation_split=0.2, seed=0)
+x, y = data.x_val.astype(np.float32), data.y_val
+body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                               "data": x.ravel().tolist()}]}).encode()
+
+def call(cert=None, key=None):
+    context = ssl.create_default_context(cafile="/client/ca.crt")
+    if cert:
+        context.load_cert_chain(cert, key)
+    request = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=20, context=context) as response:
+        return json.load(response)
+
+def refused(cert=None, key=None):
+    try:
+        call(cert, key)
+    except (ssl.SSLError, ConnectionError, urllib.error.URLError, OSError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+deadline = time.monotonic() + 90
+while True:  # a fresh Service is routed shortly after its endpoints are ready
+    try:
+        answer = call("/client/tls.crt", "/client/tls.key"); break
+    except (ConnectionRefusedError, socket.timeout, urllib.error.URLError) as error:
+        if time.monotonic() > deadline or isinstance(getattr(error, "reason", None), ssl.SSLError):
+            raise
+        time.sleep(1)
+predicted = next(o for o in answer["outputs"] if o["name"] == "predicted_class")["data"]
+result = {
+    "accuracy": float(np.mean(np.asarray(predicted) == y)),
+    "examples": int(len(y)),
+    "no_certificate": refused(),
+    "other_ca": refused("/bad/other.crt", "/bad/other.key"),
+    "expired": refused("/bad/expired.crt", "/bad/expired.key"),
+}
+print("RESULT " + json.dumps(result))
+"""
+
+
+def client_pod(name: str, code: str, *args: str, bad_secret: str | None = None) -> dict[str, Any]:
+    volumes = [{"name": "client", "secret": {"secretName": f"{MODEL}-client-{CLIENT}"}}]
+    mounts = [{"name": "client", "mountPath": "/client", "readOnly": True}]
+    if bad_secret:
+        volumes.append({"name": "bad", "secret": {"secretName": bad_secret}})
+        mounts.append({"name": "bad", "mountPath": "/bad", "readOnly": True})
+    spec = pod(name, ["python", "-c", code, *args], volumes=volumes,
+               container={"volumeMounts": mounts, "env": [{"name": "HOME", "value": "/tmp"}]})  # fmt: skip
+    spec["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532,
+                                       "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+    spec["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    return spec
+
+
+def secret_bytes(namespace: str, name: str, key: str) -> bytes:
+    return base64.b64decode(get(namespace, "secret", name)["data"][key])
+
+
+def bad_certificates(namespace: str) -> dict[str, Any]:
+    """A client certificate from another CA, and an expired one from the model's own CA."""
+    now = datetime.now(UTC)
+    other_ca = new_ca("other", namespace, now=now, lifetime=timedelta(days=30))
+    other = issue_client_certificate(other_ca, CLIENT, now=now, lifetime=timedelta(days=1))
+    ca = CertifiedKey(secret_bytes(namespace, f"{MODEL}-ca", "tls.crt"), secret_bytes(namespace, f"{MODEL}-ca", "tls.key"))
+    expired = issue_client_certificate(ca, CLIENT, now=now - timedelta(days=2), lifetime=timedelta(hours=1))
+    data = {"other.crt": other.cert_pem, "other.key": other.key_pem,
+            "expired.crt": expired.cert_pem, "expired.key": expired.key_pem}  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bad-certificates"},
+            "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}  # fmt: skip
+
+
+def test_the_model_is_trained_compressed_and_served_with_the_contracts_status(served: dict[str, Any], namespace: str) -> None:
+    status = served["status"]
+    assert status["phase"] == "Serving"
+    assert status["observedGeneration"] == served["metadata"]["generation"]
+    for kind, reason in [("BudgetReserved", "Committed"), ("Trained", "Succeeded"), ("Compressed", "Succeeded"),
+                         ("Ready", "Serving")]:  # fmt: skip
+        found = condition(served, kind)
+        assert (found.get("status"), found.get("reason")) == ("True", reason), found
+        assert found["observedGeneration"] == served["metadata"]["generation"]
+    privacy, model = status["privacy"], status["model"]
+    assert 0 < privacy["epsilonSpent"] <= SPEC["privacy"]["epsilon"]
+    assert privacy["delta"] == SPEC["privacy"]["delta"] and privacy["accountant"] == "prv"
+    assert privacy["noiseMultiplier"] > 0 and 0 < privacy["sampleRate"] < 1 and privacy["steps"] > 0
+    assert model["digest"].startswith("sha256:")
+    assert 0 < model["compressedSizeBytes"] < model["sizeBytes"]
+    assert model["sparsity"] == pytest.approx(0.5, abs=0.05)
+    assert 0.5 < model["accuracy"] <= 1 and 0.5 < model["compressedAccuracy"] <= 1
+    assert status["endpoint"] == f"https://{MODEL}.{namespace}.svc:8443"
+    # The key material is in Secrets only, never in the status.
+    key = secret_bytes(namespace, f"{MODEL}-data-key", "data.key")
+    assert len(key) == 32 and base64.b64encode(key).decode() not in json.dumps(served)
+
+
+def test_the_budget_ledger_holds_the_committed_spend(served: dict[str, Any], namespace: str) -> None:
+    budget = get(namespace, "privacybudget", "breast-cancer")
+    (claim,) = budget["status"]["claims"]
+    assert claim["consumer"]["uid"] == served["metadata"]["uid"]
+    assert claim["state"] == "Committed"
+    assert claim["epsilon"] == pytest.approx(served["status"]["privacy"]["epsilonSpent"], rel=1e-12)
+    assert budget["status"]["epsilonCommitted"] == pytest.approx(claim["epsilon"], rel=1e-12)
+
+
+def test_inference_over_mtls_matches_the_reported_accuracy_and_bad_certificates_are_refused(
+    served: dict[str, Any], namespace: str
+) -> None:
+    apply(namespace, bad_certificates(namespace))
+    url = f"https://{MODEL}.{namespace}.svc:8443"
+    apply(namespace, client_pod("client", CLIENT_CODE, url, MODEL, bad_secret="bad-certificates"))
+    wait_phase(namespace, "client", "Succeeded", timeout=240)
+    line = next(line for line in logs(namespace, "client").splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["accuracy"] == pytest.approx(served["status"]["model"]["compressedAccuracy"], abs=1e-9)
+    assert result["examples"] > 100
+    assert result["no_certificate"], "a client without a certificate was served"
+    assert result["other_ca"], "a client certificate from another CA was accepted"
+    assert result["expired"], "an expired client certificate was accepted"
+
+
+ROTATION_CODE = r"""
+import hashlib, http.client, json, ssl, sys, time
+host, model, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+context = ssl.create_default_context(cafile="/client/ca.crt")
+context.load_cert_chain("/client/tls.crt", "/client/tls.key")
+body = json.dumps({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [0.0] * 30}]})
+first, ok, failures, errors = None, 0, 0, []
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    try:
+        connection = http.client.HTTPSConnection(host, 8443, context=context, timeout=10)
+        connection.connect()
+        served_by = hashlib.sha256(connection.sock.getpeercert(binary_form=True)).hexdigest()
+        connection.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
+        response = connection.getresponse(); response.read(); connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}")
+    except Exception as error:
+        if first is None:  # the Service may not route yet
+            time.sleep(0.5); continue
+        failures += 1; errors.append(repr(error)); time.sleep(0.2); continue
+    ok += 1
+    if first is None:
+        first = served_by
+        print("FIRST", flush=True)
+    elif served_by != first:
+        print("RESULT " + json.dumps({"changed": True, "ok": ok, "failures": failures, "errors": errors[:3]}))
+        sys.exit(0)
+    time.sleep(0.2)
+print("RESULT " + json.dumps({"changed": False, "ok": ok, "failures": failures, "errors": errors[:3]}))
+"""
+
+
+def test_forced_certificate_rotation_keeps_requests_succeeding(served: dict[str, Any], namespace: str) -> None:
+    old = secret_bytes(namespace, f"{MODEL}-tls", "tls.crt")
+    host = f"{MODEL}.{namespace}.svc"
+    apply(namespace, client_pod("rotation", ROTATION_CODE, host, MODEL, "180"))
+    wait_until(lambda: "FIRST" in kubectl("-n", namespace, "logs", "rotation", check=False).stdout, 90,
+               "the first request before the rotation", interval=1)  # fmt: skip
+    kubectl("-n", namespace, "annotate", "--overwrite", f"securemodel/{MODEL}",
+            f"securemodel.io/rotate-certificates={uuid.uuid4().hex[:8]}")  # fmt: skip
+    wait_until(lambda: secret_bytes(namespace, f"{MODEL}-tls", "tls.crt") != old, 60, "a new server certificate")
+    wait_phase(namespace, "rotation", "Succeeded", timeout=240)
+    line = next(line for line in logs(namespace, "rotation").splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["changed"], f"the server never presented the new certificate: {result}"
+    assert result["failures"] == 0, result
+    assert result["ok"] > 1
+
+
+def test_changing_serving_reconciles_clients_without_retraining(served: dict[str, Any], namespace: str) -> None:
+    def jobs() -> list[str]:
+        return kubectl("-n", namespace, "get", "jobs", "-o", "name").stdout.split()
+
+    before = jobs()
+    patch = {"spec": {"serving": {"clients": [CLIENT, "batch"]}}}
+    kubectl("-n", namespace, "patch", f"securemodel/{MODEL}", "--type=merge", "-p", json.dumps(patch))
+    wait_until(lambda: kubectl("-n", namespace, "get", f"secret/{MODEL}-client-batch", check=False).returncode == 0,
+               60, "the new client's Secret")  # fmt: skip
+    patch = {"spec": {"serving": {"clients": [CLIENT]}}}
+    kubectl("-n", namespace, "patch", f"securemodel/{MODEL}", "--type=merge", "-p", json.dumps(patch))
+    wait_until(lambda: kubectl("-n", namespace, "get", f"secret/{MODEL}-client-batch", check=False).returncode != 0,
+               60, "the removed client's Secret deleted")  # fmt: skip
+    model = wait_until(lambda: (lambda m: m if m["status"]["observedGeneration"] == m["metadata"]["generation"]
+                                and condition(m, "Ready").get("status") == "True" else None)(
+                                    get(namespace, "securemodel", MODEL)), 60, "the change observed")  # fmt: skip
+    assert jobs() == before, "a serving change started a Job"
+    assert model["status"]["model"]["digest"] == served["status"]["model"]["digest"]
+
+
+def test_a_tampered_artifact_makes_serving_fail_with_a_clear_condition(served: dict[str, Any], namespace: str) -> None:
+    """Flip one byte of the compressed artifact on the PVC, then restart the serving pod."""
+    version = json.loads(kubectl("-n", namespace, "get", f"deployment/{MODEL}", "-o", "json").stdout)[
+        "metadata"]["labels"]["securemodel.io/version"]  # fmt: skip
+    path = f"/artifacts/{version}/model.compressed.smdl"
+    code = ("import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[-1] ^= 1; "
+            "open(p, 'wb').write(bytes(b)); print('tampered', len(b))")  # fmt: skip
+    tamper = pod("tamper", ["python", "-c", code, path],
+                 volumes=[{"name": "a", "persistentVolumeClaim": {"claimName": f"{MODEL}-artifacts"}}],
+                 container={"volumeMounts": [{"name": "a", "mountPath": "/artifacts"}]})  # fmt: skip
+    tamper["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                         "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+    tamper["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    apply(namespace, tamper)
+    wait_phase(namespace, "tamper", "Succeeded")
+    kubectl("-n", namespace, "delete", "pod", "-l", "securemodel.io/component=serve", "--wait=false")
+
+    def failed() -> dict[str, Any] | None:
+        ready = condition(get(namespace, "securemodel", MODEL), "Ready")
+        return ready if ready.get("reason") == "ServingFailed" else None
+
+    ready = wait_until(failed, 120, "Ready False with reason ServingFailed")
+    assert ready["status"] == "False"
+    assert "exited 1" in ready["message"]
+    assert any(word in ready["message"].lower() for word in ("tamper", "authentic", "modified")), ready["message"]
+
+
+def test_deleting_a_model_whose_training_touched_the_data_commits_its_claim(namespace: str) -> None:
+    """The claim of a model deleted mid-training is committed (whole claim: it may have run every step), never released."""
+    name = "interrupted"
+    spec = {**SPEC, "privacy": {**SPEC["privacy"], "epsilon": 1.0}, "training": {**SPEC["training"], "epochs": 200},
+            "serving": {"replicas": 0}}  # fmt: skip
+    budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "interruptible"},
+              "spec": {"epsilon": 5.0, "delta": 1.0e-5}}  # fmt: skip
+    spec["privacy"]["budgetRef"] = "interruptible"
+    apply(namespace, budget, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel",
+                              "metadata": {"name": name}, "spec": spec})  # fmt: skip
+    uid = get(namespace, "securemodel", name)["metadata"]["uid"]
+
+    def running() -> bool:
+        pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", f"securemodel.io/model-uid={uid}",
+                                  "-o", "json").stdout)["items"]  # fmt: skip
+        return any((s.get("state") or {}).get("running") for p in pods for s in p["status"].get("containerStatuses", []))
+
+    wait_until(running, 180, "the train container running", interval=1)
+    kubectl("-n", namespace, "delete", f"securemodel/{name}", "--timeout=60s")
+    claims = get(namespace, "privacybudget", "interruptible")["status"]["claims"]
+    (claim,) = [c for c in claims if c["consumer"]["uid"] == uid]
+    assert claim["state"] == "Committed"
+    assert claim["epsilon"] == pytest.approx(1.0)

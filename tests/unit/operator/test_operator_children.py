@@ -1,0 +1,204 @@
+"""The children a SecureModel owns: deterministic names, restricted pods, no secret on a command line."""
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from securemodel.crypto.pki import issued_by, renewal_due
+from securemodel.operator import children, keys
+from securemodel.operator import pipeline_status as ps
+
+OWNER = children.Owner("tumor", "clinic-a", "1234-uid")
+SPEC: dict[str, Any] = {
+    "model": {"architecture": "mlp", "params": {"hidden": [8]}},
+    "data": {"source": "builtin://breast_cancer", "validationSplit": 0.2},
+    "privacy": {"budgetRef": "b", "epsilon": 2.0, "delta": 1e-5, "maxGradNorm": 1.0, "accountant": "prv"},
+    "training": {"epochs": 2, "batchSize": 64, "learningRate": 0.1, "optimizer": "sgd", "seed": 3},
+    "compression": {"pruning": {"sparsity": 0.5}, "quantization": "int8"},
+    "serving": {"replicas": 2, "clients": ["frontend", "batch"], "certificateLifetime": "720h"},
+    "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
+}
+RUN = children.Run(noise_multiplier=1.25, sample_rate=0.140969, steps=15)
+NOW = datetime(2026, 11, 21, tzinfo=UTC)
+
+
+def pods_of(spec: dict[str, Any] = SPEC) -> list[dict[str, Any]]:
+    version = children.version_of(spec)
+    return [
+        children.train_job(OWNER, spec, version, RUN, "img")["spec"]["template"]["spec"],
+        children.compress_job(OWNER, spec, version, "img")["spec"]["template"]["spec"],
+        children.deployment(OWNER, spec, version, "img")["spec"]["template"]["spec"],
+    ]
+
+
+def test_names_are_deterministic_and_the_version_ignores_serving_and_resources() -> None:
+    version = children.version_of(SPEC)
+    assert version == children.version_of(json.loads(json.dumps(SPEC)))
+    changed = {**SPEC, "serving": {"replicas": 5}, "resources": {"gpus": 1}}
+    assert children.version_of(changed) == version
+    assert children.version_of({**SPEC, "training": {**SPEC["training"], "epochs": 3}}) != version
+    job = children.train_job(OWNER, SPEC, version, RUN, "img")
+    assert job["metadata"]["name"] == f"tumor-train-{version}"
+    assert children.compress_job(OWNER, SPEC, version, "img")["metadata"]["name"] == f"tumor-compress-{version}"
+    assert children.deployment(OWNER, SPEC, version, "img")["metadata"]["name"] == "tumor"
+    assert children.service(OWNER)["metadata"]["name"] == "tumor"
+    assert children.artifacts_pvc(OWNER, "1Gi")["metadata"]["name"] == "tumor-artifacts"
+    assert children.endpoint("tumor", "clinic-a") == "https://tumor.clinic-a.svc:8443"
+
+
+def test_every_child_is_owned_by_the_model() -> None:
+    version = children.version_of(SPEC)
+    objects = [
+        children.train_job(OWNER, SPEC, version, RUN, "img"),
+        children.compress_job(OWNER, SPEC, version, "img"),
+        children.deployment(OWNER, SPEC, version, "img"),
+        children.service(OWNER),
+        children.artifacts_pvc(OWNER, "1Gi"),
+        *(write.body for write in keys.wanted_secrets(OWNER, SPEC, {}, NOW)),
+    ]
+    for obj in objects:
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref["uid"] == OWNER.uid and ref["kind"] == "SecureModel" and ref["controller"]
+        assert obj["metadata"]["labels"][children.UID_LABEL] == OWNER.uid
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_pods_meet_the_restricted_profile(index: int) -> None:
+    pod = pods_of()[index]
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] and security["runAsUser"] == security["runAsGroup"] == 65532
+    assert security["fsGroup"] == 65532 and security["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["readOnlyRootFilesystem"] is True
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+        assert container["imagePullPolicy"] == "IfNotPresent"
+        assert "privileged" not in context
+    for volume in pod["volumes"]:
+        assert "hostPath" not in volume
+
+
+def test_the_train_job_runs_once_with_exactly_the_calibrated_run() -> None:
+    version = children.version_of(SPEC)
+    job = children.train_job(OWNER, SPEC, version, RUN, "img")
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    args = pod["containers"][0]["command"]
+    flag = {args[i]: args[i + 1] for i in range(2, len(args) - 1, 2)}
+    assert float(flag["--noise-multiplier"]) == RUN.noise_multiplier
+    assert float(flag["--sample-rate"]) == RUN.sample_rate
+    assert int(flag["--steps"]) == RUN.steps
+    assert flag["--output"] == f"/artifacts/{version}/model.smdl"
+    assert flag["--data-key-file"] == "/var/run/securemodel/keys/data.key"
+    assert flag["--device"] == "cpu"
+    assert json.loads(flag["--params"]) == {"hidden": [8]}
+
+
+def test_gpus_map_to_nvidia_gpu_request_and_limit() -> None:
+    spec = {**SPEC, "resources": {"gpus": 2, "cpu": "4", "memory": "8Gi"}}
+    container = pods_of(spec)[0]["containers"][0]
+    wanted = {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "2"}
+    assert container["resources"] == {"requests": wanted, "limits": wanted}
+    assert "cuda" in container["command"]
+    assert "nvidia.com/gpu" not in json.dumps(pods_of()[0])
+
+
+def test_a_pvc_source_mounts_its_claim_read_only_at_data() -> None:
+    spec = {**SPEC, "data": {"source": "pvc://datasets/x/train.npz", "samples": 100, "validationSplit": 0.2}}
+    pod = pods_of(spec)[0]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}} in pod["volumes"]
+    assert {"name": "data", "mountPath": "/data", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+
+
+def test_no_key_material_in_any_command_or_environment() -> None:
+    secrets = [write.body for write in keys.wanted_secrets(OWNER, SPEC, {}, NOW)]
+    values = [base64.b64decode(v) for s in secrets for v in s["data"].values()]
+    text = json.dumps(pods_of())
+    for value in values:
+        for chunk in (value[:16], base64.b64encode(value)[:16]):
+            assert chunk.decode(errors="replace") not in text
+    for pod in pods_of():
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            assert all("valueFrom" not in env for env in container["env"])
+
+
+def test_key_secrets_are_created_once_and_renewed_when_due() -> None:
+    writes = keys.wanted_secrets(OWNER, SPEC, {}, NOW)
+    names = sorted(w.body["metadata"]["name"] for w in writes)
+    assert names == ["tumor-ca", "tumor-client-batch", "tumor-client-frontend", "tumor-data-key", "tumor-tls"]
+    assert not any(w.replace for w in writes)
+    stored = {w.body["metadata"]["name"]: w.body for w in writes}
+    assert len(children.secret_bytes(stored["tumor-data-key"], "data.key") or b"") == 32
+    assert keys.wanted_secrets(OWNER, SPEC, stored, NOW + timedelta(hours=1)) == []
+    later = NOW + timedelta(hours=500)  # less than a third of 720h left
+    renewed = keys.wanted_secrets(OWNER, SPEC, stored, later)
+    assert sorted(w.body["metadata"]["name"] for w in renewed) == ["tumor-client-batch", "tumor-client-frontend", "tumor-tls"]
+    assert all(w.replace for w in renewed)
+    ca = keys.load_ca(stored["tumor-ca"])
+    assert ca is not None
+    for write in renewed:
+        cert = children.secret_bytes(write.body, "tls.crt") or b""
+        assert issued_by(cert, ca) and not renewal_due(cert, later, timedelta(hours=720))
+        assert children.secret_bytes(write.body, "ca.crt") == ca.cert_pem
+    forced = keys.wanted_secrets(OWNER, SPEC, stored, NOW, force_renewal=True)
+    assert len(forced) == 3
+    rotated = keys.wanted_secrets(OWNER, SPEC, stored, NOW, rotation="r1")
+    assert len(rotated) == 3 and all(w.body["metadata"]["annotations"] == {keys.ROTATION_ANNOTATION: "r1"} for w in rotated)
+    stored.update({w.body["metadata"]["name"]: w.body for w in rotated})
+    assert keys.wanted_secrets(OWNER, SPEC, stored, NOW, rotation="r1") == []
+
+
+def test_removed_clients_secrets_are_listed_for_deletion() -> None:
+    stored = [w.body for w in keys.wanted_secrets(OWNER, SPEC, {}, NOW)]
+    spec = {**SPEC, "serving": {"clients": ["frontend"]}}
+    assert keys.removed_clients(OWNER, spec, stored) == ["tumor-client-batch"]
+
+
+def _pod(container: str, **state: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "p"}, "status": {"containerStatuses": [{"name": container, "state": state}]}}
+
+
+def test_job_state_reads_the_workers_result_from_the_termination_message() -> None:
+    result = {"kind": "TrainResult", "status": "Succeeded", "dataTouched": True, "steps": 10}
+    pod = _pod("train", terminated={"exitCode": 0, "message": json.dumps(result) + "\n"})
+    state = ps.job_state({"status": {"succeeded": 1}}, [pod], "train", "TrainResult")
+    assert state == ps.JobState(ps.JobPhase.SUCCEEDED, result, True, "")
+    pending = ps.job_state({"status": {"active": 1}}, [_pod("train", waiting={"reason": "ContainerCreating"})], "train", "TrainResult")
+    assert pending.phase is ps.JobPhase.PENDING and not pending.started
+    running = ps.job_state({"status": {"active": 1}}, [_pod("train", running={})], "train", "TrainResult")
+    assert running.phase is ps.JobPhase.RUNNING and running.started
+
+
+def test_settlement_commits_what_was_spent_and_releases_what_never_touched_data() -> None:
+    result = {"kind": "TrainResult", "status": "Failed", "dataTouched": True, "steps": 5, "noiseMultiplier": 3.0,
+              "sampleRate": 0.01}
+    failed = ps.JobState(ps.JobPhase.FAILED, result, True)
+    decision = ps.settlement(failed, 2.0, 1e-5, "prv")
+    assert decision.commit and 0 < decision.epsilon < 2.0
+    untouched = ps.JobState(ps.JobPhase.FAILED, {**result, "dataTouched": False}, True)
+    assert ps.settlement(untouched, 2.0, 1e-5, "prv") == ps.Settlement(False, 0.0, False)
+    killed = ps.JobState(ps.JobPhase.FAILED, None, True)
+    assert ps.settlement(killed, 2.0, 1e-5, "prv") == ps.Settlement(True, 2.0, True)
+    never = ps.JobState(ps.JobPhase.FAILED, None, False)
+    assert not ps.settlement(never, 2.0, 1e-5, "prv").commit
+
+
+def test_serving_is_ready_only_with_all_replicas_available_and_reports_crashes() -> None:
+    deployment = {"metadata": {"name": "tumor", "generation": 2},
+                  "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2}}
+    assert ps.serving(deployment, 2, "").ready.status
+    deployment["status"]["availableReplicas"] = 1
+    assert not ps.serving(deployment, 2, "").ready.status
+    crashed = {"metadata": {"name": "tumor-x"}, "status": {"containerStatuses": [{"name": "serve", "state": {
+        "waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {
+            "exitCode": 1, "message": "artifact refused: authentication tag mismatch\n"}}}]}}
+    failure = ps.serve_failure([crashed])
+    assert "authentication tag mismatch" in failure
+    outcome = ps.serving(deployment, 2, failure)
+    assert outcome.ready.reason == "ServingFailed" and "authentication tag" in outcome.ready.message
