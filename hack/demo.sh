@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo on the local cluster (after `make cluster images`): install the CRDs and the operator
-# from its image, apply examples/ to namespace clinic-a, wait until the operator has reconciled
-# every object, and show what a user sees.
+# from its image, apply examples/ to namespace clinic-a, wait until the tumour classifier is
+# trained with differential privacy, compressed and served, show what a user sees, and send it an
+# inference request over mutual TLS from a Pod holding the client certificate the operator issued.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 export KUBECONFIG=$REPO_ROOT/.cluster/kubeconfig
@@ -18,5 +19,35 @@ step kubectl -n securemodel-system rollout status deployment/securemodel-operato
 kubectl create namespace clinic-a --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 step kubectl apply -n clinic-a -f examples/
 kubectl wait -n clinic-a --for=jsonpath='{.status.observedGeneration}'=1 pbudget,smodel,fround --all --timeout=120s >/dev/null
+echo "waiting for the SecureModel to be trained, compressed and served (a few minutes)..."
+kubectl wait -n clinic-a smodel/tumor-classifier --for=jsonpath='{.status.phase}'=Serving --timeout=900s >/dev/null
 step kubectl get securemodel -n clinic-a
+step kubectl get smodel tumor-classifier -n clinic-a -o jsonpath='{.status.privacy}{"\n"}{.status.model}{"\n"}'
 step kubectl get events -n clinic-a --field-selector involvedObject.kind=SecureModel
+
+kubectl -n clinic-a delete pod demo-client --ignore-not-found >/dev/null
+kubectl -n clinic-a create configmap demo-client --from-file=infer.py=hack/demo-infer.py --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl -n clinic-a apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: demo-client}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, fsGroup: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: client
+    image: securemodel-worker:dev
+    imagePullPolicy: IfNotPresent
+    command: [python, /demo/infer.py, "https://tumor-classifier.clinic-a.svc:8443", tumor-classifier]
+    env: [{name: HOME, value: /tmp}]
+    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    volumeMounts:
+    - {name: client, mountPath: /client, readOnly: true}
+    - {name: code, mountPath: /demo, readOnly: true}
+  volumes:
+  - {name: client, secret: {secretName: tumor-classifier-client-frontend}}
+  - {name: code, configMap: {name: demo-client}}
+YAML
+kubectl -n clinic-a wait pod/demo-client --for=jsonpath='{.status.phase}'=Succeeded --timeout=300s >/dev/null \
+  || { kubectl -n clinic-a logs demo-client; exit 1; }
+step kubectl -n clinic-a logs demo-client
