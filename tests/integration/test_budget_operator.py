@@ -95,7 +95,9 @@ def test_twenty_models_on_a_budget_for_five_survive_a_killed_operator(
     since = get(api_client, namespace, "privacybudgets", "wine")["metadata"]["resourceVersion"]
     watch = watch_budget(namespace, "wine", since)
     first = start_operator(namespace)
-    apply(kubectl, namespace, *(model(f"m{n:02}", "wine", 1.0) for n in range(20)))
+    # Each asks for a GPU, which this cluster has none of: the training pods of granted claims stay
+    # Pending, never start, so a deleted model's claim may be released.
+    apply(kubectl, namespace, *(model(f"m{n:02}", "wine", 1.0, resources={"gpus": 1}) for n in range(20)))
 
     # Kill the operator as soon as the first claims are in the ledger, mid-way through the burst.
     before = wait_for(lambda: claims(api_client, namespace, "wine"), timeout=60, what="the first claims")
@@ -118,7 +120,8 @@ def test_twenty_models_on_a_budget_for_five_survive_a_killed_operator(
     for item in models:
         state = by_uid[item["metadata"]["uid"]]["state"]
         assert reserved(item) == (("True", "Reserved") if state == "Reserved" else ("False", "Waiting"))
-        assert item["status"]["phase"] == "WaitingForBudget"
+        # a granted model moves on to Training as soon as its (forever Pending) train Job exists
+        assert item["status"]["phase"] in (("WaitingForBudget", "Training") if state == "Reserved" else ("WaitingForBudget",))
         assert item["status"]["privacy"]["epsilonClaimed"] == 1
         assert item["status"]["privacy"]["steps"] == 3 and item["status"]["privacy"]["noiseMultiplier"] > 0
         assert FINALIZER in item["metadata"]["finalizers"]
