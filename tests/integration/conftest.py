@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,7 +131,7 @@ class Operator:
         try:
             with urllib.request.urlopen(self.health_url, timeout=2) as response:
                 return response.status == 200
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # refused, reset, or slow to answer while it starts (URLError is an OSError)
             return False
 
     def logs(self) -> str:
