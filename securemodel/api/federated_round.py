@@ -22,7 +22,7 @@ from securemodel.api.schema import (
     rule,
     string,
 )
-from securemodel.api.secure_model import DATA_SIZE_RULES, Accountant, samples
+from securemodel.api.secure_model import ACCOUNTANT, DATA_SIZE_RULES, MAX_GRAD_NORM, samples
 
 
 class Phase(StrEnum):
@@ -120,14 +120,8 @@ SPEC = obj(
             {
                 "epsilon": epsilon("ε each silo spends in this round (> 0)."),
                 "delta": delta("δ of each silo's guarantee (0 < δ < 1).", default=1.0e-5),
-                "maxGradNorm": number(
-                    "Per-sample gradient clipping norm (> 0).", minimum=0, exclusive_minimum=True, default=1.0
-                ),
-                "accountant": string(
-                    "Accountant used to calibrate the noise: prv or rdp.",
-                    enum=list(Accountant),
-                    default=Accountant.PRV,
-                ),
+                "maxGradNorm": MAX_GRAD_NORM,
+                "accountant": ACCOUNTANT,
             },
             required=["epsilon"],
         ),

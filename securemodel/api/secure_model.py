@@ -45,6 +45,13 @@ class Accountant(StrEnum):
     RDP = "rdp"
 
 
+# DP-SGD settings shared with FederatedRound's per-silo privacy block.
+MAX_GRAD_NORM = number("Per-sample gradient clipping norm (> 0).", minimum=0, exclusive_minimum=True, default=1.0)
+ACCOUNTANT = string(
+    "Accountant used to calibrate the noise: prv or rdp.", enum=list(Accountant), default=Accountant.PRV
+)
+
+
 MODEL = obj(
     "What to train: a built-in architecture or a builder callable in a custom worker image.",
     {
@@ -143,12 +150,8 @@ PRIVACY = obj(
         ),
         "epsilon": epsilon("The most ε this training may spend (> 0); reserved from the budget before training."),
         "delta": delta("δ of the guarantee (0 < δ < 1).", default=1.0e-5),
-        "maxGradNorm": number(
-            "Per-sample gradient clipping norm (> 0).", minimum=0, exclusive_minimum=True, default=1.0
-        ),
-        "accountant": string(
-            "Accountant used to calibrate the noise: prv or rdp.", enum=list(Accountant), default=Accountant.PRV
-        ),
+        "maxGradNorm": MAX_GRAD_NORM,
+        "accountant": ACCOUNTANT,
     },
     required=["budgetRef", "epsilon"],
 )
