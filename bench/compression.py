@@ -10,7 +10,9 @@ and reports, side by side in one run:
 * validation accuracy of the fp32 model and of the compressed payload as serving decodes it;
 * CPU inference latency of ``predict_proba`` for batch 1 and batch 256 (median of ``--runs``).
 
-    python bench/compression.py [--runs 200] [--threads 1] [--json out.json]
+Stored bytes and accuracy change per model are also drawn in ``docs/img/compression.png`` (``--plot``).
+
+    python -m bench.compression [--runs 200] [--threads 1] [--json out.json] [--plot docs/img/compression.png]
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import platform
 import statistics
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.plots import IMG_DIR, Panel, bar_charts
 from securemodel.compression import compress_state
 from securemodel.data.loading import load_dataset
 from securemodel.models import (
@@ -124,11 +128,32 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """Two panels by model: stored kB of fp32 and of every setting; accuracy change of every setting."""
+    cases = result["cases"]
+    models = [name.replace(" [", "\n[") for name in cases]
+    settings = [f"sparsity {s}, {q}" for s, q in SETTINGS]
+    stored = {"fp32": [row["fp32"]["bytes"] / 1000 for row in cases.values()]}
+    stored |= {
+        label: [row["compressed"][i]["bytes"] / 1000 for row in cases.values()] for i, label in enumerate(settings)
+    }
+    change = {
+        label: [100 * (row["compressed"][i]["accuracy"] - row["fp32"]["accuracy"]) for row in cases.values()]
+        for i, label in enumerate(settings)
+    }
+    panels = [
+        Panel("Stored payload size", "stored bytes (kB, plaintext)", models, stored, value_format="{:.1f}"),
+        Panel("Validation accuracy change vs fp32", "Δ accuracy (percentage points)", models, change, "{:+.1f}"),
+    ]
+    return bar_charts(path, f"Compression of DP-SGD models (ε = {EPSILON}), fp32 vs compressed", panels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="predict_proba calls per latency")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--plot", type=Path, default=IMG_DIR / "compression.png", help="write the figure here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -143,6 +168,7 @@ def main() -> None:
         "cases": cases,
     }
     print(markdown(result))
+    print(f"figure: {plot(result, args.plot)}")
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=2)

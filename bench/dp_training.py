@@ -14,7 +14,10 @@ by timestamps from its progress hook, which fires once per noisy step); after wa
 every variant runs ``--repeats`` times, interleaved so that load drifting on a shared machine
 hits all alike, and the median step time is kept. Bounded by ``--steps`` per run.
 
-    python bench/dp_training.py [--steps 20] [--repeats 3] [--device cpu] [--threads 1] [--json out.json]
+The ratios are also drawn, per model and batch size, in ``docs/img/dp_training.png`` (``--plot``).
+
+    python -m bench.dp_training [--steps 20] [--repeats 3] [--device cpu] [--threads 1] [--json out.json]
+        [--plot docs/img/dp_training.png]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 import warnings
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,7 @@ from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from bench.plots import IMG_DIR, Panel, bar_charts
 from securemodel.models import ModelSpec, build_model
 from securemodel.workers.dpsgd import ClippingMode, DPSGDConfig, DPSGDProgress, clipping_mode_for, train_dp_sgd
 
@@ -148,6 +153,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--plot", type=Path, default=IMG_DIR / "dp_training.png", help="write the figure here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # Opacus' secure-RNG and backward-hook notices
@@ -197,9 +203,33 @@ def main() -> None:
         "rows": rows,
     }
     print(markdown(result))
+    print(f"figure: {plot(result, args.plot)}")
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=2)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """One panel per model: the DP ÷ non-private step-time ratios of every variant, by batch size."""
+    panels = []
+    for name in MODELS:
+        rows = [row for row in result["rows"] if row["model"] == name]
+        ours, other, readme = rows[0]["ratio"]
+        labels = {ours: f"{ours}, chosen", other: other, readme: readme}
+        panels.append(
+            Panel(
+                title=f"{name}: {rows[0]['ms']['non-private']:.2f}–{rows[-1]['ms']['non-private']:.2f} ms "
+                "per non-private step",
+                ylabel="DP step time ÷ non-private step time (×)",
+                categories=[f"batch {row['batch']}" for row in rows],
+                series={label: [row["ratio"][key] for row in rows] for key, label in labels.items()},
+                value_format="{:.1f}×",
+                reference=1.0,
+                reference_label="non-private (1×)",
+            )
+        )
+    title = f"DP-SGD step cost, device {result['device']}, {result['threads']} thread(s), lower is better"
+    return bar_charts(path, title, panels)
 
 
 def markdown(result: dict[str, Any]) -> str:

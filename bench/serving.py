@@ -6,9 +6,11 @@ with the same client, alternating rounds so that drift in the machine's load hit
 two connection modes: keep-alive (TLS costs only record encryption) and a new connection per
 request (every request pays a full mutual-TLS handshake). Bounded by ``--requests`` per round and
 ``--max-seconds`` overall. The model is a numpy MLP of the size of the breast-cancer example
-(30 → 64 → 32 → 2), so the numbers measure the transport, not the model.
+(30 → 64 → 32 → 2), so the numbers measure the transport, not the model. Throughput and p50
+latency per mode and transport are also drawn in ``docs/img/serving.png`` (``--plot``).
 
-    python bench/serving.py [--requests 1500] [--rounds 3] [--concurrency 8] [--batch 1]
+    python -m bench.serving [--requests 1500] [--rounds 3] [--concurrency 8] [--batch 1]
+        [--plot docs/img/serving.png]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import aiohttp
 import numpy as np
 from aiohttp import web
 
+from bench.plots import IMG_DIR, Panel, bar_charts
 from securemodel.crypto.pki import (
     issue_client_certificate,
     issue_server_certificate,
@@ -238,6 +241,23 @@ def report(args: argparse.Namespace, results: dict[tuple[str, str], Series]) -> 
     return "\n".join(lines)
 
 
+def plot(args: argparse.Namespace, results: dict[tuple[str, str], Series], path: Path) -> Path:
+    """Two panels by connection mode: req/s and p50 latency, mTLS vs plain HTTP."""
+    modes = [mode for mode in MODES if all(results[(mode, t)].latencies for t in ("mTLS", "plain"))]
+    categories = [mode.replace(" per ", "\nper ") for mode in modes]
+    throughput = {t: [results[(mode, t)].requests_per_second() for mode in modes] for t in ("mTLS", "plain")}
+    latency = {t: [results[(mode, t)].percentile_ms(50) for mode in modes] for t in ("mTLS", "plain")}
+    panels = [
+        Panel("Throughput (higher is better)", "requests per second", categories, throughput, "{:.0f}"),
+        Panel("Median latency (lower is better)", "p50 latency (ms)", categories, latency, "{:.1f}"),
+    ]
+    title = (
+        f"OIP v2 infer on loopback, mTLS vs plain HTTP: {args.concurrency} concurrent clients, batch {args.batch}, "
+        f"{multiprocessing.cpu_count()} CPUs"
+    )
+    return bar_charts(path, title, panels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1500, help="requests per transport, mode and round")
@@ -245,6 +265,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=1, help="samples per infer request")
     parser.add_argument("--max-seconds", type=float, default=120, help="stop starting new rounds after this")
+    parser.add_argument("--plot", type=Path, default=IMG_DIR / "serving.png", help="write the figure here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -261,6 +282,7 @@ def main() -> None:
             stop.set()
             server.join(15)
     print(report(args, results))
+    print(f"figure: {plot(args, results, args.plot)}")
 
 
 if __name__ == "__main__":
