@@ -215,11 +215,11 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     for name in MODELS:
         rows = [row for row in result["rows"] if row["model"] == name]
         ours, other, readme = rows[0]["ratio"]
-        labels = {ours: f"{ours}, chosen", other: other, readme: readme}
+        labels = {ours: "securemodel, chosen mode", other: "securemodel, other mode", readme: "Opacus README (hooks)"}
         panels.append(
             Panel(
-                title=f"{name}: {rows[0]['ms']['non-private']:.2f}–{rows[-1]['ms']['non-private']:.2f} ms "
-                "per non-private step",
+                title=f"{name} (chosen mode {rows[0]['clippingMode']}): non-private step "
+                f"{rows[0]['ms']['non-private']:.2f}–{rows[-1]['ms']['non-private']:.2f} ms",
                 ylabel="DP step time ÷ non-private step time (×)",
                 categories=[f"batch {row['batch']}" for row in rows],
                 series={label: [row["ratio"][key] for row in rows] for key, label in labels.items()},
