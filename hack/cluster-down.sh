@@ -27,7 +27,10 @@ for d in /sys/fs/cgroup/*/kubepods; do
 done
 pkill -9 -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null || true
 for c in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
-mountpoint -q /tmp/hostpath_pv && { umount /tmp/hostpath_pv 2>/dev/null || umount -l /tmp/hostpath_pv; }
+# /proc/mounts, not mountpoint(1): a bindfs that died leaves a mount that cannot even be stat'ed.
+if awk '{print $2}' /proc/mounts | grep -qx /tmp/hostpath_pv; then
+  umount /tmp/hostpath_pv 2>/dev/null || umount -l /tmp/hostpath_pv
+fi
 stop_pid volumes
 for d in /sys/fs/cgroup/*/kubepods; do
   [ -d "$d" ] || continue
