@@ -95,8 +95,23 @@ def renewal_due(cert_pem: bytes, now: datetime, lifetime: timedelta) -> bool:
     certificate is renewed 240h before it expires), and also renew when more than ``lifetime`` is
     left (beyond ``CLOCK_SKEW`` of tolerance), which means the lifetime was shortened.
     """
-    remaining = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc - _utc(now)
+    remaining = time_left(cert_pem, now)
     return remaining < lifetime / 3 or remaining > lifetime + CLOCK_SKEW
+
+
+def time_left(cert_pem: bytes, now: datetime) -> timedelta:
+    """Time from ``now`` until the certificate expires (notAfter); negative once it has expired."""
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc - _utc(now)
+
+
+def age(cert_pem: bytes, now: datetime) -> timedelta:
+    """Time since the certificate was issued here (notBefore is backdated by ``CLOCK_SKEW``)."""
+    return _utc(now) - (x509.load_pem_x509_certificate(cert_pem).not_valid_before_utc + CLOCK_SKEW)
+
+
+def split_certificates(pem: bytes) -> list[bytes]:
+    """The PEM certificates of a bundle, one PEM each; ValueError if it holds none or is malformed."""
+    return [cert.public_bytes(serialization.Encoding.PEM) for cert in x509.load_pem_x509_certificates(pem)]
 
 
 def issued_by(cert_pem: bytes, ca: CertifiedKey) -> bool:

@@ -1,14 +1,37 @@
 """The Secrets that hold a SecureModel's keys, decided from what is stored (pure: no API calls).
 
 * ``<model>-data-key``: 32 random bytes (``data.key``), the AES-256-GCM key of its artifacts.
-* ``<model>-ca``: the model's CA (``tls.crt``, ``tls.key``), lifetime :data:`CA_LIFETIME_FACTOR`
-  times the certificate lifetime.
+* ``<model>-ca``: the model's CAs, each valid :data:`CA_LIFETIME_FACTOR` times the certificate
+  lifetime: ``tls.crt``/``tls.key`` is the CA that signs; ``next.crt``/``next.key`` its successor
+  while it is being introduced; ``previous.crt`` the certificates (never the keys) of retired CAs
+  that have not expired yet.
 * ``<model>-tls``: the serving certificate for the Service's DNS names, and ``ca.crt``.
-* ``<model>-client-<name>``: one client certificate per ``spec.serving.clients`` entry.
+* ``<model>-client-<name>``: one client certificate per ``spec.serving.clients`` entry, and ``ca.crt``.
 
-:func:`wanted_secrets` returns only the Secrets that must be (re)written: missing ones,
-certificates not issued by the current CA, and certificates due for renewal
-(:func:`securemodel.crypto.pki.renewal_due`). Nothing here logs or formats key material.
+Every ``ca.crt`` is the trust bundle: the signing CA, its successor, then the retired CAs. The
+server verifies client certificates against its ``ca.crt``; clients verify the server against theirs.
+
+CA rollover, with L the certificate lifetime:
+
+1. When the signing CA is due for renewal (:func:`securemodel.crypto.pki.renewal_due` over the CA's
+   own lifetime: less than a third of it left, or more left than the spec's lifetime gives), a
+   successor is created and added to every ``ca.crt``; certificates are still signed by the current CA.
+2. Once the successor has been in the bundle for L, it signs: every certificate is re-issued from
+   it, and the retired CA's certificate stays in every ``ca.crt`` (its key is discarded).
+3. A retired CA is dropped from the bundle once it has expired.
+
+Guarantee: a CA signs nothing before it has been in every ``ca.crt`` for L, and stays in every
+``ca.crt`` until it expires, which no certificate it signed outlives. So a server or client that
+reads its Secret at least once per L (anyone who keeps a valid certificate must) always trusts the
+CA of the certificate the other side presents: nobody is refused because of a rollover.
+Exceptions, replaced at once without that overlap: a missing or unreadable CA is re-created, and a
+signing CA that can no longer sign a certificate of lifetime L (the operator stopped for long, or
+the lifetime was lengthened) gives way to its successor or a new CA (and stays trusted until it
+expires).
+
+:func:`wanted_secrets` returns only the Secrets that must be (re)written: missing ones, a changed
+set of CAs, certificates whose ``ca.crt`` is not the current bundle or that are not issued by the
+signing CA, and certificates due for renewal. Nothing here logs or formats key material.
 """
 
 from __future__ import annotations
@@ -24,6 +47,7 @@ from securemodel.crypto.pki import (
     TLS_CERT,
     TLS_KEY,
     CertifiedKey,
+    age,
     issue_client_certificate,
     issue_server_certificate,
     issued_by,
@@ -31,6 +55,8 @@ from securemodel.crypto.pki import (
     parse_lifetime,
     renewal_due,
     service_dns_names,
+    split_certificates,
+    time_left,
     tls_secret_data,
 )
 from securemodel.operator.children import (
@@ -49,9 +75,14 @@ from securemodel.operator.children import (
 # certificates once (a forced rotation); the value is recorded on the Secrets it wrote.
 ROTATE_ANNOTATION: Final = "securemodel.io/rotate-certificates"
 ROTATION_ANNOTATION: Final = "securemodel.io/rotation"
-# The CA outlives its leaves by far (pki requires at least 3x); it is not renewed by the operator.
+# A CA lives this many certificate lifetimes (L). Its successor is introduced when a third of that
+# is left (10/3 L) and signs one L later (7/3 L left, still more than the L a certificate needs).
 CA_LIFETIME_FACTOR: Final = 10
 DEFAULT_LIFETIME: Final = "720h"
+# Keys of the ``<model>-ca`` Secret besides ``tls.crt``/``tls.key`` (the signing CA).
+NEXT_CERT: Final = "next.crt"
+NEXT_KEY: Final = "next.key"
+PREVIOUS_CERTS: Final = "previous.crt"
 
 
 @dataclass(frozen=True)
@@ -60,6 +91,33 @@ class Write:
 
     body: dict[str, Any]
     replace: bool
+
+
+@dataclass(frozen=True)
+class Authority:
+    """The model's CAs: ``current`` signs, ``next`` is its successor while being introduced, and
+    ``previous`` are the PEM certificates of retired CAs, trusted until they expire.
+
+    The ``repr`` shows certificates only (``CertifiedKey`` hides its key).
+    """
+
+    current: CertifiedKey
+    next: CertifiedKey | None = None
+    previous: tuple[bytes, ...] = ()
+
+    @property
+    def trusted(self) -> bytes:
+        """The ``ca.crt`` of every certificate Secret: the signing CA, its successor, the retired CAs."""
+        return b"".join([self.current.cert_pem, *([self.next.cert_pem] if self.next else []), *self.previous])
+
+    def secret_data(self) -> dict[str, bytes]:
+        """The files of the ``<model>-ca`` Secret."""
+        data = {TLS_CERT: self.current.cert_pem, TLS_KEY: self.current.key_pem}
+        if self.next:
+            data |= {NEXT_CERT: self.next.cert_pem, NEXT_KEY: self.next.key_pem}
+        if self.previous:
+            data[PREVIOUS_CERTS] = b"".join(self.previous)
+        return data
 
 
 def lifetime_of(spec: Mapping[str, Any]) -> timedelta:
@@ -71,10 +129,51 @@ def clients_of(spec: Mapping[str, Any]) -> list[str]:
 
 
 def load_ca(stored: Mapping[str, Any] | None) -> CertifiedKey | None:
-    """The CA a stored ``<model>-ca`` Secret holds, or None if it is missing or unreadable."""
-    if stored is None:
+    """The signing CA a stored ``<model>-ca`` Secret holds, or None if it is missing or unreadable."""
+    return None if stored is None else _certified_key(stored, TLS_CERT, TLS_KEY)
+
+
+def load_authority(stored: Mapping[str, Any] | None) -> Authority | None:
+    """The CAs a stored ``<model>-ca`` Secret holds, or None if its signing CA is missing or
+    unreadable. An unreadable successor or retired CA is left out."""
+    current = load_ca(stored)
+    if stored is None or current is None:
         return None
-    cert, key = secret_bytes(stored, TLS_CERT), secret_bytes(stored, TLS_KEY)
+    return Authority(current, _certified_key(stored, NEXT_CERT, NEXT_KEY), _certificates(stored, PREVIOUS_CERTS))
+
+
+def renewed_authority(owner: Owner, authority: Authority | None, now: datetime, lifetime: timedelta) -> Authority:
+    """The CAs the model must have at ``now`` for a certificate ``lifetime``: the rollover of the
+    module docstring. Equal to ``authority`` when nothing is due, so that nothing is written."""
+    ca_lifetime = lifetime * CA_LIFETIME_FACTOR
+
+    def fresh() -> CertifiedKey:
+        return new_ca(owner.name, owner.namespace, now=now, lifetime=ca_lifetime)
+
+    if authority is None:
+        return Authority(fresh())
+    current, successor = authority.current, authority.next
+    previous = tuple(pem for pem in authority.previous if time_left(pem, now) > timedelta(0))
+    if successor is not None and renewal_due(successor.cert_pem, now, ca_lifetime):
+        successor = None  # made for another lifetime: introduce a new one
+    if time_left(current.cert_pem, now) < lifetime:  # it cannot sign a certificate of this lifetime
+        return _promoted(successor or fresh(), current, previous, now)
+    if not renewal_due(current.cert_pem, now, ca_lifetime):
+        return Authority(current, None, previous)
+    if successor is None:
+        return Authority(current, fresh(), previous)
+    if age(successor.cert_pem, now) >= lifetime:
+        return _promoted(successor, current, previous, now)
+    return Authority(current, successor, previous)
+
+
+def _promoted(successor: CertifiedKey, retired: CertifiedKey, previous: tuple[bytes, ...], now: datetime) -> Authority:
+    kept = (retired.cert_pem,) if time_left(retired.cert_pem, now) > timedelta(0) else ()
+    return Authority(successor, None, kept + previous)
+
+
+def _certified_key(stored: Mapping[str, Any], cert_name: str, key_name: str) -> CertifiedKey | None:
+    cert, key = secret_bytes(stored, cert_name), secret_bytes(stored, key_name)
     if not cert or not key:
         return None
     try:
@@ -83,11 +182,27 @@ def load_ca(stored: Mapping[str, Any] | None) -> CertifiedKey | None:
         return None
 
 
-def _leaf_due(stored: Mapping[str, Any] | None, ca: CertifiedKey, now: datetime, lifetime: timedelta) -> bool:
+def _certificates(stored: Mapping[str, Any], name: str) -> tuple[bytes, ...]:
+    pem = secret_bytes(stored, name)
+    if not pem:
+        return ()
+    try:
+        return tuple(split_certificates(pem))
+    except ValueError:
+        return ()
+
+
+def _secret_data(stored: Mapping[str, Any]) -> dict[str, bytes | None]:
+    return {name: secret_bytes(stored, name) for name in stored.get("data") or {}}
+
+
+def _leaf_due(
+    stored: Mapping[str, Any] | None, ca: CertifiedKey, trusted: bytes, now: datetime, lifetime: timedelta
+) -> bool:
     if stored is None:
         return True
     cert = secret_bytes(stored, TLS_CERT)
-    if not cert or not secret_bytes(stored, TLS_KEY) or secret_bytes(stored, CA_CERT) != ca.cert_pem:
+    if not cert or not secret_bytes(stored, TLS_KEY) or secret_bytes(stored, CA_CERT) != trusted:
         return True
     try:
         return not issued_by(cert, ca) or renewal_due(cert, now, lifetime)
@@ -106,6 +221,9 @@ def wanted_secrets(
 ) -> list[Write]:
     """The key Secrets to write, given the ``stored`` Secrets of the model by name.
 
+    The ``<model>-ca`` Secret comes before the certificates it signs and trusts, so that no
+    ``ca.crt`` names a CA that was not stored. Fed back as ``stored`` at the same ``now`` (and
+    without ``force_renewal``), the writes yield no writes.
     ``force_renewal`` re-issues every leaf certificate (same CA), as a rotation would.
     ``rotation`` is the model's :data:`ROTATE_ANNOTATION`: leaves not yet issued for it are re-issued.
     """
@@ -114,24 +232,25 @@ def wanted_secrets(
         writes.append(Write(data_key_secret(owner, new_data_key()), replace=False))
     lifetime = lifetime_of(spec)
     ca_name = ca_secret_name(owner.name)
-    ca = load_ca(stored.get(ca_name))
-    if ca is None:
-        ca = new_ca(owner.name, owner.namespace, now=now, lifetime=lifetime * CA_LIFETIME_FACTOR)
-        data = {TLS_CERT: ca.cert_pem, TLS_KEY: ca.key_pem}
-        writes.append(Write(secret(owner, ca_name, "ca", data), replace=ca_name in stored))
+    ca_stored = stored.get(ca_name)
+    authority = renewed_authority(owner, load_authority(ca_stored), now, lifetime)
+    ca_data = authority.secret_data()
+    if ca_stored is None or _secret_data(ca_stored) != ca_data:
+        writes.append(Write(secret(owner, ca_name, "ca", ca_data), replace=ca_stored is not None))
+    ca, trusted = authority.current, authority.trusted
     tls_name = tls_secret_name(owner.name)
     tls_stored = stored.get(tls_name) or {}
     if rotation and ((tls_stored.get("metadata") or {}).get("annotations") or {}).get(ROTATION_ANNOTATION) != rotation:
         force_renewal = True
-    if force_renewal or _leaf_due(stored.get(tls_name), ca, now, lifetime):
+    if force_renewal or _leaf_due(stored.get(tls_name), ca, trusted, now, lifetime):
         leaf = issue_server_certificate(ca, service_dns_names(owner.name, owner.namespace), now=now, lifetime=lifetime)
-        body = secret(owner, tls_name, "tls", tls_secret_data(leaf, ca.cert_pem))
+        body = secret(owner, tls_name, "tls", tls_secret_data(leaf, trusted))
         writes.append(Write(body, replace=tls_name in stored))
     for client in clients_of(spec):
         name = client_secret_name(owner.name, client)
-        if force_renewal or _leaf_due(stored.get(name), ca, now, lifetime):
+        if force_renewal or _leaf_due(stored.get(name), ca, trusted, now, lifetime):
             leaf = issue_client_certificate(ca, client, now=now, lifetime=lifetime)
-            body = secret(owner, name, "client", tls_secret_data(leaf, ca.cert_pem), **{CLIENT_LABEL: client})
+            body = secret(owner, name, "client", tls_secret_data(leaf, trusted), **{CLIENT_LABEL: client})
             writes.append(Write(body, replace=name in stored))
     if rotation:
         for write in writes:

@@ -20,6 +20,7 @@ from cryptography.x509.verification import (
 
 from securemodel.crypto.pki import (
     CertifiedKey,
+    age,
     issue_client_certificate,
     issue_server_certificate,
     issued_by,
@@ -27,6 +28,8 @@ from securemodel.crypto.pki import (
     parse_lifetime,
     renewal_due,
     service_dns_names,
+    split_certificates,
+    time_left,
     tls_secret_data,
 )
 
@@ -131,6 +134,22 @@ def test_renewal_is_due_when_less_than_a_third_of_the_lifetime_is_left(ca: Certi
 def test_renewal_is_due_when_the_lifetime_was_shortened(ca: CertifiedKey) -> None:
     cert = issue_server_certificate(ca, NAMES, now=NOW, lifetime=HOURS_720).cert_pem
     assert renewal_due(cert, NOW + timedelta(hours=1), timedelta(hours=24))
+
+
+def test_age_and_time_left_count_from_the_moment_of_issue_to_expiry(ca: CertifiedKey) -> None:
+    cert = issue_client_certificate(ca, "frontend", now=NOW, lifetime=HOURS_720).cert_pem
+    assert age(cert, NOW) == timedelta(0)  # not from the backdated notBefore
+    assert age(cert, NOW + timedelta(hours=5)) == timedelta(hours=5)
+    assert time_left(cert, NOW + timedelta(hours=5)) == timedelta(hours=715)
+    assert time_left(cert, NOW + timedelta(hours=721)) == timedelta(hours=-1)
+
+
+def test_split_certificates_returns_each_certificate_of_a_bundle(ca: CertifiedKey) -> None:
+    leaf = issue_client_certificate(ca, "frontend", now=NOW, lifetime=HOURS_720)
+    assert split_certificates(ca.cert_pem + leaf.cert_pem) == [ca.cert_pem, leaf.cert_pem]
+    for malformed in (b"", b"garbage", ca.cert_pem[:100]):
+        with pytest.raises(ValueError):
+            split_certificates(malformed)
 
 
 def test_issued_by_tells_certificates_of_a_replaced_ca(ca: CertifiedKey) -> None:

@@ -1,6 +1,6 @@
 """Certificates replaced in the mounted Secret are picked up without a restart and without a failed
 request, while clients keep sending; a broken update is ignored; a replaced CA takes effect for
-every new connection."""
+every new connection; the operator's CA rollover refuses no client."""
 
 from __future__ import annotations
 
@@ -8,13 +8,27 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import MODEL, NAMESPACE, Client, LinearModel, Pki, running_server
+from serving_support import MODEL, NAMESPACE, Client, LinearModel, Pki, SecretVolume, running_server, write_dir
 
-from securemodel.crypto.pki import CertifiedKey, issue_server_certificate, new_ca, service_dns_names, tls_secret_data
+from securemodel.crypto.pki import (
+    CA_CERT,
+    TLS_CERT,
+    TLS_KEY,
+    CertifiedKey,
+    issue_server_certificate,
+    issued_by,
+    new_ca,
+    service_dns_names,
+    tls_secret_data,
+)
+from securemodel.operator import keys
+from securemodel.operator.children import Owner, ca_secret_name, client_secret_name, secret_bytes, tls_secret_name
 from securemodel.serving.server import ServingServer
 from securemodel.serving.tls import client_context
 
@@ -28,6 +42,17 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> N
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def answered(server: ServingServer, context: ssl.SSLContext) -> bool:
+    """Whether one request on a fresh connection gets an answer (False: a handshake refused it)."""
+    client = Client(server.port, context)
+    try:
+        return client.infer(BATCH)[0] == 200
+    except (ssl.SSLError, ConnectionError):
+        return False
+    finally:
+        client.close()
 
 
 def reloads(server: ServingServer, result: str) -> float:
@@ -123,15 +148,6 @@ def test_replacing_the_ca_applies_to_new_connections(tmp_path: Path) -> None:
     old_client.load_verify_locations(cadata=successor.cert_pem.decode())
     new_client = client_context(pki.client_dir("new", ca=successor))
 
-    def answered(context: ssl.SSLContext) -> bool:
-        client = Client(server.port, context)
-        try:
-            return client.infer(BATCH)[0] == 200
-        except (ssl.SSLError, ConnectionError):
-            return False
-        finally:
-            client.close()
-
     def switch(trusted: bytes) -> None:
         loaded = reloads(server, "loaded")
         cert = issue_server_certificate(
@@ -144,16 +160,58 @@ def test_replacing_the_ca_applies_to_new_connections(tmp_path: Path) -> None:
         wait_until(lambda: reloads(server, "loaded") > loaded, "the new files to load")
 
     with running_server(LinearModel.random(), volume.root, reload_interval=RELOAD_INTERVAL) as server:
-        assert answered(old_client) and not answered(new_client)
+        assert answered(server, old_client) and not answered(server, new_client)
         established = Client(server.port, old_client)
         assert established.infer(BATCH)[0] == 200
 
         switch(pki.ca.cert_pem + successor.cert_pem)  # overlap: both CAs trusted
-        assert answered(old_client) and answered(new_client)
+        assert answered(server, old_client) and answered(server, new_client)
 
         switch(successor.cert_pem)  # the old CA is dropped
-        assert answered(new_client)
-        assert not answered(old_client)
+        assert answered(server, new_client)
+        assert not answered(server, old_client)
         # A connection made before the switch is not cut: the handshake is where trust is checked.
         assert established.infer(BATCH)[0] == 200
         established.close()
+
+
+def test_the_operators_ca_rollover_refuses_no_client(tmp_path: Path) -> None:
+    """The Secrets ``keys.wanted_secrets`` writes across a CA rollover (its timer run in the past, so
+    that the certificates are valid now): a client still holding a certificate of the old CA and one
+    holding a certificate of the new CA are both answered, before and after the server loads its
+    re-issued Secret; a client certificate from an unrelated CA is refused."""
+    now = datetime.now(UTC)
+    owner = Owner(MODEL, NAMESPACE, "uid")
+    spec = {"serving": {"clients": ["frontend"], "certificateLifetime": "1h"}}  # the CA lives 10h
+    stored: dict[str, Any] = {}
+
+    def tick(before_now: timedelta) -> None:
+        writes = keys.wanted_secrets(owner, spec, stored, now - before_now)
+        stored.update({w.body["metadata"]["name"]: w.body for w in writes})
+
+    def files(name: str) -> dict[str, bytes]:
+        return {key: secret_bytes(stored[name], key) or b"" for key in (TLS_CERT, TLS_KEY, CA_CERT)}
+
+    tick(timedelta(hours=8))  # the CA is created
+    tick(timedelta(hours=1, minutes=15))  # less than a third of it left: its successor is introduced
+    tick(timedelta(minutes=30))  # certificates renewed, still from the old CA
+    old_server, old_client = files(tls_secret_name(MODEL)), files(client_secret_name(MODEL, "frontend"))
+    tick(timedelta(minutes=15))  # the successor signs; the old CA stays trusted
+    new_server, new_client = files(tls_secret_name(MODEL)), files(client_secret_name(MODEL, "frontend"))
+    authority = keys.load_authority(stored[ca_secret_name(MODEL)])
+    assert authority is not None and len(authority.previous) == 1
+    assert issued_by(new_client[TLS_CERT], authority.current) and not issued_by(old_client[TLS_CERT], authority.current)
+
+    volume = SecretVolume(tmp_path / "server-tls", old_server)
+    old = client_context(write_dir(tmp_path / "old", old_client))
+    new = client_context(write_dir(tmp_path / "new", new_client))
+    stranger_dir = Pki(tmp_path / "stranger").client_dir("frontend")
+    stranger = ssl.create_default_context(cadata=new_server[CA_CERT].decode())  # it trusts the server
+    stranger.load_cert_chain(stranger_dir / TLS_CERT, stranger_dir / TLS_KEY)
+
+    with running_server(LinearModel.random(), volume.root, reload_interval=RELOAD_INTERVAL) as server:
+        assert answered(server, old) and answered(server, new) and not answered(server, stranger)
+        loaded = reloads(server, "loaded")
+        volume.update(new_server)
+        wait_until(lambda: reloads(server, "loaded") > loaded, "the re-issued server certificate to load")
+        assert answered(server, old) and answered(server, new) and not answered(server, stranger)
