@@ -31,9 +31,14 @@ MAX_BATCH = 1024
 
 
 def build_app(
-    predictor: Predictor, metrics: ServingMetrics, ready: Callable[[], bool], *, max_batch: int = MAX_BATCH
+    predictor: Predictor,
+    metrics: ServingMetrics,
+    ready: Callable[[], bool],
+    *,
+    max_batch: int = MAX_BATCH,
+    version: str | None = None,
 ) -> web.Application:
-    """The OIP v2 REST API for ``predictor``; every request is counted in ``metrics``.
+    """The OIP v2 REST API for ``predictor`` (of ``version``, if given); every request is counted in ``metrics``.
 
     ``predict_proba`` runs on one worker thread, so the event loop keeps answering handshakes
     and probes while a batch is computed.
@@ -54,7 +59,7 @@ def build_app(
 
     async def model_metadata(request: web.Request) -> web.Response:
         check_model(request)
-        return web.json_response(oip.model_metadata(predictor))
+        return web.json_response(oip.model_metadata(predictor, version))
 
     async def model_ready(request: web.Request) -> web.Response:
         check_model(request)
@@ -73,7 +78,7 @@ def build_app(
         except Exception as err:
             log.exception("model %s failed on a batch of %d", predictor.name, parsed.batch.shape[0])
             raise oip.OipError(500, f"model {predictor.name!r} failed: {type(err).__name__}") from None
-        return web.json_response(oip.infer_response(predictor, parsed, np.asarray(probabilities)))
+        return web.json_response(oip.infer_response(predictor, parsed, np.asarray(probabilities), version))
 
     async def shutdown(app: web.Application) -> None:
         executor.shutdown(wait=True)

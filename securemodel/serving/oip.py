@@ -65,10 +65,12 @@ def server_metadata(version: str) -> dict[str, Any]:
     return {"name": "securemodel", "version": version, "extensions": []}
 
 
-def model_metadata(predictor: Predictor) -> dict[str, Any]:
+def model_metadata(predictor: Predictor, version: str | None = None) -> dict[str, Any]:
     """The body of ``GET /v2/models/<name>``; -1 marks the variable batch dimension."""
+    versions = {"versions": [version]} if version else {}
     return {
         "name": predictor.name,
+        **versions,
         "platform": PLATFORM,
         "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *predictor.input_shape]}],
         "outputs": [
@@ -95,8 +97,10 @@ def parse_infer_request(body: Any, predictor: Predictor, *, max_batch: int) -> I
     )
 
 
-def infer_response(predictor: Predictor, request: InferRequest, probabilities: np.ndarray) -> dict[str, Any]:
-    """The body of a successful inference; a model output of the wrong shape is a 500."""
+def infer_response(
+    predictor: Predictor, request: InferRequest, probabilities: np.ndarray, version: str | None = None
+) -> dict[str, Any]:
+    """The body of a successful inference (with ``model_version`` if known); a model output of the wrong shape is a 500."""
     batch = request.batch.shape[0]
     expected = (batch, predictor.num_classes)
     if probabilities.shape != expected:
@@ -121,6 +125,8 @@ def infer_response(predictor: Predictor, request: InferRequest, probabilities: n
         },
     }
     response: dict[str, Any] = {"model_name": predictor.name, "outputs": [tensors[name] for name in request.outputs]}
+    if version:
+        response["model_version"] = version
     if request.id is not None:
         response["id"] = request.id
     return response

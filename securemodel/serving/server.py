@@ -38,6 +38,7 @@ class ServingServer:
         metrics_port: int = 9090,
         reload_interval: float = 2.0,
         max_batch: int = MAX_BATCH,
+        version: str | None = None,
     ) -> None:
         self.predictor = predictor
         self.metrics = ServingMetrics()
@@ -48,7 +49,7 @@ class ServingServer:
         self._reload_interval = reload_interval
         self._stopping = False
         self._api = web.AppRunner(
-            build_app(predictor, self.metrics, self.ready, max_batch=max_batch),
+            build_app(predictor, self.metrics, self.ready, max_batch=max_batch, version=version),
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             access_log_class=ClientAccessLogger,
         )
@@ -58,6 +59,10 @@ class ServingServer:
     def ready(self) -> bool:
         """Whether to take traffic: not shutting down, and the server certificate has not expired."""
         return not self._stopping and datetime.now(UTC) < self.tls.not_after
+
+    def drain(self) -> None:
+        """Report not ready from now on, and go on answering until the ``async with`` block ends."""
+        self._stopping = True
 
     async def __aenter__(self) -> ServingServer:
         await self._api.setup()

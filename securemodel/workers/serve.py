@@ -19,6 +19,8 @@ from securemodel.serving.predictor import Predictor
 from securemodel.serving.server import ServingServer
 
 MODEL_KIND = "model"
+# Longer than the Service endpoints and kube-proxy take to stop routing to a terminating pod.
+DRAIN_SECONDS = 5.0
 
 Loader = Callable[[bytes, str], Predictor]
 
@@ -30,9 +32,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-key-file", type=Path, required=True, help="data key file of the mounted Secret")
     parser.add_argument("--tls-dir", type=Path, required=True, help="mounted Secret with tls.crt, tls.key and ca.crt")
     parser.add_argument("--model-name", required=True, help="model name in /v2/models/<name>")
+    parser.add_argument("--model-version", help="version reported in model metadata and inference responses")
     parser.add_argument("--port", type=int, default=8443, help="OIP v2 over mutual TLS")
     parser.add_argument("--metrics-port", type=int, default=9090, help="plain HTTP: /metrics and /v2/health/*")
     parser.add_argument("--tls-reload-interval", type=float, default=2.0, help="seconds between checks of --tls-dir")
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=DRAIN_SECONDS,
+        help="after SIGTERM, seconds to answer while not ready, before stopping",
+    )
 
 
 def load_predictor_from_artifact(
@@ -43,14 +52,21 @@ def load_predictor_from_artifact(
     return loader(payload, name)
 
 
-async def serve_until_terminated(server: ServingServer) -> None:
-    """Run ``server`` until SIGTERM or SIGINT, then finish the requests in flight and stop."""
+async def serve_until_terminated(server: ServingServer, drain_seconds: float) -> None:
+    """Run ``server`` until SIGTERM or SIGINT, drain, then finish the requests in flight and stop.
+
+    Draining: for ``drain_seconds`` the server reports not ready and still answers, while the
+    Service's endpoints and every node's proxy stop sending it new connections (a rolling
+    update or a scale-down then refuses no client).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with server:
         await stop.wait()
+        server.drain()
+        await asyncio.sleep(drain_seconds)
 
 
 def run_serve(args: argparse.Namespace) -> None:
@@ -73,7 +89,8 @@ def serve_artifact(args: argparse.Namespace, loader: Loader) -> None:
             port=args.port,
             metrics_port=args.metrics_port,
             reload_interval=args.tls_reload_interval,
+            version=args.model_version,
         )
     except (ArtifactError, OSError, ValueError) as err:  # ssl.SSLError is an OSError
         raise SystemExit(f"securemodel-worker serve: {err}") from None
-    asyncio.run(serve_until_terminated(server))
+    asyncio.run(serve_until_terminated(server, args.drain_seconds))

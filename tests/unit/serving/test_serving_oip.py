@@ -18,6 +18,7 @@ from securemodel.serving.server import ServingServer
 from securemodel.serving.tls import client_context
 
 MODEL_URL = f"/v2/models/{MODEL}"
+VERSION = "v1f2e3d4c"
 BATCH = np.linspace(-2, 2, 20, dtype=np.float32).reshape(5, 4)
 
 
@@ -28,7 +29,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def server(pki: Pki) -> Iterator[ServingServer]:
-    with running_server(LinearModel.random(), pki.server_volume().root) as server:
+    with running_server(LinearModel.random(), pki.server_volume().root, version=VERSION) as server:
         yield server
 
 
@@ -55,7 +56,7 @@ def test_server_metadata_and_health(client: Client) -> None:
 def test_model_metadata_describes_input_and_outputs(client: Client) -> None:
     status, body = client.request("GET", MODEL_URL)
     assert status == 200
-    assert body["name"] == MODEL
+    assert body["name"] == MODEL and body["versions"] == [VERSION]
     assert body["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
     assert body["outputs"] == [
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
@@ -68,6 +69,7 @@ def test_infer_returns_probabilities_and_classes(client: Client) -> None:
     status, response = client.request("POST", f"{MODEL_URL}/infer", body)
     assert status == 200
     assert response["model_name"] == MODEL and response["id"] == "req-7"
+    assert response["model_version"] == VERSION  # which version answered, while a new one rolls out
     outputs = {o["name"]: o for o in response["outputs"]}
     expected = LinearModel.random().predict_proba(BATCH)
     assert outputs["probabilities"]["shape"] == [5, 3] and outputs["probabilities"]["datatype"] == "FP32"

@@ -102,6 +102,7 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
         f"--port={port}",
         f"--metrics-port={metrics_port}",
         "--tls-reload-interval=0.05",
+        "--drain-seconds=2",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]), "PYTHONASYNCIODEBUG": "1"}
     process = subprocess.Popen(
@@ -133,6 +134,14 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
             assert time.monotonic() < deadline, "the rotated certificate was not picked up"
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
+        # Draining: not ready any more, so the Service stops routing to it, but still answering.
+        deadline = time.monotonic() + 5
+        while plain_get(metrics_port, "/v2/health/ready")[0] != 400:  # OIP: 400 is "not ready"
+            assert time.monotonic() < deadline, "the worker stayed ready after SIGTERM"
+            time.sleep(0.05)
+        client = Client(port, client_context(client_dir))
+        assert client.infer(BATCH)[0] == 200
+        client.close()
         output, _ = process.communicate(timeout=15)
     finally:
         if process.poll() is None:
