@@ -100,6 +100,10 @@ CONSUMER = obj(
         "namespace": string("Namespace of the consumer."),
         "name": string("Name of the consumer."),
         "uid": string("UID of the consumer, so a re-created object is a new consumer."),
+        "version": string(
+            "Version of the consumer's spec the claim is for, where the consumer claims once per version "
+            "(a SecureModel retrained after a change of its model, data, training or privacy)."
+        ),
     },
     required=["kind", "namespace", "name", "uid"],
 )

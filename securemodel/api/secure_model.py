@@ -267,10 +267,18 @@ STATUS = obj(
             },
         ),
         "endpoint": string("HTTPS URL of the inference service."),
+        "version": string(
+            "The version of the spec the conditions, privacy and model describe: a hash of its model, data, "
+            "training, privacy and compression. A change of any of them makes a new version; a new training "
+            "(under a new claim) only if model, data, training or privacy changed."
+        ),
+        "servingVersion": string("The version the endpoint serves; the previous one serves until a new one is ready."),
     },
 )
 
-NAME_MAX_LENGTH = 50
+# The name prefixes its children's names; the longest, "<name>-compress-<9-character version>", is a
+# Job name, which its pods carry as a label value: at most 63 characters.
+NAME_MAX_LENGTH = 63 - len("-compress-") - 9
 
 KIND = Kind(
     kind="SecureModel",
@@ -287,7 +295,8 @@ KIND = Kind(
         READY_COLUMN,
         column("Epsilon", ".spec.privacy.epsilon", "number", "Most ε the training may spend"),
         column("Spent", ".status.privacy.epsilonSpent", "number", "ε spent"),
-        column("Accuracy", ".status.model.compressedAccuracy", "number", "Accuracy of the served model"),
+        column("Accuracy", ".status.model.compressedAccuracy", "number", "Accuracy of the compressed model"),
+        column("Serving", ".status.servingVersion"),
         column("Endpoint", ".status.endpoint"),
         AGE_COLUMN,
     ),

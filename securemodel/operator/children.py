@@ -1,7 +1,7 @@
 """The objects a SecureModel owns, built as plain dicts from its spec (pure: no API calls).
 
 Every child has a deterministic name derived from the model's name (and, for the Jobs, the
-training version), the labels in :func:`labels`, and an ownerReference to the model, so
+version of the spec they build: :class:`Versions`), the labels in :func:`labels`, and an ownerReference to the model, so
 the garbage collector removes it with the model. Key material reaches pods only as files
 of mounted Secrets: no builder here puts a key, a certificate or a Secret's data into an
 argument, an environment variable or a label.
@@ -27,6 +27,7 @@ MODEL_LABEL: Final = f"{GROUP}/model"
 UID_LABEL: Final = f"{GROUP}/model-uid"
 COMPONENT_LABEL: Final = f"{GROUP}/component"
 VERSION_LABEL: Final = f"{GROUP}/version"
+TRAINING_LABEL: Final = f"{GROUP}/training-version"
 CLIENT_LABEL: Final = f"{GROUP}/client"
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "securemodel-operator"}
 
@@ -38,8 +39,10 @@ ARTIFACTS_DIR: Final = "/artifacts"
 DATA_DIR: Final = "/data"
 SERVE_PORT: Final = 8443
 METRICS_PORT: Final = 9090
-# The fields of the spec a trained version depends on: changing any of them means a new version.
-VERSIONED_FIELDS: Final = ("model", "data", "training", "privacy", "compression")
+# The fields of the spec a trained artifact depends on: changing any of them means a new training.
+TRAINING_FIELDS: Final = ("model", "data", "training", "privacy")
+# ... and those the served artifact depends on: changing compression alone only compresses again.
+VERSIONED_FIELDS: Final = (*TRAINING_FIELDS, "compression")
 
 
 @dataclass(frozen=True)
@@ -96,25 +99,39 @@ def compress_job_name(model: str, version: str) -> str:
     return f"{model}-compress-{version}"
 
 
-def trained_artifact(version: str) -> str:
-    return f"{ARTIFACTS_DIR}/{version}/model.smdl"
+def trained_artifact(training: str) -> str:
+    return f"{ARTIFACTS_DIR}/{training}/model.smdl"
 
 
-def compressed_artifact(version: str) -> str:
-    return f"{ARTIFACTS_DIR}/{version}/model.compressed.smdl"
+def compressed_artifact(versions: Versions) -> str:
+    """Next to the trained artifact it was made from; one file per version, never overwritten."""
+    return f"{ARTIFACTS_DIR}/{versions.training}/{versions.version}.compressed.smdl"
 
 
 def endpoint(model: str, namespace: str) -> str:
     return f"https://{model}.{namespace}.svc:{SERVE_PORT}"
 
 
-def version_of(spec: Mapping[str, Any]) -> str:
-    """The training version of ``spec``: a short hash of the fields a trained artifact depends on.
+@dataclass(frozen=True)
+class Versions:
+    """The versions of a spec: ``training`` hashes the fields the trained artifact depends on
+    (:data:`TRAINING_FIELDS`; one claim and one train Job per training version), ``version``
+    those the served artifact depends on (:data:`VERSIONED_FIELDS`; one compress Job each).
 
     Deterministic, so a restarted operator finds the Jobs it created; serving changes
-    (replicas, clients, certificate lifetime) and resources do not change it.
+    (replicas, clients, certificate lifetime) and resources change neither.
     """
-    canonical = json.dumps({key: spec.get(key) for key in VERSIONED_FIELDS}, sort_keys=True, separators=(",", ":"))
+
+    training: str
+    version: str
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any]) -> Versions:
+        return cls(_hash(spec, TRAINING_FIELDS), _hash(spec, VERSIONED_FIELDS))
+
+
+def _hash(spec: Mapping[str, Any], fields: Sequence[str]) -> str:
+    canonical = json.dumps({key: spec.get(key) for key in fields}, sort_keys=True, separators=(",", ":"))
     return "v" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
 
 
@@ -271,8 +288,8 @@ def worker_image(spec: Mapping[str, Any], default: str) -> str:
     return (spec.get("model") or {}).get("image") or default
 
 
-def _job(owner: Owner, name: str, component: str, version: str, pod: Mapping[str, Any]) -> dict[str, Any]:
-    meta = metadata(owner, name, component, **{VERSION_LABEL: version})
+def _job(owner: Owner, name: str, component: str, pod: Mapping[str, Any], **versions: str) -> dict[str, Any]:
+    meta = metadata(owner, name, component, **versions)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -291,10 +308,10 @@ def _mkdir(image: str, path: str) -> dict[str, Any]:
     return container("prepare", image, ["python", "-c", code, path], [_KEY_MOUNTS[0]])
 
 
-def train_job(owner: Owner, spec: Mapping[str, Any], version: str, run: Run, image: str) -> dict[str, Any]:
+def train_job(owner: Owner, spec: Mapping[str, Any], training: str, run: Run, image: str) -> dict[str, Any]:
     """The DP-SGD training Job: exactly σ, q and steps of ``run``, nothing secret on its command line."""
     model, data, privacy = spec["model"], spec["data"], spec["privacy"]
-    training = spec.get("training") or {}
+    hyper = spec.get("training") or {}
     spec_resources = spec.get("resources") or {}
     gpus = int(spec_resources.get("gpus") or 0)
     args = ["securemodel-worker", "train"]
@@ -308,15 +325,15 @@ def train_job(owner: Owner, spec: Mapping[str, Any], version: str, run: Run, ima
         args += ["--data-samples", str(data["samples"])]
     args += [
         "--validation-split", repr(float(data.get("validationSplit", 0.2))),
-        "--seed", str(int(training.get("seed", 0))),
-        "--optimizer", training.get("optimizer", "sgd"),
-        "--learning-rate", repr(float(training.get("learningRate", 0.1))),
+        "--seed", str(int(hyper.get("seed", 0))),
+        "--optimizer", hyper.get("optimizer", "sgd"),
+        "--learning-rate", repr(float(hyper.get("learningRate", 0.1))),
         "--noise-multiplier", repr(float(run.noise_multiplier)),
         "--sample-rate", repr(float(run.sample_rate)),
         "--steps", str(int(run.steps)),
         "--max-grad-norm", repr(float(privacy.get("maxGradNorm", 1.0))),
         "--device", "cuda" if gpus > 0 else "cpu",
-        "--output", trained_artifact(version),
+        "--output", trained_artifact(training),
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
         "--data-root", DATA_DIR,
     ]  # fmt: skip
@@ -332,20 +349,20 @@ def train_job(owner: Owner, spec: Mapping[str, Any], version: str, run: Run, ima
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
-        "initContainers": [_mkdir(image, f"{ARTIFACTS_DIR}/{version}")],
+        "initContainers": [_mkdir(image, f"{ARTIFACTS_DIR}/{training}")],
         "containers": [main],
         "volumes": volumes,
     }
-    return _job(owner, train_job_name(owner.name, version), "train", version, pod)
+    return _job(owner, train_job_name(owner.name, training), "train", pod, **{VERSION_LABEL: training})
 
 
-def compress_job(owner: Owner, spec: Mapping[str, Any], version: str, image: str) -> dict[str, Any]:
-    """Prune and quantise the trained artifact of ``version`` into its compressed artifact."""
+def compress_job(owner: Owner, spec: Mapping[str, Any], versions: Versions, image: str) -> dict[str, Any]:
+    """Prune and quantise the trained artifact of ``versions.training`` into the compressed artifact of ``versions``."""
     compression = spec.get("compression") or {}
     args = [
         "securemodel-worker", "compress",
-        "--input", trained_artifact(version),
-        "--output", compressed_artifact(version),
+        "--input", trained_artifact(versions.training),
+        "--output", compressed_artifact(versions),
         "--sparsity", repr(float((compression.get("pruning") or {}).get("sparsity", 0.0))),
         "--quantization", compression.get("quantization", "none"),
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
@@ -359,7 +376,8 @@ def compress_job(owner: Owner, spec: Mapping[str, Any], version: str, image: str
         "containers": [main],
         "volumes": _volumes(owner, artifacts_read_only=False),
     }
-    return _job(owner, compress_job_name(owner.name, version), "compress", version, pod)
+    version_labels = {VERSION_LABEL: versions.version, TRAINING_LABEL: versions.training}
+    return _job(owner, compress_job_name(owner.name, versions.version), "compress", pod, **version_labels)
 
 
 def serving_labels(owner: Owner) -> dict[str, str]:
@@ -367,15 +385,16 @@ def serving_labels(owner: Owner) -> dict[str, str]:
     return {MODEL_LABEL: owner.name, COMPONENT_LABEL: "serve"}
 
 
-def deployment(owner: Owner, spec: Mapping[str, Any], version: str, image: str) -> dict[str, Any]:
+def deployment(owner: Owner, spec: Mapping[str, Any], versions: Versions, image: str) -> dict[str, Any]:
     """The serving Deployment of ``version``'s compressed artifact (rolling: old pods serve until new ones are ready)."""
     serving = spec.get("serving") or {}
     args = [
         "securemodel-worker", "serve",
-        "--artifact", compressed_artifact(version),
+        "--artifact", compressed_artifact(versions),
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
         "--tls-dir", TLS_DIR,
         "--model-name", owner.name,
+        "--model-version", versions.version,
         "--port", str(SERVE_PORT),
         "--metrics-port", str(METRICS_PORT),
     ]  # fmt: skip
@@ -403,11 +422,12 @@ def deployment(owner: Owner, spec: Mapping[str, Any], version: str, image: str) 
     )
     volumes = _volumes(owner, artifacts_read_only=True)
     volumes.append({"name": "tls", "secret": {"secretName": tls_secret_name(owner.name), "defaultMode": 0o440}})
-    pod_labels = {**labels(owner, "serve", **{VERSION_LABEL: version}), **serving_labels(owner)}
+    version = {VERSION_LABEL: versions.version}
+    pod_labels = {**labels(owner, "serve", **version), **serving_labels(owner)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(owner, owner.name, "serve", **{VERSION_LABEL: version}),
+        "metadata": metadata(owner, owner.name, "serve", **version),
         "spec": {
             "replicas": int(serving.get("replicas", 1)),
             "selector": {"matchLabels": serving_labels(owner)},

@@ -7,6 +7,10 @@ no pod reads the data before the ε it may spend is held for it.
 
 The phase stays ``WaitingForBudget`` through the whole stage, also once the claim is
 granted: the next phase, ``Training``, begins when the training stage starts its pod.
+
+A model claims once per training version of its spec (:class:`.children.Versions`): a
+change of its model, data, training or privacy sends it back to this stage, to claim for
+the new version, while the version it serves goes on serving (:func:`while_serving`).
 """
 
 from collections.abc import Mapping
@@ -16,7 +20,7 @@ from securemodel.api.privacy_budget import ClaimState, RejectionReason
 from securemodel.api.secure_model import Phase
 from securemodel.operator.calibration import Plan
 from securemodel.operator.status import READY, Condition, Outcome
-from securemodel.privacy import Claim
+from securemodel.privacy import Claim, Ledger
 
 BUDGET_RESERVED: Final = "BudgetReserved"
 CALIBRATION_FAILED: Final = "CalibrationFailed"
@@ -73,10 +77,11 @@ def budget_missing(budget: str) -> Outcome:
     )
 
 
-def claimed(budget: str, claim: Claim, plan: Plan, noise_multiplier: float) -> Outcome | None:
-    """The status for ``claim``, calibrated as ``plan`` at ``noise_multiplier``; None once it is Committed.
+def claimed(budget: str, claim: Claim, plan: Plan, noise_multiplier: float) -> Outcome:
+    """The status for ``claim``, calibrated as ``plan`` at ``noise_multiplier``.
 
-    A Committed claim belongs to the training stage, which reports it.
+    A Committed claim (the model came back to a version it trained before) hands the model
+    to the training stage, which finds that version's Jobs and reports what was spent.
     """
     privacy = {
         "privacy": {
@@ -116,10 +121,18 @@ def claimed(budget: str, claim: Claim, plan: Plan, noise_multiplier: float) -> O
             reason = claim.reason or ClaimState.REJECTED
             return _over(reason, text, privacy)
         case ClaimState.RELEASED:
-            text = f"the claim of {asked} on PrivacyBudget {budget} was given back; this model cannot claim again"
+            text = (
+                f"the claim of {asked} on PrivacyBudget {budget} for this version of the spec was given back, "
+                "and a released claim is not renewed: change the spec to claim for a new version"
+            )
             return _over(ClaimState.RELEASED, text, privacy)
         case ClaimState.COMMITTED:
-            return None
+            text = f"ε={claim.epsilon:g} already spent on this version: it was trained before"
+            return Outcome(
+                phase=Phase.WAITING_FOR_BUDGET,
+                ready=Condition(READY, False, ClaimState.COMMITTED, text),
+                conditions=(Condition(BUDGET_RESERVED, True, ClaimState.COMMITTED, text),),
+            )
 
 
 def _over(reason: str, text: str, fields: Mapping[str, Any]) -> Outcome:
@@ -130,3 +143,21 @@ def _over(reason: str, text: str, fields: Mapping[str, Any]) -> Outcome:
         fields=fields,
         warning=True,
     )
+
+
+def stale_claims(ledger: Ledger, uid: str, training: str) -> tuple[Claim, ...]:
+    """The live (Waiting or Reserved) claims of the model ``uid`` for versions other than ``training``.
+
+    The spec moved on from them: each is released, or, if a train Job of its version exists
+    (its pod may have read the data), committed whole.
+    """
+    live = (ClaimState.WAITING, ClaimState.RESERVED)
+    return tuple(c for c in ledger.claims_of(uid) if c.consumer.version != training and c.state in live)
+
+
+def while_serving(outcome: Outcome, serving: str | None, available: bool) -> Outcome:
+    """``outcome`` of a version not serving yet, with Ready True while version ``serving`` still answers."""
+    if not serving or not available or outcome.ready.status:
+        return outcome
+    ready = Condition(READY, True, "Serving", f"version {serving} serves until the new version is ready; {outcome.ready.message}")
+    return Outcome(outcome.phase, ready, outcome.conditions, outcome.fields, outcome.warning)

@@ -9,7 +9,7 @@ budget in between (another claim, a spec change, another operator process), the 
 server answers 409 Conflict and the transaction starts over from a fresh read, so two
 writers never both act on the same ledger state: the API server serialises the writes
 and ``committed + reserved <= epsilon`` holds after each of them. Claims are keyed by
-consumer uid, so repeating a transaction (an operator restarted mid-claim, a retry
+consumer (uid, and version), so repeating a transaction (an operator restarted mid-claim, a retry
 after a lost response) never counts a claim twice.
 
 The module-level helpers (:func:`submit_claim`, :func:`commit_claim`) run one
@@ -79,18 +79,18 @@ class Transaction:
 
 
 def submitting(consumer: Consumer, epsilon: float, delta: float) -> Change:
-    """The change that adds ``consumer``'s claim (idempotent per uid) and grants what fits."""
+    """The change that adds ``consumer``'s claim (idempotent per consumer key) and grants what fits."""
     return lambda ledger, spec, now: submit(ledger, spec, consumer, epsilon, delta, now)
 
 
-def committing(uid: str, epsilon_spent: float) -> Change:
-    """The change that commits the Reserved claim of ``uid`` at ``epsilon_spent`` (idempotent)."""
-    return lambda ledger, spec, now: commit(ledger, spec, uid, now, epsilon_spent)
+def committing(key: str, epsilon_spent: float) -> Change:
+    """The change that commits the Reserved claim with ``key`` at ``epsilon_spent`` (idempotent)."""
+    return lambda ledger, spec, now: commit(ledger, spec, key, now, epsilon_spent)
 
 
-def releasing(uid: str, *, pod_started: bool) -> Change:
-    """The change that gives back the claim of ``uid``, allowed only if no pod of it ever started."""
-    return lambda ledger, spec, now: release(ledger, spec, uid, now, pod_started=pod_started)
+def releasing(key: str, *, pod_started: bool) -> Change:
+    """The change that gives back the claim with ``key``, allowed only if no pod of it ever started."""
+    return lambda ledger, spec, now: release(ledger, spec, key, now, pod_started=pod_started)
 
 
 def transact(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, changes: Sequence[Change]) -> Transaction:
@@ -106,7 +106,7 @@ def transact(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, changes: S
         kubernetes.client.ApiException: for any other error of the API server.
     """
     for attempt in range(1, LEDGER_MAX_ATTEMPTS + 1):
-        budget = _read(api, ref)
+        budget = read_budget(api, ref)
         spec = BudgetSpec.from_dict(budget["spec"])
         ledger = Ledger.from_status(budget.get("status"))
         now = datetime.now(UTC)
@@ -149,7 +149,12 @@ def transact(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, changes: S
     raise LedgerContention(f"{ref}: gave up after {LEDGER_MAX_ATTEMPTS} conflicting writes in a row")
 
 
-def _read(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef) -> dict[str, Any]:
+def read_budget(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef) -> dict[str, Any]:
+    """The budget as stored now.
+
+    Raises:
+        BudgetNotFound: if it does not exist.
+    """
     try:
         return api.get_namespaced_custom_object(GROUP, VERSION, ref.namespace, KIND.plural, ref.name)
     except kubernetes.client.ApiException as error:
@@ -163,14 +168,14 @@ def submit_claim(
 ) -> Claim:
     """Claim (``epsilon``, ``delta``) for ``consumer``; return its claim as stored (Waiting, Reserved or Rejected).
 
-    Idempotent per ``consumer.uid``: a second call returns the existing claim.
+    Idempotent per ``consumer.key``: a second call returns the existing claim.
     """
     transaction = _run(client, ref, submitting(consumer, epsilon, delta))
-    return _claim(transaction, consumer.uid)
+    return _claim(transaction, consumer.key)
 
 
-def commit_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, uid: str, epsilon_spent: float) -> Claim:
-    """Commit what the consumer ``uid`` spent, ``epsilon_spent`` of its reservation; return the Committed claim.
+def commit_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, key: str, epsilon_spent: float) -> Claim:
+    """Commit what the consumer with claim ``key`` spent, ``epsilon_spent`` of its reservation; return the Committed claim.
 
     Call it once a pod of the consumer has touched the data, even if training failed:
     privacy spent is spent. The unspent rest goes back to the budget, and waiting claims
@@ -182,8 +187,8 @@ def commit_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, uid: str, 
             not between 0 and the reservation.
         BudgetNotFound: if the budget does not exist.
     """
-    transaction = _run(client, ref, committing(uid, epsilon_spent))
-    return _claim(transaction, uid)
+    transaction = _run(client, ref, committing(key, epsilon_spent))
+    return _claim(transaction, key)
 
 
 def _run(client: kubernetes.client.ApiClient, ref: BudgetRef, change: Change) -> Transaction:
@@ -195,10 +200,10 @@ def _run(client: kubernetes.client.ApiClient, ref: BudgetRef, change: Change) ->
     return transaction
 
 
-def _claim(transaction: Transaction, uid: str) -> Claim:
-    claim = transaction.ledger.claim(uid)
+def _claim(transaction: Transaction, key: str) -> Claim:
+    claim = transaction.ledger.claim(key)
     if claim is None:
-        raise LedgerError(f"no claim for consumer uid {uid}")
+        raise LedgerError(f"no claim with key {key}")
     return claim
 
 

@@ -13,10 +13,14 @@ or Deployment carrying the model's uid label; besides that the daemon re-reads i
 children every :data:`PIPELINE_RESYNC_SECONDS` while it progresses (pod crashes do not
 change a Deployment) and every :data:`PIPELINE_IDLE_RESYNC_SECONDS` once it serves.
 
-Versions: the Jobs of a model are named after the version of its spec
-(:func:`.children.version_of`). The claim is keyed per model uid, so one model trains one
-version: a later change of model, data, training, privacy or compression keeps the trained
-version serving and says so in the ``Trained`` condition.
+Versions (:class:`.children.Versions`): one claim and one train Job per training version,
+one compress Job per version. A change of model, data, training or privacy sends the model
+back to the budget stage (:func:`.pipeline_status.new_version`) to claim for the new
+training version, once the claims of the versions it left are settled: a training under
+way runs to its end and is committed, a claim with no train Job is released. A change of
+compression alone compresses the trained artifact again. Until the new version serves,
+the one that serves keeps serving (the Deployment rolls with ``maxUnavailable: 0``) and
+Ready stays True (:func:`.claim_status.while_serving`); ``status.servingVersion`` says which.
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND, Phase
 from securemodel.operator import children, keys
 from securemodel.operator import pipeline_status as ps
-from securemodel.operator.claim_status import BUDGET_RESERVED, budget_condition
-from securemodel.operator.ledger import BudgetNotFound, BudgetRef, _read, committing, releasing
+from securemodel.operator.claim_status import BUDGET_NOT_FOUND, BUDGET_RESERVED, budget_condition, while_serving
+from securemodel.operator.ledger import BudgetNotFound, BudgetRef, committing, read_budget, releasing
+from securemodel.operator.model_status import write_status
 from securemodel.operator.runtime import Runtime, runtime
-from securemodel.operator.secure_model import _publish, _sleep, model_key
+from securemodel.operator.secure_model import model_key
 from securemodel.operator.settings import (
     ARTIFACTS_STORAGE,
     CERTIFICATE_CHECK_SECONDS,
@@ -51,6 +56,7 @@ from securemodel.operator.settings import (
     WORKER_IMAGE,
 )
 from securemodel.operator.status import READY, Condition, Outcome
+from securemodel.operator.wakeups import sleep_until
 from securemodel.privacy import Claim, ClaimState, Ledger, LedgerError
 
 SPEC_HASH = f"{GROUP}/spec-hash"
@@ -89,9 +95,9 @@ async def pipeline_stage(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: ko
             if body["metadata"].get("deletionTimestamp"):
                 return  # release_claim settles the claim; the garbage collector removes the children
             outcome = await Pass(current, body).run(stopped)
-            written = await _publish(current, body, outcome, written)
+            written = await write_status(current, body, outcome, written)
             idle = outcome.phase in (Phase.SERVING, Phase.FAILED) and outcome.ready.reason != "ServingFailed"
-            await _sleep(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
+            await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
 
 
 @kopf.timer(
@@ -100,7 +106,7 @@ async def pipeline_stage(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: ko
     KIND.plural,
     interval=CERTIFICATE_CHECK_SECONDS,
     initial_delay=CERTIFICATE_CHECK_SECONDS,
-    when=lambda status, **_: in_pipeline(status),
+    when=lambda status, **_: in_pipeline(status) or bool(status.get("servingVersion")),
     backoff=RETRY_BACKOFF,
 )
 async def renew_certificates(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -155,6 +161,7 @@ class Pass:
         self.spec = body["spec"]
         self.status = body.get("status") or {}
         self.owner = children.Owner.of(body)
+        self.versions = children.Versions.of(self.spec)
         self.ref = BudgetRef(self.owner.namespace, self.spec["privacy"]["budgetRef"])
         self.core = kubernetes.client.CoreV1Api(current.client)
         self.batch = kubernetes.client.BatchV1Api(current.client)
@@ -165,52 +172,96 @@ class Pass:
         await ensure_keys(self.current, self.body)
         await _create(self.core.create_namespaced_persistent_volume_claim, self.owner.namespace,
                       children.artifacts_pvc(self.owner, ARTIFACTS_STORAGE))  # fmt: skip
-        wanted = children.version_of(self.spec)
+        outcome = await self._advance(stopped)
+        outcome = Outcome(outcome.phase, outcome.ready, outcome.conditions,
+                          {**outcome.fields, "version": self.versions.version}, outcome.warning)  # fmt: skip
+        serving = self.status.get("servingVersion")
+        if serving == self.versions.version or outcome.fields.get("servingVersion"):
+            return outcome
+        return while_serving(outcome, serving, await self._serving_available())
+
+    async def _advance(self, stopped: kopf.DaemonStopped) -> Outcome:
+        ledger = await self._fresh_ledger()
+        if ledger is None:
+            message = f"PrivacyBudget {self.ref.name} is gone"
+            return Outcome(Phase.FAILED, Condition(READY, False, BUDGET_NOT_FOUND, message),
+                           (Condition(BUDGET_RESERVED, False, BUDGET_NOT_FOUND, message),), warning=True)  # fmt: skip
         trains = await self._jobs("train")
-        version = next(iter(sorted(trains)), wanted) if wanted not in trains else wanted
-        note = "" if version == wanted else (
-            f"; the spec changed since version {version} was trained, and training a new version under a new "
-            "claim is not supported yet: version " + version + " keeps serving"
-        )
-        privacy = dict(self.status.get("privacy") or {})
-        train_name = children.train_job_name(self.owner.name, version)
-        job = trains.get(version)
+        left = await self._settle_left_versions(ledger, trains)
+        if left is not None:
+            return left
+        training = self.versions.training
+        claim = ledger.claim(f"{self.owner.uid}/{training}")
+        if claim is None or claim.state not in (ClaimState.RESERVED, ClaimState.COMMITTED):
+            return ps.new_version(self.ref.name, training)
+        train_name = children.train_job_name(self.owner.name, training)
+        job = trains.get(training)
         if job is None:
-            return await self._start_training(version, stopped)
+            return await self._start_training(claim, stopped)
         train = ps.job_state(job, await self._pods(f"job-name={train_name}"), "train", "TrainResult")
         if train.phase in (ps.JobPhase.PENDING, ps.JobPhase.RUNNING):
             return ps.training(train, train_name)
-        settled, privacy = await self._settle(train, privacy)
+        settled, privacy = await self._settle(train, claim)
         if train.phase is ps.JobPhase.FAILED or train.result is None or train.result.get("status") != "Succeeded":
             return ps.training_failed(train, train_name, settled, privacy)
         result = train.result
         fields = ps.trained_fields(result, privacy.get("epsilonSpent", 0.0), privacy["delta"], privacy["accountant"])
         fields["privacy"] = {**privacy, **fields["privacy"]}
         fields["endpoint"] = children.endpoint(self.owner.name, self.owner.namespace)
-        trained = ps.trained_condition(result, fields["privacy"]["epsilonSpent"])
-        if note:
-            trained = Condition(trained.type, trained.status, "NewVersionNotTrained", trained.message + note)
-        conditions = (settled, trained)
+        conditions = (settled, ps.trained_condition(result, fields["privacy"]["epsilonSpent"]))
 
-        compress_name = children.compress_job_name(self.owner.name, version)
-        compress_job = (await self._jobs("compress")).get(version)
+        compress_name = children.compress_job_name(self.owner.name, self.versions.version)
+        compress_job = (await self._jobs("compress")).get(self.versions.version)
         if compress_job is None:
             await _create(self.batch.create_namespaced_job, self.owner.namespace,
-                          children.compress_job(self.owner, self.spec, version, self.image))  # fmt: skip
-            return _with(ps.compressing(ps.JobState(ps.JobPhase.PENDING, None, False), compress_name), conditions, fields)
-        compress = ps.job_state(compress_job, await self._pods(f"job-name={compress_name}"), "compress", "CompressResult")
+                          children.compress_job(self.owner, self.spec, self.versions, self.image))  # fmt: skip
+            compress = ps.JobState(ps.JobPhase.PENDING, None, False)
+        else:
+            compress = ps.job_state(compress_job, await self._pods(f"job-name={compress_name}"), "compress", "CompressResult")
         if compress.phase in (ps.JobPhase.PENDING, ps.JobPhase.RUNNING):
-            return _with(ps.compressing(compress, compress_name), conditions, fields)
+            return _with(ps.compressing(compress, compress_name), conditions, ps.not_compressed(fields))
         if compress.phase is ps.JobPhase.FAILED or (compress.result or {}).get("status") != "Succeeded":
-            return _with(ps.compression_failed(compress, compress_name), conditions, fields)
+            return _with(ps.compression_failed(compress, compress_name), conditions, ps.not_compressed(fields))
         assert compress.result is not None
         fields["model"] = {**fields["model"], **ps.compressed_fields(compress.result)["model"]}
         conditions = (*conditions, ps.compressed_condition(compress.result))
 
-        deployment = await self._ensure_serving(version)
+        deployment = await self._ensure_serving()
         replicas = int((self.spec.get("serving") or {}).get("replicas", 1))
-        failure = ps.serve_failure(await self._pods(children.selector(self.owner, "serve")))
-        return _with(ps.serving(deployment, replicas, failure), conditions, fields)
+        pods = await self._pods(f"{children.selector(self.owner, 'serve')},{children.VERSION_LABEL}={self.versions.version}")
+        outcome = ps.serving(deployment, replicas, ps.serve_failure(pods))
+        if outcome.phase is Phase.SERVING:
+            fields["servingVersion"] = self.versions.version
+        return _with(outcome, conditions, fields)
+
+    async def _settle_left_versions(self, ledger: Ledger, trains: Mapping[str, dict[str, Any]]) -> Outcome | None:
+        """Settle the Reserved claims of training versions the spec left; an outcome while one is not settled yet.
+
+        A training whose pod started runs to its end (it may have read the data: its ε is spent
+        either way) and is committed. A train Job whose pod never started (an image that cannot
+        be pulled, a GPU that is not there) is deleted, and its claim released once the Job is
+        gone; a claim whose train Job was never created is released at once.
+        """
+        for claim in ledger.claims_of(self.owner.uid):
+            version = claim.consumer.version
+            if version == self.versions.training or claim.state is not ClaimState.RESERVED:
+                continue
+            job = trains.get(version)
+            if job is None:
+                with contextlib.suppress(LedgerError):
+                    await self.current.writer.apply(self.ref, releasing(claim.consumer.key, pod_started=False))
+                continue
+            name = children.train_job_name(self.owner.name, version)
+            state = ps.job_state(job, await self._pods(f"job-name={name}"), "train", "TrainResult")
+            if state.phase is ps.JobPhase.PENDING and not state.started:
+                with contextlib.suppress(kubernetes.client.ApiException):  # already going
+                    await asyncio.to_thread(self.batch.delete_namespaced_job, name, self.owner.namespace,
+                                            propagation_policy="Foreground")  # fmt: skip
+                return ps.replacing_left_version(name, version)
+            if state.phase in (ps.JobPhase.PENDING, ps.JobPhase.RUNNING):
+                return ps.finishing_left_version(ps.training(state, name), version)
+            await self._commit_finished(state, claim)
+        return None
 
     async def _jobs(self, component: str) -> dict[str, dict[str, Any]]:
         """The model's Jobs of ``component`` by version."""
@@ -224,51 +275,64 @@ class Pass:
         listed = await asyncio.to_thread(self.core.list_namespaced_pod, self.owner.namespace, label_selector=selector)
         return [_serialize(self.current, item) for item in listed.items]
 
-    async def _fresh_claim(self) -> Claim | None:
-        api = self.current.custom
+    async def _serving_available(self) -> bool:
+        """Whether the serving Deployment has an available pod (of whichever version)."""
         try:
-            budget = await asyncio.to_thread(_read, api, self.ref)
+            stored = await asyncio.to_thread(self.apps.read_namespaced_deployment, self.owner.name, self.owner.namespace)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return int((stored.status and stored.status.available_replicas) or 0) > 0
+
+    async def _fresh_ledger(self) -> Ledger | None:
+        try:
+            budget = await asyncio.to_thread(read_budget, self.current.custom, self.ref)
         except BudgetNotFound:
             return None
-        return Ledger.from_status(budget.get("status")).claim(self.owner.uid)
+        return Ledger.from_status(budget.get("status"))
 
-    async def _start_training(self, version: str, stopped: kopf.DaemonStopped) -> Outcome:
-        """Create the train Job, only if the claim is Reserved in the ledger as stored right now."""
-        claim = await self._fresh_claim()
+    async def _start_training(self, claim: Claim, stopped: kopf.DaemonStopped) -> Outcome:
+        """Create the train Job, only if its claim is Reserved in the ledger as stored right now."""
         privacy = self.status.get("privacy") or {}
-        name = children.train_job_name(self.owner.name, version)
-        if claim is None or claim.state is not ClaimState.RESERVED:
-            state = claim.state if claim else "missing"
-            message = f"no train Job created: the claim on {self.ref} is {state}, not Reserved"
+        training = self.versions.training
+        name = children.train_job_name(self.owner.name, training)
+        if claim.state is not ClaimState.RESERVED:
+            message = f"no train Job created: the claim on {self.ref} is {claim.state}, not Reserved"
             return Outcome(Phase.FAILED, Condition(READY, False, "ClaimNotReserved", message),
                            (Condition(ps.TRAINED, False, "ClaimNotReserved", message),), warning=True)  # fmt: skip
         if stopped or self.body["metadata"].get("deletionTimestamp"):
             return ps.training(ps.JobState(ps.JobPhase.PENDING, None, False), name)
         run = children.Run(float(privacy["noiseMultiplier"]), float(privacy["sampleRate"]), int(privacy["steps"]))
-        job = children.train_job(self.owner, self.spec, version, run, self.image)
+        job = children.train_job(self.owner, self.spec, training, run, self.image)
         await _create(self.batch.create_namespaced_job, self.owner.namespace, job)
         kopf.event(self.body, type="Normal", reason="TrainingStarted", message=f"Job {name} created")
         return ps.training(ps.JobState(ps.JobPhase.PENDING, None, False), name)
 
-    async def _settle(self, train: ps.JobState, privacy: dict[str, Any]) -> tuple[Condition, dict[str, Any]]:
-        """Commit (or release) the claim for the finished training; return the BudgetReserved condition and privacy."""
-        claim = await self._fresh_claim()
+    async def _commit_finished(self, train: ps.JobState, claim: Claim) -> Claim:
+        """Commit (or release) the Reserved ``claim`` of a finished training; return it as it is now."""
+        if claim.state is not ClaimState.RESERVED:
+            return claim
+        accountant = self.spec["privacy"].get("accountant", "prv")
+        decision = ps.settlement(train, claim.epsilon, claim.delta, accountant)
+        key = claim.consumer.key
+        if decision.commit:
+            change = committing(key, decision.epsilon)
+        else:
+            change = releasing(key, pod_started=decision.data_touched)
+        try:
+            ledger = await self.current.writer.apply(self.ref, change)
+        except LedgerError:
+            ledger = await self._fresh_ledger() or Ledger()
+        return ledger.claim(key) or claim
+
+    async def _settle(self, train: ps.JobState, claim: Claim) -> tuple[Condition, dict[str, Any]]:
+        """Settle the claim of the finished training; return the BudgetReserved condition and ``status.privacy``."""
+        claim = await self._commit_finished(train, claim)
         budget = self.ref.name
-        if claim is None:
-            return Condition(BUDGET_RESERVED, False, "BudgetNotFound", f"PrivacyBudget {budget} is gone"), privacy
-        delta, accountant = claim.delta, privacy.get("accountant") or self.spec["privacy"].get("accountant", "prv")
-        decision = ps.settlement(train, claim.epsilon, delta, accountant)
-        if claim.state is ClaimState.RESERVED:
-            if decision.commit:
-                change = committing(self.owner.uid, decision.epsilon)
-            else:
-                change = releasing(self.owner.uid, pod_started=decision.data_touched)
-            try:
-                ledger = await self.current.writer.apply(self.ref, change)
-                claim = ledger.claim(self.owner.uid) or claim
-            except LedgerError:
-                claim = await self._fresh_claim() or claim
-        privacy = {**privacy, "delta": delta, "accountant": accountant}
+        privacy = dict(self.status.get("privacy") or {})
+        accountant = privacy.get("accountant") or self.spec["privacy"].get("accountant", "prv")
+        privacy = {**privacy, "delta": claim.delta, "accountant": accountant}
         if claim.state is ClaimState.COMMITTED:
             spent = claim.epsilon  # a Committed claim holds what was spent
             privacy["epsilonSpent"] = spent
@@ -276,10 +340,10 @@ class Pass:
         message = f"the claim on PrivacyBudget {budget} is {claim.state}: the training never touched the data"
         return Condition(BUDGET_RESERVED, False, str(claim.state), message), privacy
 
-    async def _ensure_serving(self, version: str) -> dict[str, Any]:
-        """Create or update the Service and the Deployment of ``version``; return the Deployment as stored."""
+    async def _ensure_serving(self) -> dict[str, Any]:
+        """Create or update the Service and the Deployment of the spec's version; return the Deployment as stored."""
         await _create(self.core.create_namespaced_service, self.owner.namespace, children.service(self.owner))
-        desired = children.deployment(self.owner, self.spec, version, self.image)
+        desired = children.deployment(self.owner, self.spec, self.versions, self.image)
         digest = hashlib.sha256(json.dumps(desired["spec"], sort_keys=True).encode()).hexdigest()[:16]
         desired["metadata"].setdefault("annotations", {})[SPEC_HASH] = digest
         name = self.owner.name
@@ -308,40 +372,44 @@ def _with(outcome: Outcome, conditions: tuple[Condition, ...], fields: Mapping[s
 
 
 async def settle_on_delete(current: Runtime, body: Mapping[str, Any], ref: BudgetRef) -> None:
-    """Settle the claim of a model being deleted: commit if a train pod may have touched the data, else release.
+    """Settle every live claim of a model being deleted (one per training version it left unsettled).
 
-    A training still running is charged its whole claim (it may run every step); one that
-    finished is charged the ε of the steps it ran.
+    A claim whose train pod may have touched the data is committed: a training still running
+    with its whole claim (it may run every step), one that finished with the ε of the steps
+    it ran. Any other claim is released.
     """
     owner = children.Owner.of(body)
+    try:
+        budget = await asyncio.to_thread(read_budget, current.custom, ref)
+    except BudgetNotFound:
+        return
+    live = (ClaimState.RESERVED, ClaimState.WAITING)
+    claims = [c for c in Ledger.from_status(budget.get("status")).claims_of(owner.uid) if c.state in live]
+    if not claims:
+        return
     batch = kubernetes.client.BatchV1Api(current.client)
     core = kubernetes.client.CoreV1Api(current.client)
     listed = await asyncio.to_thread(
         batch.list_namespaced_job, owner.namespace, label_selector=children.selector(owner, "train")
     )
-    state: ps.JobState | None = None
-    for job in listed.items:
-        job_dict = _serialize(current, job)
-        pods = await asyncio.to_thread(
-            core.list_namespaced_pod, owner.namespace, label_selector=f"job-name={job_dict['metadata']['name']}"
-        )
-        found = ps.job_state(job_dict, [_serialize(current, p) for p in pods.items], "train", "TrainResult")
-        if state is None or found.started:
-            state = found
-    try:
-        budget = await asyncio.to_thread(_read, current.custom, ref)
-    except BudgetNotFound:
-        return
-    claim = Ledger.from_status(budget.get("status")).claim(owner.uid)
-    if claim is None or claim.state not in (ClaimState.RESERVED, ClaimState.WAITING):
-        return
-    if claim.state is ClaimState.RESERVED and state is not None and state.started:
-        accountant = body["spec"]["privacy"].get("accountant", "prv")
-        if state.phase in (ps.JobPhase.SUCCEEDED, ps.JobPhase.FAILED):
-            decision = ps.settlement(state, claim.epsilon, claim.delta, accountant)
-        else:
-            decision = ps.Settlement(True, claim.epsilon, True)
-        if decision.commit:
-            await current.writer.apply(ref, committing(owner.uid, decision.epsilon))
-            return
-    await current.writer.apply(ref, releasing(owner.uid, pod_started=state is not None and state.started))
+    jobs = {job.metadata.labels.get(children.VERSION_LABEL, ""): _serialize(current, job) for job in listed.items}
+    accountant = body["spec"]["privacy"].get("accountant", "prv")
+    for claim in claims:
+        job = jobs.get(claim.consumer.version)
+        state: ps.JobState | None = None
+        if job is not None:
+            pods = await asyncio.to_thread(
+                core.list_namespaced_pod, owner.namespace, label_selector=f"job-name={job['metadata']['name']}"
+            )
+            state = ps.job_state(job, [_serialize(current, p) for p in pods.items], "train", "TrainResult")
+        touched = state is not None and state.started
+        if claim.state is ClaimState.RESERVED and state is not None and touched:
+            if state.phase in (ps.JobPhase.SUCCEEDED, ps.JobPhase.FAILED):
+                decision = ps.settlement(state, claim.epsilon, claim.delta, accountant)
+            else:
+                decision = ps.Settlement(True, claim.epsilon, True)
+            if decision.commit:
+                await current.writer.apply(ref, committing(claim.consumer.key, decision.epsilon))
+                continue
+            touched = decision.data_touched
+        await current.writer.apply(ref, releasing(claim.consumer.key, pod_started=touched))

@@ -25,6 +25,7 @@ from securemodel.privacy import dp_sgd_epsilon
 TRAINED: Final = "Trained"
 COMPRESSED: Final = "Compressed"
 COMMITTED: Final = "Committed"
+NEW_VERSION: Final = "NewVersion"
 
 
 class JobPhase(StrEnum):
@@ -205,6 +206,43 @@ def trained_condition(result: Mapping[str, Any], epsilon: float) -> Condition:
     steps = int(result.get("steps") or 0)
     accuracy = result.get("accuracy")
     return Condition(TRAINED, True, "Succeeded", f"{steps} DP-SGD steps, ε={epsilon:.6g}, validation accuracy {accuracy}")
+
+
+def new_version(budget: str, training: str) -> Outcome:
+    """The spec asks for training version ``training``, which holds no granted claim: back to the budget stage.
+
+    The previous version's privacy and model blocks go (None deletes them in the merge patch):
+    the budget stage writes the new claim's.
+    """
+    text = f"the spec changed: training version {training} claims its ε from PrivacyBudget {budget}"
+    return Outcome(
+        Phase.WAITING_FOR_BUDGET,
+        Condition(READY, False, NEW_VERSION, text),
+        tuple(Condition(kind, False, NEW_VERSION, text) for kind in (BUDGET_RESERVED, TRAINED, COMPRESSED)),
+        {"privacy": None, "model": None},
+    )
+
+
+def finishing_left_version(outcome: Outcome, version: str) -> Outcome:
+    """``outcome`` of the training of ``version``, which the spec left: it runs to its end before the new one."""
+    note = f"; the spec changed, and its new version trains once training version {version} has ended"
+    ready = Condition(READY, outcome.ready.status, outcome.ready.reason, outcome.ready.message + note)
+    return Outcome(outcome.phase, ready, outcome.conditions, outcome.fields, outcome.warning)
+
+
+def replacing_left_version(job_name: str, version: str) -> Outcome:
+    """The spec left training version ``version`` before its pod started: its Job goes, then its claim."""
+    message = (
+        f"the spec changed before training version {version} started: Job {job_name} is deleted, "
+        "and its claim released once it is gone"
+    )
+    return _not_ready(Phase.TRAINING, NEW_VERSION, message, Condition(TRAINED, False, NEW_VERSION, message))
+
+
+def not_compressed(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` with the compressed model's fields deleted: the version being compressed has none yet."""
+    gone = dict.fromkeys(("compressedSizeBytes", "compressedAccuracy", "sparsity"))
+    return {**fields, "model": {**fields.get("model", {}), **gone}}
 
 
 def compressing(compress: JobState, job_name: str) -> Outcome:

@@ -2,7 +2,7 @@
 
 One kopf daemon per model in its budget stage (:func:`budget_stage`) is the only writer of
 the stage's status. It sizes the data, calibrates σ, claims ε (a ledger transaction,
-idempotent per model uid), and publishes the claim's state
+idempotent per model uid and training version), and publishes the claim's state
 (:mod:`securemodel.operator.claim_status`). While the claim waits, the daemon sleeps until
 something it depends on changes:
 
@@ -14,30 +14,40 @@ something it depends on changes:
 * the model itself (:func:`wake_model`): a spec change, kopf's finalizer arriving;
 * at worst every :data:`RESYNC_SECONDS`, as a level-based safety net.
 
-The daemon stops once the claim is granted (BudgetReserved True: the training stage takes
+A change of the model's training version (:class:`.children.Versions`) sends it back to
+this stage: the daemon first settles the claims of versions the spec left (released if
+no train Job of theirs exists, else committed whole), then claims for the new version,
+while the version that serves keeps serving and Ready stays True.
+
+The stage ends once the claim is granted (BudgetReserved True: the training stage takes
 over) or can never be. A model that may hold a live claim carries kopf's finalizer, and
 deleting it releases the claim (:func:`release_claim`); the daemon claims only once that
 finalizer is in place, so no claim outlives its model.
 """
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import kubernetes
 
 from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND
 from securemodel.operator.calibration import plan
+from securemodel.operator.children import COMPONENT_LABEL, UID_LABEL, VERSION_LABEL, Versions
 from securemodel.operator.claim_status import (
     budget_missing,
     calibration_failed,
     claimed,
     in_budget_stage,
     may_hold_claim,
+    stale_claims,
+    while_serving,
 )
-from securemodel.operator.ledger import MERGE_PATCH, BudgetNotFound, BudgetRef, submitting
+from securemodel.operator.ledger import BudgetNotFound, BudgetRef, committing, releasing, submitting
+from securemodel.operator.model_status import write_status
 from securemodel.operator.privacy_budget import budget_key
 from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.settings import (
@@ -47,8 +57,9 @@ from securemodel.operator.settings import (
     RESYNC_SECONDS,
     RETRY_BACKOFF,
 )
-from securemodel.operator.status import Outcome, event_for, status_for
-from securemodel.privacy import Claim, ClaimState, Consumer, Ledger, LedgerError
+from securemodel.operator.status import Outcome, ready_status
+from securemodel.operator.wakeups import sleep_until
+from securemodel.privacy import ClaimState, Consumer, Ledger, LedgerError
 
 
 def model_key(uid: str) -> tuple[str, str]:
@@ -80,111 +91,81 @@ async def budget_stage(
     body: kopf.Body,
     uid: str,
     namespace: str,
-    name: str,
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
     budget_ledgers: kopf.Index[BudgetRef, Ledger],
     **_: Any,
 ) -> None:
-    """Claim the model's ε and publish the claim's state until it is granted or over."""
+    """Claim ε for the spec's training version and publish the claim's state until it is granted or over."""
     current = runtime(memo)
-    ref = BudgetRef(namespace, body["spec"]["privacy"]["budgetRef"])
-    consumer = Consumer(KIND.kind, namespace, name, uid)
+    ref = BudgetRef(namespace, body["spec"]["privacy"]["budgetRef"])  # immutable (a CEL rule)
     written: dict[str, Any] = {}
     while not stopped:
         with current.wakeups.listen(model_key(uid), budget_key(ref)) as changed:
-            outcome, done = await _advance(current, body, ref, consumer, budget_ledgers, stopped)
+            outcome, done = await _advance(current, body, ref, budget_ledgers, stopped)
             if outcome is not None:
-                written = await _publish(current, body, outcome, written)
+                written = await write_status(current, body, outcome, written)
             if done:
+                # Stay until the status just written stops the daemon: kopf re-spawns a daemon its
+                # filter stopped (for a later version of the spec), never one that returned.
+                await stopped.wait()
                 return
-            await _sleep(changed, stopped, RESYNC_SECONDS)
-
-
-async def _sleep(changed: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
-    """Until a wake-up, the daemon is stopped, or ``timeout`` passes."""
-    waits = {asyncio.ensure_future(changed.wait()), asyncio.ensure_future(stopped.wait(timeout))}
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
+            await sleep_until(changed, stopped, RESYNC_SECONDS)
 
 
 async def _advance(
     current: Runtime,
     body: kopf.Body,
     ref: BudgetRef,
-    consumer: Consumer,
     ledgers: kopf.Index[BudgetRef, Ledger],
     stopped: kopf.DaemonStopped,
 ) -> tuple[Outcome | None, bool]:
     """One pass of the stage: the outcome to publish (if any), and whether the stage is over."""
-    privacy = body["spec"]["privacy"]
-    claim = _indexed_claim(ledgers, ref, consumer.uid)
+    spec, metadata, status = body["spec"], body["metadata"], body.get("status") or {}
+    versions = Versions.of(spec)
+    consumer = Consumer(KIND.kind, metadata["namespace"], metadata["name"], metadata["uid"], versions.training)
+    ledger = next(iter(ledgers.get(ref, ())), None)
+    if ledger is not None:
+        await _settle_stale(current, ref, ledger, consumer)
+    claim = ledger.claim(consumer.key) if ledger is not None else None
     # A claim is fixed when first made; σ is calibrated for the ε and δ it holds.
+    privacy = spec["privacy"]
     epsilon, delta = (claim.epsilon, claim.delta) if claim else (privacy["epsilon"], privacy["delta"])
     try:
-        target = plan(body["spec"], epsilon, delta)
+        target = plan(spec, epsilon, delta)
         calibration = await current.calibrator.calibrate(target)
     except ValueError as error:  # the data cannot be sized, or the target ε cannot be met
-        return calibration_failed(ref.name, str(error)), False
+        return _for_version(calibration_failed(ref.name, str(error)), versions, status), False
     if claim is None:
-        metadata = body["metadata"]
         if stopped or FINALIZER not in metadata.get("finalizers", ()) or metadata.get("deletionTimestamp"):
             return None, False  # claim only what deleting the model will release
         try:
             ledger = await current.writer.apply(ref, submitting(consumer, epsilon, delta))
         except BudgetNotFound:
-            return budget_missing(ref.name), False
-        claim = ledger.claim(consumer.uid)
+            return _for_version(budget_missing(ref.name), versions, status), False
+        claim = ledger.claim(consumer.key)
         assert claim is not None, "a submitted claim is in the ledger it was written to"
-    return claimed(ref.name, claim, target, calibration.noise_multiplier), claim.state is not ClaimState.WAITING
+    outcome = claimed(ref.name, claim, target, calibration.noise_multiplier)
+    return _for_version(outcome, versions, status), claim.state is not ClaimState.WAITING
 
 
-def _indexed_claim(ledgers: kopf.Index[BudgetRef, Ledger], ref: BudgetRef, uid: str) -> Claim | None:
-    """The claim of ``uid`` as the watch last saw the budget; None if the budget or the claim is not there."""
-    ledger = next(iter(ledgers.get(ref, ())), None)
-    return ledger.claim(uid) if ledger is not None else None
+def _for_version(outcome: Outcome, versions: Versions, status: Mapping[str, Any]) -> Outcome:
+    """``outcome`` as the status of ``versions``, with Ready kept True while an earlier version serves."""
+    outcome = Outcome(outcome.phase, outcome.ready, outcome.conditions, {**outcome.fields, "version": versions.version},
+                      outcome.warning)  # fmt: skip
+    return while_serving(outcome, status.get("servingVersion"), ready_status(status))
 
 
-async def _publish(
-    current: Runtime, body: kopf.Body, outcome: Outcome, written: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Write ``outcome`` into the model's status unless it is already there; return what was written.
-
-    ``written`` is what this daemon last wrote: the watched body may not show it yet.
-    """
-    known = {**(body.get("status") or {}), **written}
-    status = status_for(outcome, known, body["metadata"].get("generation", 0), datetime.now(UTC))
-    if _contains(known, status):
-        return dict(written)
-    metadata = body["metadata"]
-    await asyncio.to_thread(
-        current.custom.patch_namespaced_custom_object_status,
-        GROUP,
-        VERSION,
-        metadata["namespace"],
-        KIND.plural,
-        metadata["name"],
-        {"status": status},
-        _content_type=MERGE_PATCH,
-    )
-    event = event_for(outcome, known)
-    if event is not None:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    return {**written, **status}
-
-
-def _contains(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
-    """Whether merging ``patch`` into ``current`` would change nothing."""
-    for key, value in patch.items():
-        if isinstance(value, Mapping) and isinstance(current.get(key), Mapping):
-            if not _contains(current[key], value):
-                return False
-        elif current.get(key) != value:
-            return False
-    return True
+async def _settle_stale(current: Runtime, ref: BudgetRef, ledger: Ledger, consumer: Consumer) -> None:
+    """Release (or, if a train Job of theirs exists, commit whole) the model's claims for versions it left."""
+    for claim in stale_claims(ledger, consumer.uid, consumer.version):
+        selector = f"{UID_LABEL}={consumer.uid},{COMPONENT_LABEL}=train,{VERSION_LABEL}={claim.consumer.version}"
+        batch = kubernetes.client.BatchV1Api(current.client)
+        jobs = await asyncio.to_thread(batch.list_namespaced_job, consumer.namespace, label_selector=selector)
+        key = claim.consumer.key
+        change = committing(key, claim.epsilon) if jobs.items else releasing(key, pod_started=False)
+        with contextlib.suppress(LedgerError):  # settled meanwhile: the change applies to the ledger as stored
+            await current.writer.apply(ref, change)
 
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, when=lambda status, **_: may_hold_claim(status), backoff=RETRY_BACKOFF)

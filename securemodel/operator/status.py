@@ -83,6 +83,11 @@ def status_for(outcome: Outcome, status: Mapping[str, Any], generation: int, now
     }
 
 
+def ready_status(status: Mapping[str, Any]) -> bool:
+    """Whether the stored Ready condition in ``status`` is True."""
+    return any(c.get("type") == READY and c.get("status") == "True" for c in status.get("conditions") or ())
+
+
 def event_for(outcome: Outcome, status: Mapping[str, Any]) -> Event | None:
     """An Event when the phase or the Ready condition (status or reason) changes, else None."""
     previous: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})

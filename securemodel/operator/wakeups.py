@@ -4,6 +4,8 @@ import asyncio
 import contextlib
 from collections.abc import Hashable, Iterator
 
+import kopf
+
 
 class Wakeups:
     """Keys that change (e.g. a budget) and the tasks listening for them (e.g. its consumers).
@@ -34,3 +36,13 @@ class Wakeups:
         """Wake everything listening for ``key``."""
         for event in self._listeners.get(key, ()):
             event.set()
+
+
+async def sleep_until(changed: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> None:
+    """Until ``changed`` is set, the daemon is stopped, or ``timeout`` seconds pass."""
+    waits = {asyncio.ensure_future(changed.wait()), asyncio.ensure_future(stopped.wait(timeout))}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

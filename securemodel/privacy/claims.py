@@ -27,26 +27,40 @@ DEFAULT_POLICY: Policy = "fcfs"
 
 @dataclass(frozen=True)
 class Consumer:
-    """The object a claim is for; ``uid`` identifies the claim."""
+    """The object a claim is for. ``key`` identifies the claim: the object's ``uid``, and for an
+    object that claims once per version of its spec (a SecureModel retrained after a change)
+    that ``version`` too."""
 
     kind: str
     namespace: str
     name: str
     uid: str
+    version: str = ""
 
     def __post_init__(self) -> None:
         if not self.uid:
             raise ValueError("a consumer needs a uid")
 
+    @property
+    def key(self) -> str:
+        """The claim's key in the ledger: ``uid``, or ``uid/version``."""
+        return f"{self.uid}/{self.version}" if self.version else self.uid
+
     def __str__(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}"
+        version = f" version {self.version}" if self.version else ""
+        return f"{self.kind} {self.namespace}/{self.name}{version}"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Consumer:
-        return cls(str(data["kind"]), str(data["namespace"]), str(data["name"]), str(data["uid"]))
+        return cls(
+            str(data["kind"]), str(data["namespace"]), str(data["name"]), str(data["uid"]), str(data.get("version", ""))
+        )
 
     def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "namespace": self.namespace, "name": self.name, "uid": self.uid}
+        data = {"kind": self.kind, "namespace": self.namespace, "name": self.name, "uid": self.uid}
+        if self.version:
+            data["version"] = self.version
+        return data
 
 
 @dataclass(frozen=True)
@@ -131,9 +145,13 @@ class Ledger:
             epsilon_unlocked=float(status.get("epsilonUnlocked", 0.0)),
         )
 
-    def claim(self, uid: str) -> Claim | None:
-        """The claim of the consumer with ``uid``, if there is one."""
-        return next((claim for claim in self.claims if claim.consumer.uid == uid), None)
+    def claim(self, key: str) -> Claim | None:
+        """The claim with ``key`` (:attr:`Consumer.key`), if there is one."""
+        return next((claim for claim in self.claims if claim.consumer.key == key), None)
+
+    def claims_of(self, uid: str) -> tuple[Claim, ...]:
+        """Every claim of the object with ``uid``, whatever its version, in arrival order."""
+        return tuple(claim for claim in self.claims if claim.consumer.uid == uid)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ precondition) and to report as one Event each.
 
 Rules:
 
-* Claims are keyed by consumer uid. Submitting a claim for a uid that already
+* Claims are keyed by consumer (:attr:`Consumer.key`: uid, and version where the
+  consumer claims per version). Submitting a claim for a key that already
   has one returns the ledger unchanged and no decision (a restarted operator
   cannot count a claim twice); the first submission fixes the claim's epsilon.
 * A claim whose delta exceeds the budget's delta, or whose epsilon exceeds the
@@ -94,13 +95,13 @@ class Outcome:
 def submit(ledger: Ledger, spec: BudgetSpec, consumer: Consumer, epsilon: float, delta: float, now: str) -> Outcome:
     """Add ``consumer``'s claim of (``epsilon``, ``delta``), then grant what fits.
 
-    Idempotent per ``consumer.uid``. Returns a Rejected, Granted or Queued
+    Idempotent per ``consumer.key``. Returns a Rejected, Granted or Queued
     decision for the new claim (and Granted decisions for any other claim the
     pass grants).
     """
     require_positive("epsilon", epsilon)
     require_delta("delta", delta)
-    if ledger.claim(consumer.uid) is not None:
+    if ledger.claim(consumer.key) is not None:
         return Outcome(ledger)
     claim = Claim(consumer, float(epsilon), float(delta), ClaimState.WAITING, now)
     reason = _rejection(claim, spec)
@@ -113,7 +114,7 @@ def submit(ledger: Ledger, spec: BudgetSpec, consumer: Consumer, epsilon: float,
     unlocked = unlock_on_arrival(exact(ledger.epsilon_unlocked), exact(spec.epsilon), spec.unlock_steps)
     arrived = Ledger((*ledger.claims, claim), float(unlocked))
     outcome = _schedule(arrived, spec, now)
-    if _existing(outcome.ledger, consumer.uid).state is ClaimState.WAITING:
+    if _existing(outcome.ledger, consumer.key).state is ClaimState.WAITING:
         queued = Decision(
             DecisionKind.QUEUED,
             consumer,
@@ -125,8 +126,8 @@ def submit(ledger: Ledger, spec: BudgetSpec, consumer: Consumer, epsilon: float,
     return outcome
 
 
-def commit(ledger: Ledger, spec: BudgetSpec, uid: str, now: str, epsilon_spent: float | None = None) -> Outcome:
-    """Mark the Reserved claim of ``uid`` Committed: a pod has touched the data.
+def commit(ledger: Ledger, spec: BudgetSpec, key: str, now: str, epsilon_spent: float | None = None) -> Outcome:
+    """Mark the Reserved claim with ``key`` Committed: a pod has touched the data.
 
     ``epsilon_spent`` (default: all of the reservation) is what the accountant
     says the run spent; it must be between 0 and the reserved epsilon, and the
@@ -134,10 +135,10 @@ def commit(ledger: Ledger, spec: BudgetSpec, uid: str, now: str, epsilon_spent: 
     changes nothing.
 
     Raises:
-        LedgerError: if there is no claim for ``uid``, it is not Reserved or
+        LedgerError: if there is no claim with ``key``, it is not Reserved or
             Committed, or ``epsilon_spent`` is out of range.
     """
-    claim = _existing(ledger, uid)
+    claim = _existing(ledger, key)
     if claim.state is ClaimState.COMMITTED:
         return Outcome(ledger)
     if claim.state is not ClaimState.RESERVED:
@@ -159,8 +160,8 @@ def commit(ledger: Ledger, spec: BudgetSpec, uid: str, now: str, epsilon_spent: 
     return _then_schedule(_replaced(ledger, committed), spec, now, decision)
 
 
-def release(ledger: Ledger, spec: BudgetSpec, uid: str, now: str, *, pod_started: bool) -> Outcome:
-    """Give back the Waiting or Reserved claim of ``uid``, whose consumer no longer needs it.
+def release(ledger: Ledger, spec: BudgetSpec, key: str, now: str, *, pod_started: bool) -> Outcome:
+    """Give back the Waiting or Reserved claim with ``key``, whose consumer no longer needs it.
 
     Allowed only if no pod of the consumer ever started (``pod_started`` is
     False): once a pod has touched the data the claim can only be committed.
@@ -169,7 +170,7 @@ def release(ledger: Ledger, spec: BudgetSpec, uid: str, now: str, *, pod_started
     Raises:
         LedgerError: if the claim is Committed, or ``pod_started`` is True.
     """
-    claim = ledger.claim(uid)
+    claim = ledger.claim(key)
     if claim is None or claim.state in (ClaimState.RELEASED, ClaimState.REJECTED):
         return Outcome(ledger)
     if claim.state is ClaimState.COMMITTED:
@@ -226,9 +227,9 @@ def _schedule(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
     ledger = replace(ledger, claims=tuple(claims))
     used = _allocated(ledger)
     available = grantable(spec.policy, exact(spec.epsilon), exact(ledger.epsilon_unlocked), used)
-    waiting = [Demand(c.consumer.uid, exact(c.epsilon)) for c in claims if c.state is ClaimState.WAITING]
-    for uid in select(spec.policy, waiting, available):
-        claim = _existing(ledger, uid)
+    waiting = [Demand(c.consumer.key, exact(c.epsilon)) for c in claims if c.state is ClaimState.WAITING]
+    for key in select(spec.policy, waiting, available):
+        claim = _existing(ledger, key)
         ledger = _replaced(ledger, replace(claim, state=ClaimState.RESERVED, updated=now))
         used += exact(claim.epsilon)
         decisions.append(
@@ -274,13 +275,13 @@ def _grantable(ledger: Ledger, spec: BudgetSpec) -> Fraction:
     return grantable(spec.policy, exact(spec.epsilon), exact(ledger.epsilon_unlocked), _allocated(ledger))
 
 
-def _existing(ledger: Ledger, uid: str) -> Claim:
-    claim = ledger.claim(uid)
+def _existing(ledger: Ledger, key: str) -> Claim:
+    claim = ledger.claim(key)
     if claim is None:
-        raise LedgerError(f"no claim for consumer uid {uid}")
+        raise LedgerError(f"no claim with key {key}")
     return claim
 
 
 def _replaced(ledger: Ledger, claim: Claim) -> Ledger:
-    uid = claim.consumer.uid
-    return replace(ledger, claims=tuple(claim if c.consumer.uid == uid else c for c in ledger.claims))
+    key = claim.consumer.key
+    return replace(ledger, claims=tuple(claim if c.consumer.key == key else c for c in ledger.claims))

@@ -47,9 +47,9 @@ POLICIES: Final[tuple[str, ...]] = get_args(Policy)
 
 @dataclass(frozen=True)
 class Demand:
-    """A waiting claim as the policies see it: who, and how much epsilon."""
+    """A waiting claim as the policies see it: its key, and how much epsilon."""
 
-    uid: str
+    key: str
     epsilon: Fraction
 
 
@@ -88,6 +88,6 @@ def select(policy: Policy, waiting: Sequence[Demand], available: Fraction) -> li
     granted: list[str] = []
     for demand in order:
         if demand.epsilon <= available:
-            granted.append(demand.uid)
+            granted.append(demand.key)
             available -= demand.epsilon
     return granted

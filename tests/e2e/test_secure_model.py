@@ -201,6 +201,7 @@ def test_the_model_is_trained_compressed_and_served_with_the_contracts_status(se
     assert model["sparsity"] == pytest.approx(0.5, abs=0.05)
     assert 0.5 < model["accuracy"] <= 1 and 0.5 < model["compressedAccuracy"] <= 1
     assert status["endpoint"] == f"https://{MODEL}.{namespace}.svc:8443"
+    assert status["servingVersion"] == status["version"]
     # The key material is in Secrets only, never in the status.
     key = secret_bytes(namespace, f"{MODEL}-data-key", "data.key")
     assert len(key) == 32 and base64.b64encode(key).decode() not in json.dumps(served)
@@ -209,7 +210,7 @@ def test_the_model_is_trained_compressed_and_served_with_the_contracts_status(se
 def test_the_budget_ledger_holds_the_committed_spend(served: dict[str, Any], namespace: str) -> None:
     budget = get(namespace, "privacybudget", "breast-cancer")
     (claim,) = budget["status"]["claims"]
-    assert claim["consumer"]["uid"] == served["metadata"]["uid"]
+    assert claim["consumer"]["uid"] == served["metadata"]["uid"] and claim["consumer"]["version"]
     assert claim["state"] == "Committed"
     assert claim["epsilon"] == pytest.approx(served["status"]["privacy"]["epsilonSpent"], rel=1e-12)
     assert budget["status"]["epsilonCommitted"] == pytest.approx(claim["epsilon"], rel=1e-12)
@@ -231,9 +232,9 @@ def test_inference_over_mtls_matches_the_reported_accuracy_and_bad_certificates_
     assert result["expired"], "an expired client certificate was accepted"
 
 
-ROTATION_CODE = r"""
+WATCH_CODE = r"""
 import hashlib, http.client, json, ssl, sys, time
-host, model, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+host, model, seconds, watched = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 context = ssl.create_default_context(cafile="/client/ca.crt")
 context.load_cert_chain("/client/tls.crt", "/client/tls.key")
 body = json.dumps({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [0.0] * 30}]})
@@ -243,39 +244,49 @@ while time.monotonic() < deadline:
     try:
         connection = http.client.HTTPSConnection(host, 8443, context=context, timeout=10)
         connection.connect()
-        served_by = hashlib.sha256(connection.sock.getpeercert(binary_form=True)).hexdigest()
+        certificate = hashlib.sha256(connection.sock.getpeercert(binary_form=True)).hexdigest()
         connection.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
-        response = connection.getresponse(); response.read(); connection.close()
+        response = connection.getresponse(); answer = response.read(); connection.close()
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
+        seen = certificate if watched == "certificate" else json.loads(answer)["model_version"]
     except Exception as error:
         if first is None:  # the Service may not route yet
             time.sleep(0.5); continue
         failures += 1; errors.append(repr(error)); time.sleep(0.2); continue
     ok += 1
     if first is None:
-        first = served_by
-        print("FIRST", flush=True)
-    elif served_by != first:
-        print("RESULT " + json.dumps({"changed": True, "ok": ok, "failures": failures, "errors": errors[:3]}))
+        first = seen
+        print("FIRST " + seen, flush=True)
+    elif seen != first:
+        print("RESULT " + json.dumps({"changed": True, "first": first, "last": seen, "ok": ok, "failures": failures,
+                                      "errors": errors[:3]}))
         sys.exit(0)
     time.sleep(0.2)
-print("RESULT " + json.dumps({"changed": False, "ok": ok, "failures": failures, "errors": errors[:3]}))
+print("RESULT " + json.dumps({"changed": False, "first": first, "ok": ok, "failures": failures, "errors": errors[:3]}))
 """
+
+
+def watch_result(namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    wait_phase(namespace, name, "Succeeded", timeout=timeout)
+    line = next(line for line in logs(namespace, name).splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def first_answered(namespace: str, name: str) -> None:
+    wait_until(lambda: "FIRST" in kubectl("-n", namespace, "logs", name, check=False).stdout, 90,
+               "the first answer", interval=1)  # fmt: skip
 
 
 def test_forced_certificate_rotation_keeps_requests_succeeding(served: dict[str, Any], namespace: str) -> None:
     old = secret_bytes(namespace, f"{MODEL}-tls", "tls.crt")
     host = f"{MODEL}.{namespace}.svc"
-    apply(namespace, client_pod("rotation", ROTATION_CODE, host, MODEL, "180"))
-    wait_until(lambda: "FIRST" in kubectl("-n", namespace, "logs", "rotation", check=False).stdout, 90,
-               "the first request before the rotation", interval=1)  # fmt: skip
+    apply(namespace, client_pod("rotation", WATCH_CODE, host, MODEL, "180", "certificate"))
+    first_answered(namespace, "rotation")
     kubectl("-n", namespace, "annotate", "--overwrite", f"securemodel/{MODEL}",
             f"securemodel.io/rotate-certificates={uuid.uuid4().hex[:8]}")  # fmt: skip
     wait_until(lambda: secret_bytes(namespace, f"{MODEL}-tls", "tls.crt") != old, 60, "a new server certificate")
-    wait_phase(namespace, "rotation", "Succeeded", timeout=240)
-    line = next(line for line in logs(namespace, "rotation").splitlines() if line.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
+    result = watch_result(namespace, "rotation", 240)
     assert result["changed"], f"the server never presented the new certificate: {result}"
     assert result["failures"] == 0, result
     assert result["ok"] > 1
@@ -301,11 +312,52 @@ def test_changing_serving_reconciles_clients_without_retraining(served: dict[str
     assert model["status"]["model"]["digest"] == served["status"]["model"]["digest"]
 
 
+def test_a_new_training_version_takes_over_while_the_old_one_keeps_answering(
+    served: dict[str, Any], namespace: str
+) -> None:
+    """More epochs: a new claim, training, compression and rollout; the old version answers until the new one does."""
+    before = get(namespace, "securemodel", MODEL)
+    old = before["status"]["servingVersion"]
+    assert old == before["status"]["version"]
+    host = f"{MODEL}.{namespace}.svc"
+    apply(namespace, client_pod("retraining", WATCH_CODE, host, MODEL, "480", "version"))
+    first_answered(namespace, "retraining")
+    patch = {"spec": {"training": {"epochs": SPEC["training"]["epochs"] + 1}}}
+    kubectl("-n", namespace, "patch", f"securemodel/{MODEL}", "--type=merge", "-p", json.dumps(patch))
+
+    def retraining() -> dict[str, Any] | None:
+        model = get(namespace, "securemodel", MODEL)
+        return model if model["status"].get("version") not in (None, old) else None
+
+    during = wait_until(retraining, 60, "the new version under way")
+    assert condition(during, "Ready").get("status") == "True", "the old version stopped counting as serving"
+    result = watch_result(namespace, "retraining", 540)
+    assert result["changed"] and result["first"] == old, result
+    assert result["failures"] == 0, result
+    after = wait_until(lambda: (lambda m: m if m["status"].get("servingVersion") == result["last"] else None)(
+        get(namespace, "securemodel", MODEL)), 60, "the new version reported as serving")  # fmt: skip
+    status = after["status"]
+    assert status["version"] == status["servingVersion"] != old and status["phase"] == "Serving"
+    assert {kind: condition(after, kind)["reason"] for kind in ("BudgetReserved", "Trained", "Compressed", "Ready")} == {
+        "BudgetReserved": "Committed", "Trained": "Succeeded", "Compressed": "Succeeded", "Ready": "Serving"}  # fmt: skip
+    assert status["model"]["digest"] != before["status"]["model"]["digest"]
+    # Two versions, two claims, both spent: the budget charges both trainings.
+    claims = get(namespace, "privacybudget", "breast-cancer")["status"]["claims"]
+    assert [c["state"] for c in claims] == ["Committed", "Committed"]
+    assert claims[1]["epsilon"] == pytest.approx(status["privacy"]["epsilonSpent"], rel=1e-12)
+    assert claims[0]["epsilon"] == pytest.approx(before["status"]["privacy"]["epsilonSpent"], rel=1e-12)
+
+
+def served_artifact(namespace: str) -> str:
+    """The path of the artifact the serving Deployment serves (its --artifact argument)."""
+    deployment = json.loads(kubectl("-n", namespace, "get", f"deployment/{MODEL}", "-o", "json").stdout)
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    return command[command.index("--artifact") + 1]
+
+
 def test_a_tampered_artifact_makes_serving_fail_with_a_clear_condition(served: dict[str, Any], namespace: str) -> None:
     """Flip one byte of the compressed artifact on the PVC, then restart the serving pod."""
-    version = json.loads(kubectl("-n", namespace, "get", f"deployment/{MODEL}", "-o", "json").stdout)[
-        "metadata"]["labels"]["securemodel.io/version"]  # fmt: skip
-    path = f"/artifacts/{version}/model.compressed.smdl"
+    path = served_artifact(namespace)
     code = ("import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[-1] ^= 1; "
             "open(p, 'wb').write(bytes(b)); print('tampered', len(b))")  # fmt: skip
     tamper = pod("tamper", ["python", "-c", code, path],

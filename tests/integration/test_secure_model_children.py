@@ -52,7 +52,7 @@ def test_children_only_after_the_claim_is_reserved_and_never_twice(
              == "True", what="first's claim reserved")  # fmt: skip
     apply(kubectl, namespace, model("second", "b", 0.5, model=NO_IMAGE))
     first = get(api_client, namespace, "securemodels", "first")
-    version = children.version_of(first["spec"])
+    version = children.Versions.of(first["spec"]).training
     expected = {
         "jobs": [f"first-train-{version}"],
         "secrets": ["first-ca", "first-client-frontend", "first-data-key", "first-tls"],
@@ -100,3 +100,68 @@ def test_deleting_a_model_whose_pod_never_started_releases_its_claim(
              what="training")  # fmt: skip
     assert kubectl("delete", "-n", namespace, "securemodel/m", "--timeout=30s").returncode == 0
     assert [c["state"] for c in claims(api_client, namespace, "b")] == ["Released"]
+
+
+def versions(claimed: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The ledger as (training version, state), in arrival order."""
+    return [(c["consumer"].get("version", ""), c["state"]) for c in claimed]
+
+
+def test_a_new_training_version_claims_anew_and_gives_back_the_claim_it_left(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    start_operator(namespace)
+    apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 0.4, model=NO_IMAGE))
+    first = children.Versions.of(get(api_client, namespace, "securemodels", "m")["spec"])
+    wait_for(lambda: versions(claims(api_client, namespace, "b")) == [(first.training, "Reserved")],
+             what="the first version's claim reserved")  # fmt: skip
+    uid = get(api_client, namespace, "securemodels", "m")["metadata"]["uid"]
+    wait_for(lambda: owned(api_client, namespace, uid)["jobs"] == [f"m-train-{first.training}"], what="first train Job")
+
+    # More epochs: a new training version. Its train pod never started, so the first Job goes and
+    # its claim is given back; the new version claims for itself.
+    apply(kubectl, namespace, model("m", "b", 0.4, model=NO_IMAGE, training={"epochs": 2}))
+    second = children.Versions.of(get(api_client, namespace, "securemodels", "m")["spec"])
+    assert second.training != first.training
+    wait_for(lambda: versions(claims(api_client, namespace, "b"))
+             == [(first.training, "Released"), (second.training, "Reserved")], what="a claim per version")  # fmt: skip
+    wait_for(lambda: owned(api_client, namespace, uid)["jobs"] == [f"m-train-{second.training}"],
+             what="only the new version's train Job")  # fmt: skip
+    wait_for(lambda: get(api_client, namespace, "securemodels", "m")["status"].get("phase") == "Training",
+             what="the new version training")  # fmt: skip
+    status = get(api_client, namespace, "securemodels", "m")["status"]
+    assert status["version"] == second.version and "servingVersion" not in status
+    assert status["privacy"]["epsilonClaimed"] == 0.4 and "epsilonSpent" not in status["privacy"]
+    budget_status = get(api_client, namespace, "privacybudgets", "b")["status"]
+    assert budget_status["epsilonReserved"] == 0.4 and budget_status["epsilonCommitted"] == 0
+
+    # Deleting the model gives back the new version's claim too: nothing stays held.
+    assert kubectl("delete", "-n", namespace, "securemodel/m", "--timeout=30s").returncode == 0
+    assert versions(claims(api_client, namespace, "b")) == [(first.training, "Released"), (second.training, "Released")]
+
+
+def test_a_spec_change_while_waiting_replaces_the_waiting_claim(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    start_operator(namespace)
+    apply(kubectl, namespace, budget("b", 1.0), model("holder", "b", 0.8, model=NO_IMAGE))
+    wait_for(lambda: [c["state"] for c in claims(api_client, namespace, "b")] == ["Reserved"], what="holder reserved")
+    apply(kubectl, namespace, model("w", "b", 0.5, model=NO_IMAGE))
+    wait_for(lambda: [c["state"] for c in claims(api_client, namespace, "b")] == ["Reserved", "Waiting"],
+             what="w waiting")  # fmt: skip
+    first = children.Versions.of(get(api_client, namespace, "securemodels", "w")["spec"])
+    apply(kubectl, namespace, model("w", "b", 0.2, model=NO_IMAGE))  # now it fits
+    second = children.Versions.of(get(api_client, namespace, "securemodels", "w")["spec"])
+    wait_for(lambda: versions(claims(api_client, namespace, "b"))[1:]
+             == [(first.training, "Released"), (second.training, "Reserved")], what="w's new claim granted")  # fmt: skip
+    wait_for(lambda: condition(get(api_client, namespace, "securemodels", "w"), "BudgetReserved").get("status") == "True",
+             what="w reserved")  # fmt: skip
+    assert get(api_client, namespace, "privacybudgets", "b")["status"]["epsilonReserved"] == 1.0

@@ -19,7 +19,7 @@ def test_check_fails_on_an_edited_file_and_passes_after_regenerating(tmp_path: P
         "securemodels.securemodel.io.yaml",
     ]
     edited = tmp_path / "securemodels.securemodel.io.yaml"
-    edited.write_text(edited.read_text().replace("maxLength: 50", "maxLength: 60"))
+    edited.write_text(edited.read_text().replace("maxLength: 44", "maxLength: 60"))
     (tmp_path / "leftover.yaml").write_text("{}\n")
     assert crdgen.stale(tmp_path) == ["securemodels.securemodel.io.yaml", "leftover.yaml"]
     assert crdgen.main(["--check", str(tmp_path)]) == 1

@@ -16,6 +16,7 @@ from securemodel.operator.claim_status import (
     in_budget_stage,
     may_hold_claim,
 )
+from securemodel.operator.pipeline import in_pipeline
 from securemodel.operator.status import status_for
 from securemodel.operator.wakeups import Wakeups
 from securemodel.privacy import Claim, ClaimState, Consumer, RejectionReason, dp_sgd_epsilon
@@ -104,8 +105,12 @@ def test_a_rejected_claim_fails_the_model_with_the_budgets_reason(reason: Reject
     assert conditions(outcome) == {"Ready": (False, reason.value), "BudgetReserved": (False, reason.value)}
 
 
-def test_a_committed_claim_belongs_to_the_training_stage() -> None:
-    assert claimed("wine", claim(ClaimState.COMMITTED), plan(spec(), 1.0, 1e-5), 2.5) is None
+def test_a_committed_claim_hands_the_model_to_the_training_stage() -> None:
+    # The model came back to a version it trained before: no new claim, the training stage takes over.
+    outcome = claimed("wine", claim(ClaimState.COMMITTED), plan(spec(), 1.0, 1e-5), 2.5)
+    assert conditions(outcome)["BudgetReserved"] == (True, "Committed")
+    stored = status_for(outcome, {}, 1, datetime(2026, 11, 21, tzinfo=UTC))
+    assert in_pipeline(stored) and not in_budget_stage(stored) and not may_hold_claim(stored)
 
 
 def test_missing_budgets_and_failed_calibrations_have_their_own_reasons() -> None:

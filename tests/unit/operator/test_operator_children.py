@@ -26,35 +26,62 @@ NOW = datetime(2026, 11, 21, tzinfo=UTC)
 
 
 def pods_of(spec: dict[str, Any] = SPEC) -> list[dict[str, Any]]:
-    version = children.version_of(spec)
+    versions = children.Versions.of(spec)
     return [
-        children.train_job(OWNER, spec, version, RUN, "img")["spec"]["template"]["spec"],
-        children.compress_job(OWNER, spec, version, "img")["spec"]["template"]["spec"],
-        children.deployment(OWNER, spec, version, "img")["spec"]["template"]["spec"],
+        children.train_job(OWNER, spec, versions.training, RUN, "img")["spec"]["template"]["spec"],
+        children.compress_job(OWNER, spec, versions, "img")["spec"]["template"]["spec"],
+        children.deployment(OWNER, spec, versions, "img")["spec"]["template"]["spec"],
     ]
 
 
-def test_names_are_deterministic_and_the_version_ignores_serving_and_resources() -> None:
-    version = children.version_of(SPEC)
-    assert version == children.version_of(json.loads(json.dumps(SPEC)))
+def test_names_are_deterministic_and_the_versions_ignore_serving_and_resources() -> None:
+    versions = children.Versions.of(SPEC)
+    assert versions == children.Versions.of(json.loads(json.dumps(SPEC)))
     changed = {**SPEC, "serving": {"replicas": 5}, "resources": {"gpus": 1}}
-    assert children.version_of(changed) == version
-    assert children.version_of({**SPEC, "training": {**SPEC["training"], "epochs": 3}}) != version
-    job = children.train_job(OWNER, SPEC, version, RUN, "img")
-    assert job["metadata"]["name"] == f"tumor-train-{version}"
-    assert children.compress_job(OWNER, SPEC, version, "img")["metadata"]["name"] == f"tumor-compress-{version}"
-    assert children.deployment(OWNER, SPEC, version, "img")["metadata"]["name"] == "tumor"
+    assert children.Versions.of(changed) == versions
+    retrained = children.Versions.of({**SPEC, "training": {**SPEC["training"], "epochs": 3}})
+    assert retrained.training != versions.training and retrained.version != versions.version
+    job = children.train_job(OWNER, SPEC, versions.training, RUN, "img")
+    assert job["metadata"]["name"] == f"tumor-train-{versions.training}"
+    compress = children.compress_job(OWNER, SPEC, versions, "img")
+    assert compress["metadata"]["name"] == f"tumor-compress-{versions.version}"
+    assert children.deployment(OWNER, SPEC, versions, "img")["metadata"]["name"] == "tumor"
     assert children.service(OWNER)["metadata"]["name"] == "tumor"
     assert children.artifacts_pvc(OWNER, "1Gi")["metadata"]["name"] == "tumor-artifacts"
     assert children.endpoint("tumor", "clinic-a") == "https://tumor.clinic-a.svc:8443"
 
 
+def test_a_compression_change_compresses_the_same_training_again_into_a_new_file() -> None:
+    versions = children.Versions.of(SPEC)
+    recompressed = children.Versions.of({**SPEC, "compression": {"pruning": {"sparsity": 0.8}, "quantization": "int8"}})
+    assert recompressed.training == versions.training and recompressed.version != versions.version
+
+    def flags(job: dict[str, Any]) -> dict[str, str]:
+        args = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        return {args[i]: args[i + 1] for i in range(2, len(args) - 1, 2)}
+
+    first, second = (flags(children.compress_job(OWNER, SPEC, v, "img")) for v in (versions, recompressed))
+    assert first["--input"] == second["--input"] == f"/artifacts/{versions.training}/model.smdl"
+    assert first["--output"] != second["--output"]  # no artifact is ever overwritten
+    served = children.deployment(OWNER, SPEC, recompressed, "img")["spec"]["template"]
+    assert served["metadata"]["labels"][children.VERSION_LABEL] == recompressed.version
+    assert second["--output"] in served["spec"]["containers"][0]["command"]
+
+
+def test_the_longest_child_name_is_a_valid_label_value() -> None:
+    from securemodel.api.secure_model import NAME_MAX_LENGTH
+
+    versions = children.Versions.of(SPEC)
+    longest = children.compress_job_name("m" * NAME_MAX_LENGTH, versions.version)
+    assert len(longest) == 63  # Jobs label their pods with their name: at most 63 characters
+
+
 def test_every_child_is_owned_by_the_model() -> None:
-    version = children.version_of(SPEC)
+    versions = children.Versions.of(SPEC)
     objects = [
-        children.train_job(OWNER, SPEC, version, RUN, "img"),
-        children.compress_job(OWNER, SPEC, version, "img"),
-        children.deployment(OWNER, SPEC, version, "img"),
+        children.train_job(OWNER, SPEC, versions.training, RUN, "img"),
+        children.compress_job(OWNER, SPEC, versions, "img"),
+        children.deployment(OWNER, SPEC, versions, "img"),
         children.service(OWNER),
         children.artifacts_pvc(OWNER, "1Gi"),
         *(write.body for write in keys.wanted_secrets(OWNER, SPEC, {}, NOW)),
@@ -84,7 +111,7 @@ def test_pods_meet_the_restricted_profile(index: int) -> None:
 
 
 def test_the_train_job_runs_once_with_exactly_the_calibrated_run() -> None:
-    version = children.version_of(SPEC)
+    version = children.Versions.of(SPEC).training
     job = children.train_job(OWNER, SPEC, version, RUN, "img")
     assert job["spec"]["backoffLimit"] == 0
     pod = job["spec"]["template"]["spec"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from collections.abc import Callable
@@ -321,13 +322,13 @@ def random_operation(
                 commit(ledger, spec, uid, now)
             return None
         spent = rng.choice([None, claim.epsilon / 2])
-        return functools.partial(commit, spec=spec, uid=uid, now=now, epsilon_spent=spent)
+        return functools.partial(commit, spec=spec, key=uid, now=now, epsilon_spent=spent)
     pod_started = uid in started
     if claim.state is ClaimState.COMMITTED or (pod_started and claim.state is ClaimState.RESERVED):
         with pytest.raises(LedgerError):
             release(ledger, spec, uid, now, pod_started=pod_started)
         return None
-    return functools.partial(release, spec=spec, uid=uid, now=now, pod_started=pod_started)
+    return functools.partial(release, spec=spec, key=uid, now=now, pod_started=pod_started)
 
 
 def check_invariants(before: Ledger, after: Ledger, spec: BudgetSpec) -> None:
@@ -350,3 +351,22 @@ def check_invariants(before: Ledger, after: Ledger, spec: BudgetSpec) -> None:
             if new.state is ClaimState.RESERVED:
                 assert new.epsilon == old.epsilon  # all or nothing
     assert exact(after.epsilon_unlocked) >= exact(before.epsilon_unlocked) or after.epsilon_unlocked == spec.epsilon
+
+
+def test_each_version_of_a_consumer_holds_its_own_claim_and_spends_add_up() -> None:
+    spec = BudgetSpec(epsilon=1.0, delta=DELTA)
+    v1, v2 = (Consumer("SecureModel", "clinic-a", "m", "uid-m", version) for version in ("v1", "v2"))
+    assert (v1.key, v2.key, str(v2)) == ("uid-m/v1", "uid-m/v2", "SecureModel clinic-a/m version v2")
+    ledger = submit(Ledger(), spec, v1, 0.6, DELTA, NOW).ledger
+    ledger = commit(ledger, spec, v1.key, NOW, 0.5).ledger
+    assert submit(ledger, spec, v1, 0.6, DELTA, NOW).ledger == ledger  # the same version claims once
+    ledger = submit(ledger, spec, v2, 0.6, DELTA, NOW).ledger
+    assert [(c.consumer.version, c.state) for c in ledger.claims_of("uid-m")] == [
+        ("v1", ClaimState.COMMITTED),
+        ("v2", ClaimState.WAITING),  # 0.5 committed + 0.6 > 1: a new version pays again
+    ]
+    ledger = submit(release(ledger, spec, v2.key, NOW, pod_started=False).ledger, spec,
+                    dataclasses.replace(v2, version="v3"), 0.5, DELTA, NOW).ledger  # fmt: skip
+    assert claim_of(ledger, "uid-m/v3").state is ClaimState.RESERVED
+    assert totals(ledger, spec) == Totals(committed=0.5, reserved=0.5, available=0.0)
+    assert Ledger.from_status(status_fields(ledger, spec)) == ledger  # the version survives the round trip
