@@ -296,8 +296,9 @@ KIND = Kind(
         column("Epsilon", ".spec.privacy.epsilon", "number", "Most ε the training may spend"),
         column("Spent", ".status.privacy.epsilonSpent", "number", "ε spent"),
         column("Accuracy", ".status.model.compressedAccuracy", "number", "Accuracy of the compressed model"),
-        column("Serving", ".status.servingVersion"),
         column("Endpoint", ".status.endpoint"),
+        column("Version", ".status.version", description="The version being made or served", priority=1),
+        column("Serving", ".status.servingVersion", description="The version that answers", priority=1),
         AGE_COLUMN,
     ),
     # The name becomes a Service name (DNS-1035) and prefixes the names of Jobs and Secrets.

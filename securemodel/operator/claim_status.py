@@ -26,6 +26,7 @@ BUDGET_RESERVED: Final = "BudgetReserved"
 CALIBRATION_FAILED: Final = "CalibrationFailed"
 BUDGET_NOT_FOUND: Final = "BudgetNotFound"
 WAITING: Final = "WaitingForBudget"
+CLAIM_PENDING: Final = "Claiming"
 # Reasons of the BudgetReserved condition once the model's claim is over: spent, given back,
 # or rejected. Until then the model may hold a live claim, and deleting it must release it.
 CLAIM_OVER: Final = frozenset(
@@ -36,6 +37,10 @@ CLAIM_OVER: Final = frozenset(
         RejectionReason.EPSILON_ABOVE_BUDGET,
     }
 )
+
+
+# The claim ends without being spent: the model needs a new version of its spec to claim again.
+REFUSED: Final = CLAIM_OVER - {ClaimState.COMMITTED}
 
 
 def budget_condition(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -49,10 +54,16 @@ def may_hold_claim(status: Mapping[str, Any]) -> bool:
     return condition is None or condition.get("reason") not in CLAIM_OVER
 
 
-def in_budget_stage(status: Mapping[str, Any]) -> bool:
-    """Whether the budget stage still has work: the claim is neither granted nor over."""
+def in_budget_stage(status: Mapping[str, Any], version: str) -> bool:
+    """Whether the budget stage has work for the spec's ``version``: its claim is neither granted
+    nor over, or the claim of the version the status describes was refused or given back and the
+    spec has moved on to another version (which claims anew)."""
     condition = budget_condition(status)
-    return may_hold_claim(status) and (condition is None or condition.get("status") != "True")
+    if condition is None:
+        return True
+    if condition.get("reason") in REFUSED:
+        return status.get("version") != version
+    return may_hold_claim(status) and condition.get("status") != "True"
 
 
 def calibration_failed(budget: str, message: str) -> Outcome:
@@ -74,6 +85,16 @@ def budget_missing(budget: str) -> Outcome:
         ready=Condition(READY, False, BUDGET_NOT_FOUND, text),
         conditions=(Condition(BUDGET_RESERVED, False, BUDGET_NOT_FOUND, text),),
         warning=True,
+    )
+
+
+def claim_pending(budget: str, training: str) -> Outcome:
+    """Training version ``training`` is about to claim: the model may hold a claim from now on."""
+    text = f"training version {training} claims its ε from PrivacyBudget {budget}"
+    return Outcome(
+        phase=Phase.WAITING_FOR_BUDGET,
+        ready=Condition(READY, False, CLAIM_PENDING, text),
+        conditions=(Condition(BUDGET_RESERVED, False, CLAIM_PENDING, text),),
     )
 
 

@@ -40,6 +40,7 @@ from securemodel.operator.children import COMPONENT_LABEL, UID_LABEL, VERSION_LA
 from securemodel.operator.claim_status import (
     budget_missing,
     calibration_failed,
+    claim_pending,
     claimed,
     in_budget_stage,
     may_hold_claim,
@@ -82,7 +83,7 @@ async def wake_model(uid: str, memo: kopf.Memo, **_: Any) -> None:
     GROUP,
     VERSION,
     KIND.plural,
-    when=lambda status, **_: in_budget_stage(status),
+    when=lambda spec, status, **_: in_budget_stage(status, Versions.of(spec).version),
     backoff=RETRY_BACKOFF,
     cancellation_backoff=DAEMON_CANCELLATION_BACKOFF,
     cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT,
@@ -137,8 +138,11 @@ async def _advance(
     except ValueError as error:  # the data cannot be sized, or the target ε cannot be met
         return _for_version(calibration_failed(ref.name, str(error)), versions, status), False
     if claim is None:
-        if stopped or FINALIZER not in metadata.get("finalizers", ()) or metadata.get("deletionTimestamp"):
-            return None, False  # claim only what deleting the model will release
+        if stopped or metadata.get("deletionTimestamp"):
+            return None, False
+        if FINALIZER not in metadata.get("finalizers", ()):
+            # Claim only what deleting the model will release: this status has kopf add the finalizer.
+            return _for_version(claim_pending(ref.name, versions.training), versions, status), False
         try:
             ledger = await current.writer.apply(ref, submitting(consumer, epsilon, delta))
         except BudgetNotFound:

@@ -237,6 +237,12 @@ def test_models_report_missing_budgets_refusals_and_calibration_failures_then_re
     status = get(api_client, namespace, "privacybudgets", "wine")["status"]
     assert (status["epsilonReserved"], status["epsilonAvailable"], status["phase"]) == (3.5, 0.5, "Available")
     assert status["observedGeneration"] == 2
+    # A refused claim is final for its version only: asking for less is a new version, which claims anew.
+    apply(kubectl, namespace, model("greedy", "wine", 0.5))
+    wait_for(lambda: condition("greedy") == ("True", "Reserved"), what="greedy granted for its new version")
+    greedy = [c for c in claims(api_client, namespace, "wine") if c["consumer"]["name"] == "greedy"]
+    assert [(c["state"], c["epsilon"]) for c in greedy] == [("Rejected", 3.5), ("Reserved", 0.5)]
+    assert FINALIZER in get(api_client, namespace, "securemodels", "greedy")["metadata"]["finalizers"]
 
 
 def test_a_budget_with_committed_spend_is_only_deleted_with_the_override(

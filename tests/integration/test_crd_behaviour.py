@@ -92,6 +92,8 @@ def test_kubectl_get_shows_phase_epsilon_endpoint_and_age(kubectl: Kubectl, name
     wide = kubectl("get", "pbudget", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert " ".join(wide[0].split()) == "NAME PHASE READY EPSILON COMMITTED RESERVED AVAILABLE POLICY AGE"
     assert wide[1].split()[0] == "breast-cancer" and "dpf" in wide[1].split()
+    wide = kubectl("get", "smodel", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert " ".join(wide[0].split()) == "NAME PHASE READY EPSILON SPENT ACCURACY ENDPOINT VERSION SERVING AGE"
 
 
 def test_the_api_server_fills_in_defaults(kubectl: Kubectl, namespace: str) -> None:

@@ -110,7 +110,7 @@ def test_a_committed_claim_hands_the_model_to_the_training_stage() -> None:
     outcome = claimed("wine", claim(ClaimState.COMMITTED), plan(spec(), 1.0, 1e-5), 2.5)
     assert conditions(outcome)["BudgetReserved"] == (True, "Committed")
     stored = status_for(outcome, {}, 1, datetime(2026, 11, 21, tzinfo=UTC))
-    assert in_pipeline(stored) and not in_budget_stage(stored) and not may_hold_claim(stored)
+    assert in_pipeline(stored) and not in_budget_stage(stored, "v1") and not may_hold_claim(stored)
 
 
 def test_missing_budgets_and_failed_calibrations_have_their_own_reasons() -> None:
@@ -136,9 +136,13 @@ def test_the_stage_runs_until_the_claim_is_granted_or_over_and_the_finalizer_sta
     rejected = status_of(claimed("wine", refused, planned, 2.5))
     missing = status_of(budget_missing("wine"))
     failed = status_of(calibration_failed("wine", "unreachable"))
-    assert [in_budget_stage(s) for s in (fresh, waiting, missing, failed, reserved, rejected)] == [
+    rejected["version"] = "v1"
+    assert [in_budget_stage(s, "v1") for s in (fresh, waiting, missing, failed, reserved, rejected)] == [
         True, True, True, True, False, False
     ]  # fmt: skip
+    # A refused claim is final for its version only: a spec changed to another version claims anew.
+    assert in_budget_stage(rejected, "v2")
+    assert not in_budget_stage(reserved, "v2")  # the training stage settles what it holds first
     assert [may_hold_claim(s) for s in (fresh, waiting, missing, failed, reserved, rejected)] == [
         True, True, True, True, True, False
     ]  # fmt: skip

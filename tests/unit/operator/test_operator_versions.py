@@ -50,7 +50,7 @@ def test_a_new_version_returns_the_model_to_the_budget_stage_and_clears_the_old_
     assert in_pipeline(before)
     outcome = ps.new_version("b", "v2")
     after = status_for(outcome, before, 2, datetime(2026, 11, 22, tzinfo=UTC))
-    assert in_budget_stage(after) and may_hold_claim(after) and not in_pipeline(after)
+    assert in_budget_stage(after, "v2") and may_hold_claim(after) and not in_pipeline(after)
     assert after["privacy"] is None and after["model"] is None  # deleted by the merge patch
     reasons = {c["type"]: (c["status"], c["reason"]) for c in after["conditions"]}
     assert reasons == {kind: ("False", "NewVersion") for kind in ("Ready", "BudgetReserved", "Trained", "Compressed")}
