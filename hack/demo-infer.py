@@ -40,6 +40,7 @@ while True:  # a fresh Service is routed shortly after its endpoints are ready
         time.sleep(1)
 predicted = np.asarray(next(o for o in answer["outputs"] if o["name"] == "predicted_class")["data"])
 print(f"POST {url}/v2/models/{model}/infer  (client certificate CN=frontend)")
+print(f"  answered by model version {answer.get('model_version')}")
 print(f"  {len(predicted)} validation samples, first predictions {predicted[:10].tolist()}")
 print(f"  accuracy {np.mean(predicted == data.y_val):.4f}")
 try:
