@@ -39,6 +39,17 @@ def crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_cluster_operator(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """Stop an in-cluster operator (``make demo`` leaves one): the tests run their own, one per namespace."""
+    deleted = kubectl("-n", "securemodel-system", "delete", "deployment", "securemodel-operator",
+                      "--ignore-not-found", "--wait=true", "--timeout=120s")  # fmt: skip
+    assert deleted.returncode == 0, deleted.stderr
+    gone = kubectl("-n", "securemodel-system", "wait", "--for=delete", "pod",
+                   "-l", "app.kubernetes.io/name=securemodel-operator", "--timeout=120s")  # fmt: skip
+    assert gone.returncode == 0 or "no matching resources" in gone.stderr, gone.stderr
+
+
+@pytest.fixture(scope="session", autouse=True)
 def admission_policy(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     """Install (or update) deploy/'s ValidatingAdmissionPolicy and its binding."""
     applied = kubectl("apply", "-f", str(REPO / "deploy" / "30-admission.yaml"))
