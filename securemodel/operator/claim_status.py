@@ -69,33 +69,19 @@ def in_budget_stage(status: Mapping[str, Any], version: str) -> bool:
 def calibration_failed(budget: str, message: str) -> Outcome:
     """The noise cannot be calibrated (or the data sized): nothing is claimed until the spec changes."""
     text = f"no ε claimed from PrivacyBudget {budget}: {message}"
-    return Outcome(
-        phase=Phase.FAILED,
-        ready=Condition(READY, False, CALIBRATION_FAILED, text),
-        conditions=(Condition(BUDGET_RESERVED, False, CALIBRATION_FAILED, text),),
-        warning=True,
-    )
+    return _unreserved(Phase.FAILED, CALIBRATION_FAILED, text, warning=True)
 
 
 def budget_missing(budget: str) -> Outcome:
     """The budget does not exist (yet): the claim is made when it appears."""
     text = f"PrivacyBudget {budget} does not exist in this namespace; the claim is made once it does"
-    return Outcome(
-        phase=Phase.WAITING_FOR_BUDGET,
-        ready=Condition(READY, False, BUDGET_NOT_FOUND, text),
-        conditions=(Condition(BUDGET_RESERVED, False, BUDGET_NOT_FOUND, text),),
-        warning=True,
-    )
+    return _unreserved(Phase.WAITING_FOR_BUDGET, BUDGET_NOT_FOUND, text, warning=True)
 
 
 def claim_pending(budget: str, training: str) -> Outcome:
     """Training version ``training`` is about to claim: the model may hold a claim from now on."""
     text = f"training version {training} claims its ε from PrivacyBudget {budget}"
-    return Outcome(
-        phase=Phase.WAITING_FOR_BUDGET,
-        ready=Condition(READY, False, CLAIM_PENDING, text),
-        conditions=(Condition(BUDGET_RESERVED, False, CLAIM_PENDING, text),),
-    )
+    return _unreserved(Phase.WAITING_FOR_BUDGET, CLAIM_PENDING, text)
 
 
 def claimed(budget: str, claim: Claim, plan: Plan, noise_multiplier: float) -> Outcome:
@@ -157,12 +143,19 @@ def claimed(budget: str, claim: Claim, plan: Plan, noise_multiplier: float) -> O
 
 
 def _over(reason: str, text: str, fields: Mapping[str, Any]) -> Outcome:
+    return _unreserved(Phase.FAILED, reason, text, fields=fields, warning=True)
+
+
+def _unreserved(
+    phase: Phase, reason: str, text: str, *, fields: Mapping[str, Any] | None = None, warning: bool = False
+) -> Outcome:
+    """No claim is held for the model: Ready and BudgetReserved are False for ``reason``."""
     return Outcome(
-        phase=Phase.FAILED,
+        phase=phase,
         ready=Condition(READY, False, reason, text),
         conditions=(Condition(BUDGET_RESERVED, False, reason, text),),
-        fields=fields,
-        warning=True,
+        fields=dict(fields or {}),
+        warning=warning,
     )
 
 
@@ -180,5 +173,5 @@ def while_serving(outcome: Outcome, serving: str | None, available: bool) -> Out
     """``outcome`` of a version not serving yet, with Ready True while version ``serving`` still answers."""
     if not serving or not available or outcome.ready.status:
         return outcome
-    ready = Condition(READY, True, "Serving", f"version {serving} serves until the new version is ready; {outcome.ready.message}")
+    ready = Condition(READY, True, "Serving", f"version {serving} serves; the spec's version: {outcome.ready.message}")
     return Outcome(outcome.phase, ready, outcome.conditions, outcome.fields, outcome.warning)
