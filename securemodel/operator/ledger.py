@@ -175,7 +175,7 @@ def submit_claim(
 
 
 def commit_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, key: str, epsilon_spent: float) -> Claim:
-    """Commit what the consumer with claim ``key`` spent, ``epsilon_spent`` of its reservation; return the Committed claim.
+    """Commit ``epsilon_spent`` of the reservation of the claim with ``key``; return the Committed claim.
 
     Call it once a pod of the consumer has touched the data, even if training failed:
     privacy spent is spent. The unspent rest goes back to the budget, and waiting claims

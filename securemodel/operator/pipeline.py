@@ -217,7 +217,8 @@ class Pass:
                           children.compress_job(self.owner, self.spec, self.versions, self.image))  # fmt: skip
             compress = ps.JobState(ps.JobPhase.PENDING, None, False)
         else:
-            compress = ps.job_state(compress_job, await self._pods(f"job-name={compress_name}"), "compress", "CompressResult")
+            pods = await self._pods(f"job-name={compress_name}")
+            compress = ps.job_state(compress_job, pods, "compress", "CompressResult")
         if compress.phase in (ps.JobPhase.PENDING, ps.JobPhase.RUNNING):
             return _with(ps.compressing(compress, compress_name), conditions, ps.not_compressed(fields))
         if compress.phase is ps.JobPhase.FAILED or (compress.result or {}).get("status") != "Succeeded":
@@ -228,7 +229,8 @@ class Pass:
 
         deployment = await self._ensure_serving()
         replicas = int((self.spec.get("serving") or {}).get("replicas", 1))
-        pods = await self._pods(f"{children.selector(self.owner, 'serve')},{children.VERSION_LABEL}={self.versions.version}")
+        serving_pods = f"{children.selector(self.owner, 'serve')},{children.VERSION_LABEL}={self.versions.version}"
+        pods = await self._pods(serving_pods)
         outcome = ps.serving(deployment, replicas, ps.serve_failure(pods))
         if outcome.phase is Phase.SERVING:
             fields["servingVersion"] = self.versions.version
