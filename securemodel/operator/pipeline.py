@@ -57,7 +57,7 @@ from securemodel.operator.settings import (
 )
 from securemodel.operator.status import READY, Condition, Outcome
 from securemodel.operator.wakeups import sleep_until
-from securemodel.privacy import Claim, ClaimState, Ledger, LedgerError
+from securemodel.privacy import Claim, ClaimState, Consumer, Ledger, LedgerError
 
 SPEC_HASH = f"{GROUP}/spec-hash"
 
@@ -191,7 +191,8 @@ class Pass:
         if left is not None:
             return left
         training = self.versions.training
-        claim = ledger.claim(f"{self.owner.uid}/{training}")
+        consumer = Consumer(KIND.kind, self.owner.namespace, self.owner.name, self.owner.uid, training)
+        claim = ledger.claim(consumer.key)
         if claim is None or claim.state not in (ClaimState.RESERVED, ClaimState.COMMITTED):
             return ps.new_version(self.ref.name, training)
         train_name = children.train_job_name(self.owner.name, training)
