@@ -380,6 +380,46 @@ def test_a_tampered_artifact_makes_serving_fail_with_a_clear_condition(served: d
     assert any(word in ready["message"].lower() for word in ("tamper", "authentic", "modified")), ready["message"]
 
 
+def test_a_spec_change_mid_training_lets_the_training_finish_and_charges_it_before_the_new_version(
+    namespace: str,
+) -> None:
+    """Its pod may have read the data: the running version trains to its end and is committed, then the next claims."""
+    name = "changed"
+    spec = {**SPEC, "privacy": {**SPEC["privacy"], "budgetRef": "changing", "epsilon": 1.0},
+            "training": {**SPEC["training"], "epochs": 60}, "serving": {"replicas": 0}}  # fmt: skip
+    budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "changing"},
+              "spec": {"epsilon": 5.0, "delta": 1.0e-5}}  # fmt: skip
+    apply(namespace, budget, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel",
+                              "metadata": {"name": name}, "spec": spec})  # fmt: skip
+    uid = get(namespace, "securemodel", name)["metadata"]["uid"]
+    wait_until(lambda: train_running(namespace, uid), 180, "the train container running", interval=1)
+    first_job = kubectl("-n", namespace, "get", "jobs", "-l", f"securemodel.io/model-uid={uid}", "-o", "name").stdout.split()
+    patch = {"spec": {"training": {"epochs": 61}}}
+    kubectl("-n", namespace, "patch", f"securemodel/{name}", "--type=merge", "-p", json.dumps(patch))
+    note = wait_until(lambda: (lambda r: r if "trains once training version" in r.get("message", "") else None)(
+        condition(get(namespace, "securemodel", name), "Ready")), 60, "the model saying the change waits")  # fmt: skip
+    assert note["status"] == "False"  # nothing serves this model yet
+
+    def states() -> list[str] | None:
+        found = [c["state"] for c in get(namespace, "privacybudget", "changing")["status"].get("claims", [])]
+        return found if len(found) == 2 and found[1] in ("Reserved", "Committed") else None
+
+    assert wait_until(states, 300, "the first training charged and the new version's claim granted")[0] == "Committed"
+    (job,) = first_job
+    finished = json.loads(kubectl("-n", namespace, "get", job, "-o", "json").stdout)["status"]
+    assert finished.get("succeeded") == 1, "the first version's training was cut short"
+    kubectl("-n", namespace, "delete", f"securemodel/{name}", "--timeout=60s")
+    claims = get(namespace, "privacybudget", "changing")["status"]["claims"]
+    assert [c["state"] for c in claims][0] == "Committed" and claims[1]["state"] in ("Committed", "Released")
+
+
+def train_running(namespace: str, uid: str) -> bool:
+    """Whether a train container of the model with ``uid`` is running."""
+    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", f"securemodel.io/model-uid={uid},"
+                              "securemodel.io/component=train", "-o", "json").stdout)["items"]  # fmt: skip
+    return any((s.get("state") or {}).get("running") for p in pods for s in p["status"].get("containerStatuses", []))
+
+
 def test_deleting_a_model_whose_training_touched_the_data_commits_its_claim(namespace: str) -> None:
     """The claim of a model deleted mid-training is committed (whole claim: it may have run every step), never released."""
     name = "interrupted"
@@ -391,13 +431,7 @@ def test_deleting_a_model_whose_training_touched_the_data_commits_its_claim(name
     apply(namespace, budget, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel",
                               "metadata": {"name": name}, "spec": spec})  # fmt: skip
     uid = get(namespace, "securemodel", name)["metadata"]["uid"]
-
-    def running() -> bool:
-        pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", f"securemodel.io/model-uid={uid}",
-                                  "-o", "json").stdout)["items"]  # fmt: skip
-        return any((s.get("state") or {}).get("running") for p in pods for s in p["status"].get("containerStatuses", []))
-
-    wait_until(running, 180, "the train container running", interval=1)
+    wait_until(lambda: train_running(namespace, uid), 180, "the train container running", interval=1)
     kubectl("-n", namespace, "delete", f"securemodel/{name}", "--timeout=60s")
     claims = get(namespace, "privacybudget", "interruptible")["status"]["claims"]
     (claim,) = [c for c in claims if c["consumer"]["uid"] == uid]
