@@ -141,7 +141,10 @@ async def _advance(
         if stopped or metadata.get("deletionTimestamp"):
             return None, False
         if FINALIZER not in metadata.get("finalizers", ()):
-            # Claim only what deleting the model will release: this status has kopf add the finalizer.
+            # Claim only what deleting the model will release: kopf adds the finalizer to a model that
+            # may hold a claim. One whose last claim was refused may not: it first says it claims again.
+            if may_hold_claim(status):
+                return None, False
             return _for_version(claim_pending(ref.name, versions.training), versions, status), False
         try:
             ledger = await current.writer.apply(ref, submitting(consumer, epsilon, delta))
