@@ -243,7 +243,9 @@ class Pass:
         A training whose pod started runs to its end (it may have read the data: its ε is spent
         either way) and is committed. A train Job whose pod never started (an image that cannot
         be pulled, a GPU that is not there) is deleted, and its claim released once the Job is
-        gone; a claim whose train Job was never created is released at once.
+        gone; a claim whose train Job was never created is released at once. Known window: a
+        pod that starts between the read and the deletion is killed within moments, having
+        written no artifact, yet its claim is released.
         """
         for claim in ledger.claims_of(self.owner.uid):
             version = claim.consumer.version
