@@ -69,6 +69,11 @@ class Claim:
 
     For a Committed claim ``epsilon`` is what was spent. ``updated`` is the
     RFC 3339 time of the last state change; ``reason`` is set on Rejected claims.
+
+    Settlement marks, written only by the operator: ``dispatched`` is the time the operator
+    recorded, *before* creating it, that the consumer's pod-running workload (the train Job)
+    may exist; ``started`` the time it first saw a container of that workload run (the
+    kubelet's report). A started claim can never be released (:func:`~securemodel.privacy.ledger.release`).
     """
 
     consumer: Consumer
@@ -77,6 +82,8 @@ class Claim:
     state: ClaimState
     updated: str
     reason: RejectionReason | None = None
+    dispatched: str | None = None
+    started: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
@@ -88,6 +95,8 @@ class Claim:
             state=ClaimState(data["state"]),
             updated=str(data["updated"]),
             reason=RejectionReason(reason) if reason is not None else None,
+            dispatched=data.get("dispatched"),
+            started=data.get("started"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +109,10 @@ class Claim:
         }
         if self.reason is not None:
             data["reason"] = self.reason.value
+        if self.dispatched is not None:
+            data["dispatched"] = self.dispatched
+        if self.started is not None:
+            data["started"] = self.started
         return data
 
 

@@ -23,8 +23,10 @@ Rules:
 * Reserved -> Committed when the consumer's pod has run; the epsilon actually
   spent may be lower than reserved, never higher. Committed is final: privacy
   spent is spent.
-* Reserved or Waiting -> Released only if no pod of the consumer ever started
-  (the ``pod_started`` flag of :func:`release`).
+* Reserved -> dispatched (:func:`dispatch`) before any pod of the consumer may exist, and
+  started (:func:`mark_started`) once the kubelet showed one of its containers run.
+* Reserved or Waiting -> Released only if no container of the consumer ever ran
+  (no ``started`` mark; :func:`release`).
 * Invariant, in exact arithmetic, after every transition: committed + reserved
   <= ``spec.epsilon``, provided ``spec.epsilon`` only changes as
   :func:`can_set_epsilon` allows.
@@ -160,25 +162,60 @@ def commit(ledger: Ledger, spec: BudgetSpec, key: str, now: str, epsilon_spent: 
     return _then_schedule(_replaced(ledger, committed), spec, now, decision)
 
 
-def release(ledger: Ledger, spec: BudgetSpec, key: str, now: str, *, pod_started: bool) -> Outcome:
-    """Give back the Waiting or Reserved claim with ``key``, whose consumer no longer needs it.
+def dispatch(ledger: Ledger, key: str, now: str) -> Outcome:
+    """Record that the Reserved claim with ``key`` may now have a workload that reads the data.
 
-    Allowed only if no pod of the consumer ever started (``pod_started`` is
-    False): once a pod has touched the data the claim can only be committed.
-    Releasing an unknown, Released or Rejected claim changes nothing.
+    The operator writes this *before* it creates the train Job, so a claim without the mark
+    provably never had a pod. Idempotent: the first time is kept.
 
     Raises:
-        LedgerError: if the claim is Committed, or ``pod_started`` is True.
+        LedgerError: if there is no claim with ``key`` or it is not Reserved.
+    """
+    claim = _existing(ledger, key)
+    if claim.state is not ClaimState.RESERVED:
+        raise LedgerError(f"only a Reserved claim can be dispatched; the claim of {claim.consumer} is {claim.state.value}")
+    if claim.dispatched is not None:
+        return Outcome(ledger)
+    return Outcome(_replaced(ledger, replace(claim, dispatched=now)))
+
+
+def mark_started(ledger: Ledger, key: str, now: str) -> Outcome:
+    """Record that a container of the claim's workload ran (as the kubelet reported it).
+
+    From then on the claim can only end Committed. Idempotent; a settled claim is left as it is.
+
+    Raises:
+        LedgerError: if there is no claim with ``key``, or it was never dispatched.
+    """
+    claim = _existing(ledger, key)
+    if claim.started is not None or claim.state is not ClaimState.RESERVED:
+        return Outcome(ledger)
+    if claim.dispatched is None:
+        raise LedgerError(f"the claim of {claim.consumer} was never dispatched: no pod of it can have run")
+    return Outcome(_replaced(ledger, replace(claim, started=now)))
+
+
+def release(ledger: Ledger, spec: BudgetSpec, key: str, now: str) -> Outcome:
+    """Give back the Waiting or Reserved claim with ``key``, whose consumer no longer needs it.
+
+    Allowed only while no container of the consumer's workload is known to have run
+    (:attr:`Claim.started` unset): once one has, it may have read the data and the claim
+    can only be committed. The caller (the operator) releases a dispatched claim only
+    once it has seen the workload and all its pods gone; this rule makes that safe even
+    if its view was stale. Releasing an unknown, Released or Rejected claim changes nothing.
+
+    Raises:
+        LedgerError: if the claim is Committed or started.
     """
     claim = ledger.claim(key)
     if claim is None or claim.state in (ClaimState.RELEASED, ClaimState.REJECTED):
         return Outcome(ledger)
     if claim.state is ClaimState.COMMITTED:
         raise LedgerError(f"the claim of {claim.consumer} is Committed: privacy spent cannot be released")
-    if pod_started:
+    if claim.started is not None:
         raise LedgerError(
-            f"a pod of {claim.consumer} has started, so its {claim.state.value} claim cannot be released; "
-            "commit what it spent instead"
+            f"a container of {claim.consumer} ran at {claim.started}, so its {claim.state.value} claim cannot be "
+            "released; commit what it spent instead"
         )
     released = replace(claim, state=ClaimState.RELEASED, updated=now)
     decision = Decision(

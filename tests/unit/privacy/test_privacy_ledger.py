@@ -27,6 +27,8 @@ from securemodel.privacy.ledger import (
     Outcome,
     can_set_epsilon,
     commit,
+    dispatch,
+    mark_started,
     epsilon_floor,
     reconcile,
     release,
@@ -143,16 +145,16 @@ class TestIdempotency:
         ledger = submit_all(spec, [1.0, 1.0])
         committed = commit(ledger, spec, "uid-0", LATER).ledger
         assert commit(committed, spec, "uid-0", LATER, epsilon_spent=0.5) == Outcome(committed)
-        released = release(committed, spec, "uid-1", LATER, pod_started=False).ledger
-        assert release(released, spec, "uid-1", LATER, pod_started=False) == Outcome(released)
-        assert release(released, spec, "uid-unknown", LATER, pod_started=False) == Outcome(released)
+        released = release(committed, spec, "uid-1", LATER).ledger
+        assert release(released, spec, "uid-1", LATER) == Outcome(released)
+        assert release(released, spec, "uid-unknown", LATER) == Outcome(released)
 
 
 class TestLifecycle:
     def test_release_before_any_pod_lets_the_next_waiting_claim_through(self) -> None:
         spec = BudgetSpec(2.0, DELTA)
         ledger = submit_all(spec, [2.0, 2.0])
-        outcome = release(ledger, spec, "uid-0", LATER, pod_started=False)
+        outcome = release(ledger, spec, "uid-0", LATER)
         assert states(outcome.ledger) == ["Released", "Reserved"]
         assert kinds(outcome) == [("Released", "uid-0"), ("Granted", "uid-1")]
         assert claim_of(outcome.ledger, "uid-1").updated == LATER
@@ -160,20 +162,34 @@ class TestLifecycle:
     def test_a_waiting_claim_can_be_withdrawn(self) -> None:
         spec = BudgetSpec(1.0, DELTA)
         ledger = submit_all(spec, [1.0, 1.0])
-        assert states(release(ledger, spec, "uid-1", LATER, pod_started=False).ledger) == ["Reserved", "Released"]
+        assert states(release(ledger, spec, "uid-1", LATER).ledger) == ["Reserved", "Released"]
 
-    @pytest.mark.parametrize("uid", ["uid-0", "uid-1"])  # Reserved, Waiting
-    def test_release_after_a_pod_started_is_refused(self, uid: str) -> None:
+    def test_release_after_a_container_ran_is_refused(self) -> None:
         spec = BudgetSpec(1.0, DELTA)
-        ledger = submit_all(spec, [1.0, 1.0])
-        with pytest.raises(LedgerError, match="has started"):
-            release(ledger, spec, uid, LATER, pod_started=True)
+        ledger = submit_all(spec, [1.0])
+        dispatched = dispatch(ledger, "uid-0", LATER).ledger
+        assert states(release(dispatched, spec, "uid-0", LATER).ledger) == ["Released"]
+        started = mark_started(dispatched, "uid-0", LATER).ledger
+        assert claim_of(started, "uid-0").started == LATER
+        with pytest.raises(LedgerError, match="ran at"):
+            release(started, spec, "uid-0", LATER)
+        assert claim_of(commit(started, spec, "uid-0", LATER).ledger, "uid-0").state is ClaimState.COMMITTED
+
+    def test_only_a_reserved_claim_is_dispatched_and_only_a_dispatched_one_starts(self) -> None:
+        spec = BudgetSpec(1.0, DELTA)
+        ledger = submit_all(spec, [1.0, 1.0])  # Reserved, Waiting
+        with pytest.raises(LedgerError, match="Reserved"):
+            dispatch(ledger, "uid-1", LATER)
+        with pytest.raises(LedgerError, match="never dispatched"):
+            mark_started(ledger, "uid-0", LATER)
+        once = dispatch(ledger, "uid-0", NOW).ledger
+        assert dispatch(once, "uid-0", LATER) == Outcome(once)  # the first time is kept
 
     def test_committed_privacy_cannot_be_released(self) -> None:
         spec = BudgetSpec(1.0, DELTA)
         ledger = commit(submit_all(spec, [1.0]), spec, "uid-0", LATER).ledger
         with pytest.raises(LedgerError, match="Committed"):
-            release(ledger, spec, "uid-0", LATER, pod_started=False)
+            release(ledger, spec, "uid-0", LATER)
 
     def test_commit_of_less_than_reserved_frees_the_rest(self) -> None:
         spec = BudgetSpec(2.0, DELTA)
@@ -312,6 +328,7 @@ def random_operation(
     if kind == "start":
         if claim.state is ClaimState.RESERVED:
             started.add(uid)
+            return lambda ledger: mark_started(dispatch(ledger, uid, now).ledger, uid, now)
         return None
     if kind == "epsilon":
         new = rng.choice([0.5, 1.0, 2.0, 5.0, 10.0, 20.0])
@@ -323,12 +340,11 @@ def random_operation(
             return None
         spent = rng.choice([None, claim.epsilon / 2])
         return functools.partial(commit, spec=spec, key=uid, now=now, epsilon_spent=spent)
-    pod_started = uid in started
-    if claim.state is ClaimState.COMMITTED or (pod_started and claim.state is ClaimState.RESERVED):
+    if claim.state is ClaimState.COMMITTED or (claim.started and claim.state is ClaimState.RESERVED):
         with pytest.raises(LedgerError):
-            release(ledger, spec, uid, now, pod_started=pod_started)
+            release(ledger, spec, uid, now)
         return None
-    return functools.partial(release, spec=spec, key=uid, now=now, pod_started=pod_started)
+    return functools.partial(release, spec=spec, key=uid, now=now)
 
 
 def check_invariants(before: Ledger, after: Ledger, spec: BudgetSpec) -> None:
@@ -365,7 +381,7 @@ def test_each_version_of_a_consumer_holds_its_own_claim_and_spends_add_up() -> N
         ("v1", ClaimState.COMMITTED),
         ("v2", ClaimState.WAITING),  # 0.5 committed + 0.6 > 1: a new version pays again
     ]
-    ledger = submit(release(ledger, spec, v2.key, NOW, pod_started=False).ledger, spec,
+    ledger = submit(release(ledger, spec, v2.key, NOW).ledger, spec,
                     dataclasses.replace(v2, version="v3"), 0.5, DELTA, NOW).ledger  # fmt: skip
     assert claim_of(ledger, "uid-m/v3").state is ClaimState.RESERVED
     assert totals(ledger, spec) == Totals(committed=0.5, reserved=0.5, available=0.0)

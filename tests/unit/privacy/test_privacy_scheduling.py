@@ -88,7 +88,7 @@ class TestUnlocking:
         ledger = Ledger()
         for index, epsilon in enumerate([1.0, 0.3]):
             ledger = submit(ledger, spec, consumer(index), epsilon, DELTA, NOW).ledger
-        outcome = release(ledger, spec, "uid-0", NOW, pod_started=False)
+        outcome = release(ledger, spec, "uid-0", NOW)
         assert [(d.kind, d.consumer.uid) for d in outcome.decisions] == [
             (DecisionKind.RELEASED, "uid-0"),
             (DecisionKind.GRANTED, "uid-1"),
