@@ -3,6 +3,9 @@
 The API application is meant for the mutual-TLS port; the probe application for a separate
 plain-HTTP port that kubelet and Prometheus reach without a client certificate. The probe port
 answers only ``/metrics`` and the two health endpoints, which reveal nothing about the model.
+
+On the API, every request passes the ``ClientGate`` (allow-list, rate limit) before any handler
+runs, gets an ``X-Request-Id`` header, and leaves one line in the audit trail.
 """
 
 from __future__ import annotations
@@ -12,22 +15,30 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from datetime import UTC, datetime
 
 import numpy as np
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 
 import securemodel
 from securemodel.serving import oip
+from securemodel.serving.access import FORBIDDEN, ClientGate, Refusal
+from securemodel.serving.audit import AuditLog
 from securemodel.serving.metrics import CONTENT_TYPE, ServingMetrics
 from securemodel.serving.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1024
+REQUEST_ID = "X-Request-Id"
+# The batch size of the inference being answered, for the audit trail: the middleware sets it to
+# None before the handler runs and reads it after, in the same task.
+_batch_size: ContextVar[int | None] = ContextVar("batch_size", default=None)
 
 
 def build_app(
@@ -37,16 +48,19 @@ def build_app(
     *,
     max_batch: int = MAX_BATCH,
     version: str | None = None,
+    gate: ClientGate | None = None,
+    audit: AuditLog | None = None,
 ) -> web.Application:
     """The OIP v2 REST API for ``predictor`` (of ``version``, if given); every request is counted in ``metrics``.
 
-    ``predict_proba`` runs on one worker thread, so the event loop keeps answering handshakes
-    and probes while a batch is computed.
+    With ``gate`` (mutual TLS only), a request is answered only if the gate admits it; with
+    ``audit``, every request is written to the audit trail. ``predict_proba`` runs on one worker
+    thread, so the event loop keeps answering handshakes and probes while a batch is computed.
     """
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
     # A full batch as JSON: at most ~32 characters per number, plus room for the envelope.
     max_body = 2**20 + 32 * max_batch * math.prod(predictor.input_shape)
-    app = web.Application(middlewares=[_observed(metrics)], client_max_size=max_body)
+    app = web.Application(middlewares=[_observed(metrics, gate, audit)], client_max_size=max_body)
 
     def check_model(request: web.Request) -> None:
         if request.match_info["model"] != predictor.name:
@@ -72,6 +86,7 @@ def build_app(
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise oip.OipError(400, "the request body is not valid JSON") from None
         parsed = oip.parse_infer_request(body, predictor, max_batch=max_batch)
+        _batch_size.set(parsed.batch.shape[0])
         loop = asyncio.get_running_loop()
         try:
             probabilities = await loop.run_in_executor(executor, predictor.predict_proba, parsed.batch)
@@ -104,27 +119,6 @@ def build_probe_app(metrics: ServingMetrics, ready: Callable[[], bool]) -> web.A
     return app
 
 
-class ClientAccessLogger(AbstractAccessLogger):
-    """Access log naming the client certificate's CN, an audit trail of who queried the model."""
-
-    @property
-    def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        transport = request.transport
-        certificate = transport.get_extra_info("peercert") if transport is not None else None
-        names = [value for rdn in (certificate or {}).get("subject", ()) for key, value in rdn if key == "commonName"]
-        self.logger.info(
-            "%s %s %d %.1fms client=%s",
-            request.method,
-            request.path,
-            response.status,
-            time * 1000,
-            names[0] if names else "-",
-        )
-
-
 def _add_health_routes(app: web.Application, ready: Callable[[], bool]) -> None:
     async def live(request: web.Request) -> web.Response:
         return _health(True)
@@ -141,23 +135,60 @@ def _health(ok: bool) -> web.Response:
     return web.Response(status=200 if ok else 400)
 
 
-def _observed(metrics: ServingMetrics) -> Middleware:
-    """Middleware: answer errors with the protocol's ``{"error": ...}`` body and record every request."""
+def _observed(metrics: ServingMetrics, gate: ClientGate | None, audit: AuditLog | None) -> Middleware:
+    """Middleware: admit the request (``gate``), answer errors with the protocol's ``{"error": ...}``
+    body, tag the response with a request id, and record the request in ``metrics`` and ``audit``."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        received = datetime.now(UTC)
         started = time.perf_counter()
+        request_id = uuid.uuid4().hex
         endpoint = request.match_info.route.name or "unmatched"
-        try:
-            response = await handler(request)
-        except oip.OipError as err:
-            response = web.json_response({"error": err.message}, status=err.status)
-        except web.HTTPException as err:  # from the router (404, 405) or the body size limit (413)
-            response = web.json_response({"error": err.reason}, status=err.status)
-        except Exception:
-            log.exception("unexpected error answering %s %s", request.method, request.path)
-            response = web.json_response({"error": "internal server error"}, status=500)
-        metrics.observe(endpoint, response.status, time.perf_counter() - started)
+        verdict = None
+        if gate is not None:
+            transport = request.transport
+            verdict = gate.check(transport.get_extra_info("ssl_object") if transport is not None else None)
+        response: web.StreamResponse
+        reset = _batch_size.set(None)
+        if verdict is not None and verdict.refusal is not None:
+            response = _refused(verdict.refusal)
+        else:
+            try:
+                response = await handler(request)
+            except oip.OipError as err:
+                response = web.json_response({"error": err.message}, status=err.status)
+            except web.HTTPException as err:  # from the router (404, 405) or the body size limit (413)
+                response = web.json_response({"error": err.reason}, status=err.status)
+            except Exception:
+                log.exception("unexpected error answering %s %s", request.method, request.path)
+                response = web.json_response({"error": "internal server error"}, status=500)
+        seconds = time.perf_counter() - started
+        batch_size = _batch_size.get()
+        _batch_size.reset(reset)
+        response.headers[REQUEST_ID] = request_id
+        metrics.observe(endpoint, response.status, seconds)
+        if audit is not None:
+            audit.record(
+                received=received,
+                request_id=request_id,
+                client=verdict.client if verdict is not None else "-",
+                serial=verdict.serial if verdict is not None else None,
+                endpoint=endpoint,
+                status=response.status,
+                seconds=seconds,
+                batch_size=batch_size,
+            )
         return response
 
     return middleware
+
+
+def _refused(refusal: Refusal) -> web.Response:
+    """The answer to a refused request; a 403 also closes the connection."""
+    response = web.json_response({"error": refusal.message}, status=refusal.status)
+    if refusal.retry_after is not None:
+        response.headers["Retry-After"] = str(refusal.retry_after)
+    if refusal.status == FORBIDDEN:
+        response.force_close()
+    return response

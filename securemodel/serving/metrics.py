@@ -12,10 +12,12 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class ServingMetrics:
-    """Requests by endpoint and status code, latency, errors, and the state of the TLS material.
+    """Requests by endpoint and status code, latency, errors, requests by client, and the state of the
+    TLS material and of the allow-list.
 
     ``endpoint`` is the name of the API route (``infer``, ``model_metadata``, ...), or
-    ``unmatched``, so label values stay bounded whatever paths clients send.
+    ``unmatched``, so label values stay bounded whatever paths clients send; ``client`` is the CN
+    of a certificate the model's CA signed, one of the names the operator issued certificates to.
     """
 
     def __init__(self) -> None:
@@ -43,6 +45,35 @@ class ServingMetrics:
             "securemodel_serving_tls_reloads",
             "Attempts to load changed TLS files from the Secret, by result (loaded, rejected).",
             ["result"],
+            registry=self.registry,
+        )
+        self.client_requests = Counter(
+            "securemodel_serving_client_requests",
+            "Requests on the mutual-TLS port, by client (the CN of its certificate), whatever the answer.",
+            ["client"],
+            registry=self.registry,
+        )
+        self.client_refused = Counter(
+            "securemodel_serving_client_refused",
+            "Requests refused (403) because the client certificate is not on the allow-list, by client (CN).",
+            ["client"],
+            registry=self.registry,
+        )
+        self.client_rate_limited = Counter(
+            "securemodel_serving_client_rate_limited",
+            "Requests refused (429) because the client exceeded its rate limit, by client.",
+            ["client"],
+            registry=self.registry,
+        )
+        self.allow_list_reloads = Counter(
+            "securemodel_serving_allow_list_reloads",
+            "Attempts to load a changed allow-list file, by result (loaded, rejected).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.allow_list_clients = Gauge(
+            "securemodel_serving_allow_list_clients",
+            "Clients on the allow-list in force.",
             registry=self.registry,
         )
         self.certificate_expiry = Gauge(

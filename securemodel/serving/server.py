@@ -8,10 +8,13 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 from aiohttp import web
 
-from securemodel.serving.app import MAX_BATCH, ClientAccessLogger, build_app, build_probe_app
+from securemodel.serving.access import ClientGate
+from securemodel.serving.app import MAX_BATCH, build_app, build_probe_app
+from securemodel.serving.audit import AuditLog
 from securemodel.serving.metrics import ServingMetrics
 from securemodel.serving.predictor import Predictor
 from securemodel.serving.tls import ServerTLS
@@ -22,10 +25,15 @@ SHUTDOWN_TIMEOUT = 10.0
 
 
 class ServingServer:
-    """Serve ``predictor`` while inside ``async with``, re-reading the TLS files every ``reload_interval`` s.
+    """Serve ``predictor`` while inside ``async with``, re-reading the TLS files and the allow-list
+    every ``reload_interval`` s.
 
-    Ready (``/v2/health/ready``) while the server certificate in use is unexpired and the server is
-    not shutting down. ``port`` and ``metrics_port`` are the bound ports (useful with port 0).
+    With ``allow_list`` (the allow-list file, see ``allowlist``) only the client certificates on it
+    are answered, each client within its rate limit (see ``access``); without it, every certificate
+    of the model's CA. With ``audit``, one JSON line per request on the mutual-TLS port is written
+    to it (see ``audit``). Ready (``/v2/health/ready``) while the server certificate in use is
+    unexpired and the server is not shutting down. ``port`` and ``metrics_port`` are the bound
+    ports (useful with port 0).
     """
 
     def __init__(
@@ -39,20 +47,28 @@ class ServingServer:
         reload_interval: float = 2.0,
         max_batch: int = MAX_BATCH,
         version: str | None = None,
+        allow_list: Path | None = None,
+        audit: TextIO | None = None,
     ) -> None:
         self.predictor = predictor
         self.metrics = ServingMetrics()
         self.tls = ServerTLS(tls_dir, self.metrics)
+        self.gate = ClientGate(allow_list, self.metrics)
         self.port = port
         self.metrics_port = metrics_port
         self._host = host
         self._reload_interval = reload_interval
         self._stopping = False
-        self._api = web.AppRunner(
-            build_app(predictor, self.metrics, self.ready, max_batch=max_batch, version=version),
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-            access_log_class=ClientAccessLogger,
+        app = build_app(
+            predictor,
+            self.metrics,
+            self.ready,
+            max_batch=max_batch,
+            version=version,
+            gate=self.gate,
+            audit=None if audit is None else AuditLog(audit, predictor.name, version),
         )
+        self._api = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
         self._probes = web.AppRunner(build_probe_app(self.metrics, self.ready), access_log=None)
         self._watcher: asyncio.Task[None] | None = None
 
@@ -96,3 +112,4 @@ class ServingServer:
         while True:
             await asyncio.sleep(self._reload_interval)
             self.tls.refresh()
+            self.gate.refresh()

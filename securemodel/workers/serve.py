@@ -2,7 +2,9 @@
 
 The decrypted model never touches the disk, and the data key is read from its mounted Secret
 file, never from the command line or the environment. A tampered artifact or a wrong key stops
-the worker with the reason on stderr and exit status 1.
+the worker with the reason on stderr and exit status 1; so does an ``--allow-list`` file that is
+missing or invalid at start. Stdout carries the audit trail (one JSON line per request, see
+``securemodel.serving.audit``) and nothing else; logs go to stderr.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +38,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-version", help="version reported in model metadata and inference responses")
     parser.add_argument("--port", type=int, default=8443, help="OIP v2 over mutual TLS")
     parser.add_argument("--metrics-port", type=int, default=9090, help="plain HTTP: /metrics and /v2/health/*")
-    parser.add_argument("--tls-reload-interval", type=float, default=2.0, help="seconds between checks of --tls-dir")
+    parser.add_argument(
+        "--allow-list",
+        type=Path,
+        help="allow-list file (JSON) in a mounted ConfigMap or Secret, not a subPath mount: only the client "
+        "certificates on it are answered, within their rate limits; without it, every certificate of the CA",
+    )
+    parser.add_argument(
+        "--reload-interval",
+        "--tls-reload-interval",
+        dest="reload_interval",
+        type=float,
+        default=2.0,
+        help="seconds between checks of --tls-dir and --allow-list for changes",
+    )
     parser.add_argument(
         "--drain-seconds",
         type=float,
@@ -79,6 +95,10 @@ def run_serve(args: argparse.Namespace) -> None:
 def serve_artifact(args: argparse.Namespace, loader: Loader) -> None:
     """Load the model of ``args.artifact`` with ``loader``, then serve it until terminated."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.allow_list is None:
+        logging.getLogger(__name__).warning(
+            "no --allow-list: every client certificate of the model's CA is answered until it expires, unlimited"
+        )
     try:
         predictor = load_predictor_from_artifact(
             args.artifact, args.data_key_file, args.model_name, loader, kind=args.artifact_kind
@@ -88,8 +108,10 @@ def serve_artifact(args: argparse.Namespace, loader: Loader) -> None:
             args.tls_dir,
             port=args.port,
             metrics_port=args.metrics_port,
-            reload_interval=args.tls_reload_interval,
+            reload_interval=args.reload_interval,
             version=args.model_version,
+            allow_list=args.allow_list,
+            audit=sys.stdout,
         )
     except (ArtifactError, OSError, ValueError) as err:  # ssl.SSLError is an OSError
         raise SystemExit(f"securemodel-worker serve: {err}") from None

@@ -14,13 +14,15 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from cryptography import x509
 
 from securemodel.crypto.pki import (
@@ -31,6 +33,7 @@ from securemodel.crypto.pki import (
     service_dns_names,
     tls_secret_data,
 )
+from securemodel.serving.allowlist import FILE_NAME, RateLimit, allow_list_json
 from securemodel.serving.server import ServingServer
 
 MODEL = "tumor"
@@ -119,6 +122,35 @@ class Pki:
         )
 
 
+class AllowListVolume:
+    """The allow-list file in a ConfigMap volume laid out as kubelet mounts it."""
+
+    def __init__(self, root: Path, clients: dict[str, list[Path]], limits: dict[str, RateLimit] | None = None) -> None:
+        self.volume = SecretVolume(root, {FILE_NAME: render(clients, limits)})
+        self.path = root / FILE_NAME
+
+    def update(self, clients: dict[str, list[Path]], limits: dict[str, RateLimit] | None = None) -> None:
+        self.volume.update({FILE_NAME: render(clients, limits)})
+
+    def write(self, content: bytes) -> None:
+        self.volume.update({FILE_NAME: content})
+
+
+def render(clients: dict[str, list[Path]], limits: dict[str, RateLimit] | None = None) -> bytes:
+    """The allow-list of the certificates in client Secret directories, by client name."""
+    certificates = {name: [(d / "tls.crt").read_bytes() for d in dirs] for name, dirs in clients.items()}
+    return allow_list_json(certificates, limits or {}).encode()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``check`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
 def write_dir(directory: Path, files: dict[str, bytes]) -> Path:
     directory.mkdir(parents=True)
     for name, content in files.items():
@@ -154,6 +186,8 @@ class Client:
         session: ssl.SSLSession | None = None,
     ) -> None:
         self.connection = _LoopbackHTTPSConnection(host, port, context, timeout, session)
+        self.headers: http.client.HTTPMessage | None = None
+        """The headers of the last response."""
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """Send one request; return the status and the JSON body (``None`` when empty)."""
@@ -161,6 +195,7 @@ class Client:
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         self.connection.request(method, path, body=payload, headers=headers)
         response = self.connection.getresponse()
+        self.headers = response.headers
         raw = response.read()
         return response.status, json.loads(raw) if raw else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography import x509
 from serving_support import MODEL, Client, LinearModel, Pki, SecretVolume, plain_get
 
 from securemodel.crypto.artifacts import new_data_key, write_artifact
@@ -106,7 +108,7 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path]), "PYTHONASYNCIODEBUG": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-c", WORKER, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-c", WORKER, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     rotated = pki.server_certificate()
     mismatched = tls_secret_data(pki.server_certificate(), pki.ca.cert_pem)
@@ -142,7 +144,7 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
         client = Client(port, client_context(client_dir))
         assert client.infer(BATCH)[0] == 200
         client.close()
-        output, _ = process.communicate(timeout=15)
+        audit, output = process.communicate(timeout=15)
     finally:
         if process.poll() is None:
             process.kill()
@@ -151,7 +153,14 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
     assert process.returncode == 0, output.decode(errors="replace")
     assert b"serving with certificate" in output and b"ignoring the TLS files" in output
     assert b"stopped serving model tumor" in output
-    assert re.search(rb"POST /v2/models/tumor/infer 200 [0-9.]+ms client=frontend", output), "the audit trail"
+    # Stdout is the audit trail and nothing else: one JSON line per request on the mTLS port.
+    lines = [json.loads(line) for line in audit.decode().splitlines()]
+    client_serial = f"{x509.load_pem_x509_certificate((client_dir / 'tls.crt').read_bytes()).serial_number:x}"
+    answered = [line for line in lines if line["status"] == 200]
+    assert len(answered) >= 3 and {line["client"] for line in lines} == {"frontend"}
+    assert {line["serial"] for line in lines} == {client_serial}
+    assert [line["status"] for line in lines if line["batchSize"] is None] == [400]  # the empty inputs
+    assert all(line["batchSize"] == 2 and line["endpoint"] == "infer" for line in answered)
     keys = [
         pki.ca.key_pem,
         first.key_pem,
@@ -159,7 +168,7 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
         mismatched["tls.key"],
         (client_dir / "tls.key").read_bytes(),
     ]
-    leaked = [form for form in key_material(*keys, data_key=data_key) if form in output]
+    leaked = [form for form in key_material(*keys, data_key=data_key) if form in output + audit]
     assert leaked == []
 
 
