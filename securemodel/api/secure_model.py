@@ -194,10 +194,43 @@ SERVING = obj(
     {
         "replicas": integer("Serving pods (≥ 0; 0 keeps the model without serving it).", minimum=0, default=1),
         "clients": array(
-            "Client identities; each gets a Secret <model>-client-<name> with tls.crt, tls.key and ca.crt.",
+            "Client identities; each gets a Secret <model>-client-<name> with tls.crt, tls.key and ca.crt. The "
+            "serving pods answer only the certificates currently issued to these clients: a client removed from "
+            "the list, or a replaced certificate, is refused, though unexpired, as soon as the pods see the "
+            "updated allow-list ConfigMap (the kubelet refreshes mounted ConfigMaps within its sync period, a "
+            "minute by default). Rate limits go in clientLimits (items stay plain names: a structural schema "
+            "cannot validate an item that may be a string or an object).",
             string("A client name (DNS-1123 label).", pattern=DNS_LABEL, max_length=63),
             max_items=64,
             list_type="set",
+        ),
+        "clientLimits": array(
+            "Request rate limits of clients named in clients; a client without an entry is not limited. A "
+            "request beyond its client's limit is answered 429 with Retry-After.",
+            obj(
+                "The most requests one client may send to the model, as a token bucket.",
+                {
+                    "name": string("A client in clients.", pattern=DNS_LABEL, max_length=63),
+                    "requestsPerSecond": number(
+                        "Sustained requests per second across all serving pods (> 0). Each of the replicas "
+                        "pods allows its share, requestsPerSecond / replicas, so one keep-alive connection, "
+                        "which reaches one pod, gets that share.",
+                        minimum=0,
+                        maximum=1_000_000,
+                        exclusive_minimum=True,
+                    ),
+                    "burst": integer(
+                        "Requests a client may send at once after a pause, across all serving pods (≥ 1); "
+                        "each pod allows burst / replicas, rounded up.",
+                        minimum=1,
+                        maximum=1_000_000,
+                    ),
+                },
+                required=["name", "requestsPerSecond", "burst"],
+            ),
+            max_items=64,
+            list_type="map",
+            map_keys=["name"],
         ),
         "certificateLifetime": duration(
             "Lifetime of server and client certificates; they are renewed before expiry.",
@@ -207,6 +240,13 @@ SERVING = obj(
         ),
     },
     default={},
+    rules=[
+        rule(
+            "!has(self.clientLimits) || self.clientLimits.all(l, has(self.clients) && l.name in self.clients)",
+            "every clientLimits name must be one of clients",
+            field_path=".clientLimits",
+        ),
+    ],
 )
 
 RESOURCES = obj(
