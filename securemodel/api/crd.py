@@ -3,7 +3,7 @@
 from typing import Any
 
 from securemodel.api.kinds import CATEGORY, GROUP, VERSION, Kind
-from securemodel.api.schema import Schema
+from securemodel.api.schema import Schema, obj, string
 
 
 def _metadata_schema(kind: Kind) -> Schema:
@@ -12,6 +12,27 @@ def _metadata_schema(kind: Kind) -> Schema:
         return {"type": "object"}
     name: Schema = {"type": "string", "maxLength": kind.name_max_length, "pattern": kind.name_pattern}
     return {"type": "object", "properties": {"name": name}}
+
+
+def _status_schema(kind: Kind) -> Schema:
+    """The kind's status, with ``display`` holding the text its number columns show."""
+    fields = kind.display_fields
+    if not fields:
+        return kind.status
+    display = obj(
+        "Numbers of the status as kubectl get shows them (written by the operator; the numbers themselves "
+        "hold the exact values).",
+        {f.key: string(f.description) for f in fields},
+    )
+    return {**kind.status, "properties": {**kind.status["properties"], "display": display}}
+
+
+def _printer_column(kind: Kind, column: Schema) -> Schema:
+    """``column``, reading ``status.display`` instead where it shows a number of the status."""
+    for field in kind.display_fields:
+        if column["jsonPath"] == ".status." + ".".join(field.source):
+            return {**column, "type": "string", "jsonPath": f".status.display.{field.key}"}
+    return column
 
 
 def crd(kind: Kind) -> dict[str, Any]:
@@ -25,7 +46,7 @@ def crd(kind: Kind) -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": _metadata_schema(kind),
             "spec": kind.spec,
-            "status": kind.status,
+            "status": _status_schema(kind),
         },
     }
     return {
@@ -53,7 +74,7 @@ def crd(kind: Kind) -> dict[str, Any]:
                     "storage": True,
                     "schema": {"openAPIV3Schema": root},
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": list(kind.printer_columns),
+                    "additionalPrinterColumns": [_printer_column(kind, c) for c in kind.printer_columns],
                 }
             ],
         },
