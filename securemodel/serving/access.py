@@ -27,7 +27,7 @@ from pathlib import Path
 from weakref import WeakKeyDictionary
 
 from securemodel.serving.allowlist import AllowList, Peer, parse_allow_list
-from securemodel.serving.metrics import ServingMetrics
+from securemodel.serving.metrics import ClientCounters, ServingMetrics
 from securemodel.serving.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class ClientGate:
         self._path = allow_list
         self._metrics = metrics
         self._limiter = limiter or RateLimiter()
-        self._peers: WeakKeyDictionary[ssl.SSLObject, Peer] = WeakKeyDictionary()
+        self._peers: WeakKeyDictionary[ssl.SSLObject, tuple[Peer, ClientCounters]] = WeakKeyDictionary()
         self._list: AllowList | None = None
         self._fingerprint = b""
         if allow_list is not None:
@@ -93,35 +93,37 @@ class ClientGate:
 
     def check(self, connection: ssl.SSLObject | None) -> Verdict:
         """Identify the client of a request on ``connection`` and decide whether to answer it."""
-        peer = self._peer(connection)
-        if peer is None:
+        known = self._peer(connection)
+        if known is None:
             return NO_CERTIFICATE
+        peer, counters = known
         name = peer.common_name or "-"
-        self._metrics.client_requests.labels(name).inc()
+        counters.requests.inc()
         if self._list is None:
             return Verdict(name, peer.serial_hex, None)
         client = self._list.admit(peer)
         if client is None:
-            self._metrics.client_refused.labels(name).inc()
+            counters.refused.inc()
             return Verdict(name, peer.serial_hex, Refusal(FORBIDDEN, "this client certificate is not allowed"))
         wait = self._limiter.take(client.name, client.rate_limit)
         if wait > 0:
-            self._metrics.client_rate_limited.labels(name).inc()
+            counters.rate_limited.inc()
             refusal = Refusal(TOO_MANY_REQUESTS, f"client {name} is over its rate limit", max(1, math.ceil(wait)))
             return Verdict(name, peer.serial_hex, refusal)
         return Verdict(name, peer.serial_hex, None)
 
-    def _peer(self, connection: ssl.SSLObject | None) -> Peer | None:
-        """The client certificate of ``connection``, parsed once per connection."""
+    def _peer(self, connection: ssl.SSLObject | None) -> tuple[Peer, ClientCounters] | None:
+        """The client certificate of ``connection`` and its client's counters, found once per connection."""
         if connection is None:
             return None
-        peer = self._peers.get(connection)
-        if peer is None:
+        known = self._peers.get(connection)
+        if known is None:
             der = connection.getpeercert(binary_form=True)
             if not der:
                 return None
-            peer = self._peers[connection] = Peer.from_der(der)
-        return peer
+            peer = Peer.from_der(der)
+            known = self._peers[connection] = (peer, self._metrics.client(peer.common_name or "-"))
+        return known
 
     def _use(self, allow_list: AllowList, content: bytes) -> None:
         self._list = allow_list

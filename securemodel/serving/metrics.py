@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -9,6 +10,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class ClientCounters:
+    """The per-client counters of one client (label values resolved once)."""
+
+    requests: Counter
+    refused: Counter
+    rate_limited: Counter
 
 
 class ServingMetrics:
@@ -22,6 +32,7 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._clients: dict[str, ClientCounters] = {}
         self.requests = Counter(
             "securemodel_serving_requests",
             "Requests answered, by endpoint and HTTP status code.",
@@ -81,6 +92,17 @@ class ServingMetrics:
             "notAfter of the server certificate in use, as a Unix timestamp.",
             registry=self.registry,
         )
+
+    def client(self, name: str) -> ClientCounters:
+        """The counters of client ``name``."""
+        counters = self._clients.get(name)
+        if counters is None:
+            counters = self._clients[name] = ClientCounters(
+                self.client_requests.labels(name),
+                self.client_refused.labels(name),
+                self.client_rate_limited.labels(name),
+            )
+        return counters
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         """Record one answered request."""
