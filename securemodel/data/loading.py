@@ -5,22 +5,26 @@ Sources:
 ``builtin://<name>[?shard=i&of=n]``
     A dataset bundled with scikit-learn (``breast_cancer``, ``digits``, ``wine``, ``iris``; no
     download). ``digits`` samples are 8×8 images (per-sample shape ``(8, 8)``); the others are
-    feature vectors. The network sees features standardized per feature (each element of the
-    per-sample shape) to zero mean and unit variance, with statistics computed on the TRAINING
-    split only, after sharding and splitting, so validation examples never influence them; a
-    feature constant on the training split gets scale 1. The statistics are stored in the
-    trained model and applied by its predictor, so a served model takes raw features. They are
-    not privatized: they are data-dependent preprocessing outside the DP-SGD guarantee,
-    accepted here because the built-in datasets are public.
+    feature vectors. The network sees each feature mapped linearly from its PUBLISHED bounds
+    (:mod:`securemodel.data.builtin`, from the dataset's description) onto ``[-1, 1]``; the class
+    count is published too. Nothing of the preprocessing is computed from the rows, so one
+    example never changes how another is encoded (which DP-SGD's sensitivity argument needs).
+    The map is stored in the trained model and applied by its predictor, so a served model takes
+    raw features.
 
-``pvc://<claim>/<path>[?shard=i&of=n]``
-    A ``.npz`` file with arrays ``x`` (float, ``(N, *sample_shape)``) and ``y`` (integer labels
-    ``0..C-1``, ``(N,)``) on the PersistentVolumeClaim ``<claim>``, which the pod mounts at
-    ``data_root``; ``<path>`` is relative to that mount and may not leave it (``..``, absolute
-    paths and symlinks pointing outside are refused). The features are used as they are, not
-    standardized, so the DP-SGD guarantee covers everything computed from the training split.
-    The number of classes is ``max(y) + 1`` over the whole file. The file must hold exactly the
-    number of examples ``spec.data.samples`` declares (the operator sized q from it).
+``pvc://<claim>/<path>``
+    A file on the PersistentVolumeClaim ``<claim>``, which the pod mounts at ``data_root``;
+    ``<path>`` is relative to that mount and may not leave it (``..``, absolute paths and
+    symlinks pointing outside are refused). It must hold exactly the number of examples
+    ``spec.data.samples`` declares (the operator sized q from it). ``spec.data.schema``
+    (:class:`~securemodel.data.tables.TableSchema`) declares the classes, so their number is
+    never read from the data:
+
+    * ``.csv`` / ``.parquet``: a table whose label and features the schema declares, encoded by
+      it (:mod:`securemodel.data.tables`) from the masked view (:mod:`securemodel.data.masking`);
+      every column must be declared by the schema or a masking rule;
+    * ``.npz``: arrays ``x`` (float, ``(N, *sample_shape)``, used as they are) and ``y``
+      (integer class indices into the schema's classes, ``(N,)``).
 
 Sharding and the validation split follow :mod:`securemodel.data.sources`, the rules the
 operator also uses to compute the sample rate q, so that the worker trains on exactly the
@@ -36,6 +40,9 @@ from typing import Final
 
 import numpy as np
 
+from securemodel.data.builtin import BUILTIN_BOUNDS, BUILTIN_CLASSES
+from securemodel.data.encoding import TableEncoding
+from securemodel.data.masking import Masking, check_columns
 from securemodel.data.sources import (
     BuiltinSource,
     PvcSource,
@@ -45,6 +52,7 @@ from securemodel.data.sources import (
     shard_indices,
     split_indices,
 )
+from securemodel.data.tables import TABLE_SUFFIXES, SchemaError, TableSchema, read_table
 
 # Built-in datasets whose samples are images, with the per-sample shape; the others are vectors.
 IMAGE_SHAPES: Final[dict[str, tuple[int, ...]]] = {"digits": (8, 8)}
@@ -56,17 +64,16 @@ class DataLoadError(ValueError):
 
 @dataclass(frozen=True)
 class Standardization:
-    """Per-feature affine preprocessing ``(x - mean) / scale`` fitted on the training split."""
+    """Per-feature affine preprocessing ``(x - mean) / scale``, stored in the model and applied by its predictor."""
 
     mean: np.ndarray
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Standardization:
-        """Mean and standard deviation of each feature of ``x`` (axis 0); constant features get scale 1."""
-        mean = x.mean(axis=0, dtype=np.float64)
-        std = x.std(axis=0, dtype=np.float64)
-        return cls(mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32))
+    def from_bounds(cls, low: np.ndarray, high: np.ndarray) -> Standardization:
+        """The map of public bounds ``[low, high]`` onto ``[-1, 1]`` (values outside map outside)."""
+        low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        return cls(((low + high) / 2).astype(np.float32), ((high - low) / 2).astype(np.float32))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Standardize a batch ``(n, *sample_shape)``; returns float32."""
@@ -75,11 +82,13 @@ class Standardization:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Raw features and labels split into train and validation, and the preprocessing a model applies.
+    """Features and labels split into train and validation, and the preprocessing a model applies.
 
-    ``x_train`` and ``x_val`` are float32 features as a client of the served model sends them;
-    :meth:`model_inputs` applies ``standardization`` (when the source has one) to give what the
-    network itself is trained on.
+    ``x_train`` and ``x_val`` are float32 features as a client of the served model sends them:
+    raw features for array sources, for which :meth:`model_inputs` applies ``standardization``
+    (built-in sources) to give what the network is trained on; for tables, the inputs that
+    ``encoding`` already made of the masked view (a client sends cells by column name, see
+    :meth:`securemodel.data.encoding.TableEncoding.encode_request`).
     """
 
     x_train: np.ndarray
@@ -88,6 +97,7 @@ class Dataset:
     y_val: np.ndarray
     num_classes: int
     standardization: Standardization | None
+    encoding: TableEncoding | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -106,40 +116,74 @@ def load_dataset(
     seed: int,
     data_root: Path | str = "/data",
     samples: int | None = None,
+    schema: TableSchema | None = None,
+    masking: Masking | None = None,
 ) -> Dataset:
-    """Read ``source``, take its shard, split it by ``seed``; fit the standardization of built-in sources.
+    """Read ``source``, encode it with public preprocessing only, take its shard, split it by ``seed``.
 
-    ``data_root`` is where the pod mounts the PVC of a ``pvc://`` source and ``samples`` the
-    size ``spec.data.samples`` declares for it: a file of another size is refused, because the
-    operator computed the sample rate from the declared size. Raises :class:`DataLoadError`.
+    ``data_root`` is where the pod mounts the PVC of a ``pvc://`` source, ``samples`` the size
+    ``spec.data.samples`` declares for it (a file of another size is refused: the operator
+    computed the sample rate from the declared size), ``schema`` and ``masking`` its
+    ``spec.data.schema`` and ``spec.data.masking``. Only the label and feature columns of the
+    masked view are read, so no pseudonymization key is needed. Raises :class:`DataLoadError`.
     """
     try:
         parsed = parse_source(source)
         expected = dataset_size(replace(parsed, shard=None), samples)
-    except SourceError as err:
-        raise DataLoadError(str(err)) from err
-    if isinstance(parsed, BuiltinSource):
-        x, y, num_classes = _read_builtin(parsed.name)
-        standardize = True
-    else:
-        x, y, num_classes = _read_npz(parsed, Path(data_root))
-        standardize = False
-    if len(y) != expected:
-        raise DataLoadError(
-            f"{source}: holds {len(y)} examples but {expected} were declared; "
-            "the sample rate the operator calibrated for would not match"
-        )
-    if parsed.shard is not None:
-        index = shard_indices(len(y), parsed.shard.index, parsed.shard.count)
-        x, y = x[index], y[index]
-    try:
+        standardization: Standardization | None = None
+        encoding: TableEncoding | None = None
+        if isinstance(parsed, BuiltinSource):
+            x, y, num_classes = _read_builtin(parsed.name)
+            standardization = Standardization.from_bounds(*_builtin_bounds(parsed.name, x.shape[1:]))
+        elif schema is None:
+            raise DataLoadError(f"{source}: spec.data.schema is required with a pvc:// source (it declares the classes)")
+        elif _suffix(parsed, Path(data_root)) == ".npz":
+            x, y = _read_npz(parsed, Path(data_root), schema)
+            num_classes = len(schema.label.classes)
+        else:
+            masking = masking or Masking()
+            columns = _read_table(parsed, Path(data_root), schema, masking, expected)
+            encoding = TableEncoding.of(schema, masking)
+            x, y = schema.encode(masking.view(columns, include={schema.label.column, *schema.feature_columns}))
+            num_classes = len(schema.label.classes)
+        if len(y) != expected:
+            raise DataLoadError(
+                f"{source}: holds {len(y)} examples but {expected} were declared; "
+                "the sample rate the operator calibrated for would not match"
+            )
+        if parsed.shard is not None:
+            index = shard_indices(len(y), parsed.shard.index, parsed.shard.count)
+            x, y = x[index], y[index]
         train, val = split_indices(len(y), validation_split, seed)
-    except SourceError as err:
-        raise DataLoadError(str(err)) from err
+    except (SourceError, SchemaError) as err:
+        raise DataLoadError(str(err)) from None
     if len(train) == 0:
         raise DataLoadError(f"{source}: no training examples left after sharding and the validation split")
-    standardization = Standardization.fit(x[train]) if standardize else None
-    return Dataset(x[train], y[train], x[val], y[val], num_classes, standardization)
+    return Dataset(x[train], y[train], x[val], y[val], num_classes, standardization, encoding)
+
+
+def load_masked_table(
+    source: str,
+    *,
+    schema: TableSchema,
+    masking: Masking,
+    key: bytes | None = None,
+    data_root: Path | str = "/data",
+    samples: int | None = None,
+) -> dict[str, list[object]]:
+    """The whole masked view of a ``.csv`` / ``.parquet`` source (every column but the dropped ones).
+
+    ``key`` (:func:`securemodel.data.masking.read_pseudonym_key`) is needed when a column is
+    pseudonymized; redacted columns run through Presidio. Raises :class:`DataLoadError`.
+    """
+    try:
+        parsed = parse_source(source)
+        if not isinstance(parsed, PvcSource) or _suffix(parsed, Path(data_root)) not in TABLE_SUFFIXES:
+            raise DataLoadError(f"{source}: only a pvc:// table ({', '.join(TABLE_SUFFIXES)}) has a masked view")
+        columns = _read_table(parsed, Path(data_root), schema, masking, dataset_size(parsed, samples))
+        return masking.view(columns, key=key)
+    except (SourceError, SchemaError) as err:
+        raise DataLoadError(str(err)) from None
 
 
 def _read_builtin(name: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -149,7 +193,13 @@ def _read_builtin(name: str) -> tuple[np.ndarray, np.ndarray, int]:
     x = np.asarray(bunch.data, dtype=np.float32)
     if name in IMAGE_SHAPES:
         x = x.reshape(len(x), *IMAGE_SHAPES[name])
-    return x, np.asarray(bunch.target, dtype=np.int64), len(bunch.target_names)
+    return x, np.asarray(bunch.target, dtype=np.int64), BUILTIN_CLASSES[name]
+
+
+def _builtin_bounds(name: str, sample_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The published bounds of ``name``'s features, in the shape of one sample."""
+    bounds = BUILTIN_BOUNDS[name]
+    return np.reshape(bounds.low, sample_shape), np.reshape(bounds.high, sample_shape)
 
 
 def resolve_pvc_path(source: PvcSource, data_root: Path) -> Path:
@@ -164,7 +214,34 @@ def resolve_pvc_path(source: PvcSource, data_root: Path) -> Path:
     return path
 
 
-def _read_npz(source: PvcSource, data_root: Path) -> tuple[np.ndarray, np.ndarray, int]:
+def _suffix(source: PvcSource, data_root: Path) -> str:
+    """The file type of a ``pvc://`` source, once its path is known to stay inside the volume."""
+    suffix = resolve_pvc_path(source, data_root).suffix
+    if suffix not in (*TABLE_SUFFIXES, ".npz"):
+        raise DataLoadError(f"pvc://{source.claim}/{source.path}: a pvc:// file must be .csv, .parquet or .npz")
+    return suffix
+
+
+def _read_table(
+    source: PvcSource, data_root: Path, schema: TableSchema, masking: Masking, expected: int
+) -> dict[str, list[object]]:
+    """The table's columns, after checking that they are all declared and that it holds ``expected`` rows."""
+    where = f"pvc://{source.claim}/{source.path}"
+    if schema.label.column is None or not schema.features:
+        raise SchemaError(f"{where}: a table's schema must name the label column and at least one feature")
+    masking.check(schema)
+    columns = read_table(resolve_pvc_path(source, data_root), where)
+    check_columns(columns, schema, masking, where)
+    rows = len(columns[schema.label.column])
+    if rows != expected:
+        raise DataLoadError(
+            f"{where}: holds {rows} rows but {expected} were declared; "
+            "the sample rate the operator calibrated for would not match"
+        )
+    return columns
+
+
+def _read_npz(source: PvcSource, data_root: Path, schema: TableSchema) -> tuple[np.ndarray, np.ndarray]:
     path = resolve_pvc_path(source, data_root)
     where = f"pvc://{source.claim}/{source.path}"
     try:
@@ -181,6 +258,11 @@ def _read_npz(source: PvcSource, data_root: Path) -> tuple[np.ndarray, np.ndarra
         raise DataLoadError(f"{where}: cannot read {path}: {err}") from err
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
         raise DataLoadError(f"{where}: need x of shape (N, ...) and y of shape (N,), N ≥ 1; got {x.shape}, {y.shape}")
-    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-        raise DataLoadError(f"{where}: x must be numeric and y non-negative integer class labels")
-    return x.astype(np.float32), y.astype(np.int64), int(y.max()) + 1
+    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer):
+        raise DataLoadError(f"{where}: x must be numeric and y integer class indices")
+    outside = np.flatnonzero((y < 0) | (y >= len(schema.label.classes)))
+    if len(outside):
+        raise DataLoadError(
+            f"{where}: y, row {outside[0] + 1}: not a class index of the {len(schema.label.classes)} declared classes"
+        )
+    return x.astype(np.float32), y.astype(np.int64)
