@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cryptography import x509
-from serving_support import MODEL, Client, LinearModel, Pki, SecretVolume, plain_get
+from serving_support import MODEL, AllowListVolume, Client, LinearModel, Pki, SecretVolume, plain_get
 
 from securemodel.crypto.artifacts import new_data_key, write_artifact
 from securemodel.crypto.pki import tls_secret_data
@@ -172,6 +172,79 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
     assert leaked == []
 
 
+def test_worker_answers_the_clients_on_its_allow_list_and_follows_it(
+    tmp_path: Path, artifact: tuple[Path, Path, bytes]
+) -> None:
+    path, key_file, _ = artifact
+    pki = Pki(tmp_path)
+    volume = pki.server_volume()
+    frontend, backend = pki.client_dir("frontend"), pki.client_dir("backend")
+    allow = AllowListVolume(tmp_path / "allow-list", {"frontend": [frontend]})
+    port, metrics_port = free_port(), free_port()
+    argv = [
+        f"--artifact={path}",
+        f"--data-key-file={key_file}",
+        f"--tls-dir={volume.root}",
+        f"--allow-list={allow.path}",
+        f"--model-name={MODEL}",
+        f"--port={port}",
+        f"--metrics-port={metrics_port}",
+        "--reload-interval=0.05",
+        "--drain-seconds=0",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+    def status(client_dir: Path) -> int:
+        client = Client(port, client_context(client_dir))
+        try:
+            return client.infer(BATCH)[0]
+        finally:
+            client.close()
+
+    try:
+        wait_ready(metrics_port, process)
+        assert (status(frontend), status(backend)) == (200, 403)
+        allow.update({"backend": [backend]})
+        deadline = time.monotonic() + 10
+        while status(frontend) != 403:
+            assert time.monotonic() < deadline, "the client removed from the allow-list was still answered"
+            time.sleep(0.05)
+        assert status(backend) == 200
+        process.send_signal(signal.SIGTERM)
+        audit, output = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, output.decode(errors="replace")
+    assert b"allow-list" in output and b"in force: 1 clients" in output
+    lines = [json.loads(line) for line in audit.decode().splitlines()]
+    assert (lines[0]["client"], lines[0]["status"]) == ("frontend", 200)
+    assert (lines[1]["client"], lines[1]["status"]) == ("backend", 403)
+    assert (lines[-2]["client"], lines[-2]["status"]) == ("frontend", 403)
+    assert (lines[-1]["client"], lines[-1]["status"]) == ("backend", 200)
+
+
+def test_an_invalid_allow_list_stops_the_worker_with_a_clear_error(
+    tmp_path: Path, artifact: tuple[Path, Path, bytes]
+) -> None:
+    path, key_file, _ = artifact
+    allow_list = tmp_path / "allow-list.json"
+    allow_list.write_text('{"version": 1, "clients": [{"name": "frontend"}]}')
+    args = serve_args(
+        f"--artifact={path}",
+        f"--data-key-file={key_file}",
+        f"--tls-dir={Pki(tmp_path).server_volume().root}",
+        f"--allow-list={allow_list}",
+        f"--model-name={MODEL}",
+    )
+    with pytest.raises(SystemExit, match=r"allow-list .*allow-list\.json is not valid: clients\[0\] lacks certificates"):
+        serve_artifact(args, LinearModel.from_bytes)
+
+
 def test_tampered_artifact_stops_the_worker_with_a_clear_error(
     tmp_path: Path, artifact: tuple[Path, Path, bytes]
 ) -> None:
@@ -218,3 +291,4 @@ def test_serve_arguments_and_defaults() -> None:
     args = serve_args("--artifact=/m/model.smaf", "--data-key-file=/k/key", "--tls-dir=/tls", "--model-name=tumor")
     assert (args.port, args.metrics_port, args.artifact_kind) == (8443, 9090, "model")
     assert args.artifact == Path("/m/model.smaf") and args.tls_dir == Path("/tls")
+    assert args.allow_list is None and args.reload_interval == 2.0
