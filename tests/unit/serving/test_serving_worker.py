@@ -241,7 +241,7 @@ def test_an_invalid_allow_list_stops_the_worker_with_a_clear_error(
         f"--allow-list={allow_list}",
         f"--model-name={MODEL}",
     )
-    with pytest.raises(SystemExit, match=r"allow-list .*allow-list\.json is not valid: clients\[0\] lacks certificates"):
+    with pytest.raises(SystemExit, match=r"allow-list .*\.json is not valid: clients\[0\] lacks certificates"):
         serve_artifact(args, LinearModel.from_bytes)
 
 
