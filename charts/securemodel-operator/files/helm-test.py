@@ -45,7 +45,7 @@ def main(url: str, crds: list[str]) -> None:
     config.load_incluster_config()
     api = client.ApiextensionsV1Api()
     for name in crds:
-        wait(lambda: established(api, name), f"CustomResourceDefinition {name} is established")
+        wait(lambda name=name: established(api, name), f"CustomResourceDefinition {name} is established")
 
 
 if __name__ == "__main__":

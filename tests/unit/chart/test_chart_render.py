@@ -32,7 +32,7 @@ render_deploy = _render_deploy_module()
 
 @pytest.fixture(scope="module")
 def helm() -> Path:
-    binary = render_deploy.helm_binary()
+    binary: Path | None = render_deploy.helm_binary()
     if binary is None:
         pytest.skip("no helm binary: run `make cluster` (builds the pinned Helm) or set $HELM")
     return binary
@@ -55,7 +55,8 @@ def refused(helm: Path, *args: str) -> str:
 def only(objects: Objects, kind: str, name: str | None = None) -> dict[str, Any]:
     found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
     assert len(found) == 1, (kind, name, [o["metadata"]["name"] for o in found])
-    return found[0]
+    match: dict[str, Any] = found[0]
+    return match
 
 
 def kinds(objects: Objects) -> set[str]:
@@ -63,7 +64,8 @@ def kinds(objects: Objects) -> set[str]:
 
 
 def container(objects: Objects) -> dict[str, Any]:
-    return only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    first: dict[str, Any] = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return first
 
 
 def env(objects: Objects) -> dict[str, Any]:
@@ -92,7 +94,9 @@ def test_deploy_is_the_chart_rendered_for_the_local_cluster(helm: Path) -> None:
     assert render_deploy.stale_deploy(helm) == [], "deploy/ is stale: run hack/render-deploy.py"
 
 
-def test_the_staleness_check_sees_an_edited_deploy_file(helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_staleness_check_sees_an_edited_deploy_file(
+    helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, text in render_deploy.render_deploy(helm).items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     monkeypatch.setattr(render_deploy, "DEPLOY", tmp_path)
@@ -198,7 +202,9 @@ def test_the_pod_knows_its_name_namespace_and_the_worker_image(helm: Path) -> No
 
 def test_a_digest_wins_over_the_tag(helm: Path) -> None:
     digest = "sha256:" + "ab" * 32
-    objects = template(helm, "--set", "image.registry=r.example/sm", "--set-string", "image.tag=9", "--set", f"image.digest={digest}")
+    objects = template(
+        helm, "--set", "image.registry=r.example/sm", "--set-string", "image.tag=9", "--set", f"image.digest={digest}"
+    )
     assert container(objects)["image"] == f"r.example/sm/securemodel-operator@{digest}"
 
 
@@ -323,7 +329,9 @@ def test_the_operator_may_fill_the_client_secrets_role_only_while_roles_are_on(h
     assert not allows(on, "rbac.authorization.k8s.io", "clusterroles", "create")
     off_objects = template(helm, "--set", "roles.enabled=false")
     off = only(off_objects, "ClusterRole", "sm-securemodel-operator")["rules"]
-    assert not allows(off, "rbac.authorization.k8s.io", "clusterroles", "update", "securemodel-ml-engineer-client-secrets")
+    assert not allows(
+        off, "rbac.authorization.k8s.io", "clusterroles", "update", "securemodel-ml-engineer-client-secrets"
+    )
     assert not allows(off, "", "secrets", "get")
     assert "SECUREMODEL_CLIENT_SECRETS_ROLE" not in env(off_objects)
     assert [o["metadata"]["name"] for o in off_objects if o["kind"] == "ClusterRole"] == ["sm-securemodel-operator"]
@@ -403,4 +411,3 @@ def test_lint_fails_on_a_broken_values_file(helm: Path, tmp_path: Path) -> None:
     broken.write_text("serviceMonitor: {enabled: true, unknown: 1}\n")
     with pytest.raises(RuntimeError):
         render_deploy.helm(helm, "lint", "--strict", str(CHART), "--values", str(broken))
-
