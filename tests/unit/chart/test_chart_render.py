@@ -153,6 +153,10 @@ def test_the_schema_refuses_unknown_keys_and_wrong_types(helm: Path, args: list[
     assert "values don't meet the specifications of the schema" in error and complaint in error
 
 
+def test_the_schema_lets_an_umbrella_chart_pass_globals(helm: Path) -> None:
+    assert template(helm, "--set", "global.imageRegistry=registry.example.com")
+
+
 # --- CRDs ---------------------------------------------------------------------------------------
 
 
