@@ -1,5 +1,6 @@
 """SecureModel: train with DP-SGD, compress, and serve one model behind mutual TLS."""
 
+import itertools
 from enum import StrEnum
 
 from securemodel.api.kinds import AGE_COLUMN, READY_COLUMN, Kind, column
@@ -115,12 +116,216 @@ DATA_SIZE_RULES: tuple[Schema, ...] = (
     ),
 )
 
+# A column of a table: what a CSV header or a Parquet field may be called.
+COLUMN = string("A column name of the table.", min_length=1, max_length=128)
+TABLE_SOURCE = "self.source.matches('^pvc://.*[.](csv|parquet)$')"
+
+
+def columns(description: str, max_items: int = 64) -> Schema:
+    """A set of column names."""
+    return array(description, COLUMN, max_items=max_items, list_type="set")
+
+
+FEATURE = obj(
+    "An input column: numeric (scaled from its public bounds) or categorical (one-hot over its categories).",
+    {
+        "name": COLUMN,
+        "type": string("numeric or categorical.", enum=["numeric", "categorical"]),
+        "min": number("Public lower bound of a numeric column: smaller values are clipped to it."),
+        "max": number("Public upper bound of a numeric column: larger values are clipped to it."),
+        "categories": array(
+            "The declared values of a categorical column, in one-hot order; any other value is an error.",
+            string("A category.", max_length=256),
+            min_items=1,
+            max_items=256,
+            list_type="set",
+        ),
+    },
+    required=["name", "type"],
+    rules=[
+        rule(
+            "self.type != 'numeric' || (has(self.min) && has(self.max) && self.min < self.max && !has(self.categories))",
+            "a numeric feature needs public bounds min < max (and no categories)",
+        ),
+        rule(
+            "self.type != 'categorical' || (has(self.categories) && !has(self.min) && !has(self.max))",
+            "a categorical feature needs its categories (and no min or max)",
+        ),
+    ],
+)
+
+SCHEMA = obj(
+    "What the data holds, declared so the operator knows the input shape and the classes without reading it, "
+    "and so nothing about the encoding is learned from private rows. Required with a pvc:// source.",
+    {
+        "label": obj(
+            "The label: its classes (class i is classes[i]) and, for a .csv or .parquet table, its column. In an "
+            ".npz, y holds class indices.",
+            {
+                "column": COLUMN,
+                "classes": array(
+                    "The class names (a label cell matches by its text; integers as digits).",
+                    string("A class name.", max_length=256),
+                    min_items=2,
+                    max_items=1000,
+                    list_type="set",
+                ),
+            },
+            required=["classes"],
+        ),
+        "features": array(
+            "The input columns of a table, in input order (not for .npz, whose x is the input).",
+            FEATURE,
+            min_items=1,
+            max_items=256,
+            list_type="map",
+            map_keys=["name"],
+        ),
+    },
+    required=["label"],
+)
+
+GENERALIZE = obj(
+    "Coarsen a column: a date to its year or month, a number to bands, a code such as a postcode to a prefix.",
+    {
+        "column": COLUMN,
+        "date": string("year or month: an ISO 8601 date becomes its year (a number) or YYYY-MM.",
+                       enum=["year", "month"]),
+        "bandWidth": number("A number becomes the lower edge of its band of this width.", minimum=0,
+                            exclusive_minimum=True),
+        "prefix": integer("A code becomes its first this-many characters (spaces removed, upper case).",
+                          minimum=1, maximum=16),
+    },
+    required=["column"],
+    rules=[
+        rule(
+            "[has(self.date), has(self.bandWidth), has(self.prefix)].filter(x, x).size() == 1",
+            "set exactly one of date, bandWidth and prefix",
+        )
+    ],
+)  # fmt: skip
+
+# The masking rules' column lists, as CEL expressions.
+MASKED = {
+    "drop": "self.drop",
+    "pseudonymize": "self.pseudonymize",
+    "redact": "self.redact",
+    "generalize": "self.generalize.map(g, g.column)",
+}
+
+MASKING = obj(
+    "Masking of a .csv or .parquet table: training, validation and serving see only the masked view. Every "
+    "column of the table must be a feature, the label, or named here.",
+    {
+        "drop": columns("Columns removed before anything reads the table."),
+        "pseudonymize": columns(
+            "Identifier columns replaced by their keyed HMAC-SHA256 (equal values stay equal, so joins work)."
+        ),
+        "keySecretRef": obj(
+            "The Secret (in the model's namespace) whose key holds the pseudonymization key, at least 32 bytes; "
+            "mounted into the pods, never copied, logged or stored.",
+            {
+                "name": name_ref("The Secret's name."),
+                "key": string("The key in the Secret.", pattern=r"^[-._a-zA-Z0-9]+$", max_length=253,
+                              default="key"),
+            },
+            required=["name"],
+        ),
+        "generalize": array("Columns coarsened before use; a feature may be generalized.", GENERALIZE,
+                            max_items=64, list_type="map", map_keys=["column"]),
+        "redact": columns(
+            "Free-text columns passed through Microsoft Presidio's pattern recognizers (e-mail, phone, card, IBAN, "
+            "national IDs...) and cleared of words of the dropped and pseudonymized columns; not model inputs."
+        ),
+        "phoneRegions": array(
+            "Regions (ISO 3166 alpha-2) whose phone-number formats redaction recognises (default US and GB).",
+            string("A region code.", pattern="^[A-Z]{2}$"),
+            min_items=1,
+            max_items=16,
+            list_type="set",
+        ),
+    },
+    rules=[
+        rule(
+            "!has(self.pseudonymize) || size(self.pseudonymize) == 0 || has(self.keySecretRef)",
+            "keySecretRef is required to pseudonymize: the Secret holding the HMAC key",
+            field_path=".keySecretRef",
+            reason="FieldValueRequired",
+        ),
+        rule(
+            " && ".join(
+                f"(!has(self.{a}) || !has(self.{b}) || !{MASKED[a]}.exists(c, c in {MASKED[b]}))"
+                for a, b in itertools.combinations(MASKED, 2)
+            ),
+            "a column may be named by only one masking rule",
+        ),
+    ],
+)
+
+# Rules that tie source, schema and masking together.
+DATA_TABLE_RULES: tuple[Schema, ...] = (
+    rule(
+        "!self.source.startsWith('pvc://') || self.source.matches('[.](csv|parquet|npz)$')",
+        "a pvc:// file must be a .csv, .parquet or .npz",
+        field_path=".source",
+    ),
+    rule(
+        "!self.source.startsWith('pvc://') || has(self.schema)",
+        "schema is required with a pvc:// source: it declares the classes (and a table's columns)",
+        field_path=".schema",
+        reason="FieldValueRequired",
+    ),
+    rule(
+        "!self.source.startsWith('builtin://') || (!has(self.schema) && !has(self.masking))",
+        "schema and masking are only for pvc:// sources: a built-in dataset's are published",
+        field_path=".schema",
+        reason="FieldValueForbidden",
+    ),
+    rule(
+        f"!({TABLE_SOURCE}) || !has(self.schema) || (has(self.schema.label.column) && has(self.schema.features))",
+        "a .csv or .parquet table needs schema.label.column and schema.features",
+        field_path=".schema",
+        reason="FieldValueRequired",
+    ),
+    rule(
+        "!self.source.endsWith('.npz') || !has(self.schema) || (!has(self.schema.label.column)"
+        " && !has(self.schema.features) && !has(self.masking))",
+        "an .npz holds arrays x and y: its schema declares only the label's classes, and it has no masking",
+        field_path=".schema",
+        reason="FieldValueForbidden",
+    ),
+    rule(
+        "!has(self.schema) || !has(self.schema.features) || !has(self.schema.label.column)"
+        " || !self.schema.features.exists(f, f.name == self.schema.label.column)",
+        "the label column cannot also be a feature",
+        field_path=".schema.features",
+    ),
+    rule(
+        "!has(self.masking) || !has(self.schema) || !has(self.schema.features)"
+        " || self.schema.features.all(f, !(has(self.masking.drop) && f.name in self.masking.drop)"
+        " && !(has(self.masking.pseudonymize) && f.name in self.masking.pseudonymize)"
+        " && !(has(self.masking.redact) && f.name in self.masking.redact))",
+        "a feature column can only be generalized, not dropped, pseudonymized or redacted",
+        field_path=".masking",
+    ),
+    rule(
+        "!has(self.masking) || !has(self.schema) || !has(self.schema.label.column)"
+        " || !((has(self.masking.drop) && self.schema.label.column in self.masking.drop)"
+        " || (has(self.masking.pseudonymize) && self.schema.label.column in self.masking.pseudonymize)"
+        " || (has(self.masking.redact) && self.schema.label.column in self.masking.redact)"
+        " || (has(self.masking.generalize)"
+        " && self.masking.generalize.exists(g, g.column == self.schema.label.column)))",
+        "the label column cannot be masked",
+        field_path=".masking",
+    ),
+)
+
 DATA = obj(
     "The training data.",
     {
         "source": data_source(
             "builtin://<scikit-learn dataset>[?shard=i&of=n] or pvc://<claim>/<path> "
-            "(a PersistentVolumeClaim in the model's namespace)."
+            "(a .csv, .parquet or .npz file on a PersistentVolumeClaim in the model's namespace)."
         ),
         "samples": samples(),
         "validationSplit": number(
@@ -131,9 +336,11 @@ DATA = obj(
             exclusive_maximum=True,
             default=0.2,
         ),
+        "schema": SCHEMA,
+        "masking": MASKING,
     },
     required=["source"],
-    rules=DATA_SIZE_RULES,
+    rules=(*DATA_SIZE_RULES, *DATA_TABLE_RULES),
 )
 
 PRIVACY = obj(
