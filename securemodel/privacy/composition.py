@@ -1,0 +1,205 @@
+"""The epsilon a multiset of mechanisms releases together, at a given delta.
+
+Guarantee: running every mechanism of the multiset on the same dataset (each
+once per count, in any order, each possibly chosen after seeing the outputs of
+the others) is (``composed_epsilon(...)``, ``delta``)-DP under
+add-or-remove-one adjacency. The figure is an upper bound, never an estimate
+from below:
+
+* DP-SGD entries are composed as privacy loss distributions (PLD) with
+  dp-accounting, built exactly as ``dp_accounting.pld.PLDAccountant`` builds
+  them for ``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` composed
+  ``steps * count`` times (pessimistic connect-the-dots discretisation; the
+  tails truncated in composition go to the infinity mass): an upper bound at
+  any discretisation interval. We use the PLD objects directly rather than the
+  accountant so that a composed PLD can be cached and composed further (the
+  accountant keeps its PLD private); a unit test checks the two agree.
+* A generic (epsilon_i, delta_i) entry is a mechanism of which nothing is known
+  but its guarantee. Every (epsilon_i, delta_i)-DP mechanism is a
+  post-processing of the randomized-response pair of Kairouz, Oh and Viswanath
+  (ICML 2015): loss +inf with probability delta_i, +epsilon_i with probability
+  (1 - delta_i) / (1 + e^-epsilon_i), -epsilon_i otherwise
+  (``from_privacy_parameters`` in dp-accounting). Composing that PLD is
+  therefore sound for any such mechanism, and it is the tightest bound that
+  holds for all of them (it is what the optimal composition theorem composes).
+  The delta_i of these entries add up (to first order) in the infinity mass, so
+  they eat into the budget's lifetime delta: two generic entries at the
+  budget's delta can never both fit. That is the truth about black boxes, not
+  an artefact.
+* Basic composition is also sound: the DP-SGD part at ``delta - sum(delta_i)``
+  plus ``sum(epsilon_i)`` (exact decimal sums). It is looser than the PLD for
+  many generic entries, but exact where the PLD's rounding of epsilon_i up to
+  the grid would over-charge (one generic claim of the whole budget must fit
+  the budget). Both being upper bounds, we return the smaller.
+
+Discretisation: :data:`DISCRETIZATION` = 1e-3 (dp-accounting's default is
+1e-4). Pessimistic rounding makes a coarser grid only looser: for the example's
+15 DP-SGD claims it charges 9.3436 where 1e-4 charges 9.3430, at a tenth of
+the time and memory. The figure depends slightly (last digits) on the order in
+which the cache composed the multiset; every order gives an upper bound.
+
+Cost: composing is a convolution per distinct mechanism not already in a
+cached composition. Identical mechanisms are self-composed once
+(``self_compose(steps * count)``); composed PLDs of recent multisets are kept,
+and a new multiset starts from the largest cached one it contains, so granting
+one more claim costs one convolution. Thread-safe (one lock).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+from typing import Final, TypeAlias
+
+from dp_accounting.pld import common as pld_common
+from dp_accounting.pld import privacy_loss_distribution as pld_module
+
+from securemodel.privacy.mechanisms import DpSgd, EpsilonDelta, Mechanism, sort_key
+
+PLD: TypeAlias = pld_module.PrivacyLossDistribution
+
+DISCRETIZATION: Final[float] = 1e-3
+# Composed PLDs kept: each is about 0.3-2 MB at this discretisation.
+_PLD_CACHE_SIZE: Final = 16
+_EPSILON_CACHE_SIZE: Final = 4096
+
+# A multiset of mechanisms in canonical form: (mechanism, count > 0) sorted by sort_key.
+Multiset = tuple[tuple[Mechanism, int], ...]
+
+
+def multiset(mechanisms: Iterable[Mechanism] | Mapping[Mechanism, int]) -> Multiset:
+    """The canonical multiset of ``mechanisms`` (an iterable, or counts per mechanism)."""
+    counts = Counter(mechanisms) if not isinstance(mechanisms, Mapping) else Counter(dict(mechanisms))
+    return tuple(sorted(((m, c) for m, c in counts.items() if c > 0), key=lambda item: sort_key(item[0])))
+
+
+def merged(*parts: Multiset) -> Multiset:
+    """The multiset union (counts added) of ``parts``."""
+    total: Counter[Mechanism] = Counter()
+    for part in parts:
+        for mechanism, count in part:
+            total[mechanism] += count
+    return multiset(total)
+
+
+def composed_epsilon(mechanisms: Multiset, delta: float) -> float:
+    """Epsilon of everything in ``mechanisms`` together at ``delta`` (``math.inf`` if no finite epsilon holds).
+
+    See the module docstring for the guarantee. An empty multiset gives 0.
+    """
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1); got {delta!r}")
+    return _CACHE.epsilon(mechanisms, float(delta))
+
+
+def standalone_epsilon(mechanism: Mechanism, delta: float) -> float:
+    """Epsilon of ``mechanism`` alone at ``delta``, by the same composition (its cost on an empty budget)."""
+    return composed_epsilon(((mechanism, 1),), delta)
+
+
+def cache_clear() -> None:
+    """Forget every cached composition (for cold-start measurements)."""
+    _CACHE.clear()
+
+
+@functools.lru_cache(maxsize=64)
+def _group_pld(mechanism: Mechanism, count: int) -> PLD:
+    """The PLD of ``count`` runs of ``mechanism``, self-composed at once."""
+    if isinstance(mechanism, DpSgd):
+        return _sgd_step_pld(mechanism.noise_multiplier, mechanism.sample_rate).self_compose(mechanism.steps * count)
+    parameters = pld_common.DifferentialPrivacyParameters(mechanism.epsilon, mechanism.delta)
+    single = pld_module.from_privacy_parameters(parameters, value_discretization_interval=DISCRETIZATION)
+    return single if count == 1 else single.self_compose(count)
+
+
+@functools.lru_cache(maxsize=64)
+def _sgd_step_pld(noise_multiplier: float, sample_rate: float) -> PLD:
+    """The PLD of one step of Poisson-sampled DP-SGD, as ``PLDAccountant`` builds it."""
+    return pld_module.from_gaussian_mechanism(
+        standard_deviation=noise_multiplier, sampling_prob=sample_rate, value_discretization_interval=DISCRETIZATION
+    )
+
+
+def _releases_nothing(mechanism: Mechanism) -> bool:
+    if isinstance(mechanism, DpSgd):
+        return mechanism.steps == 0
+    return mechanism.epsilon == 0 and mechanism.delta == 0
+
+
+class _Cache:
+    """Composed PLDs of recent multisets and epsilons of recent (multiset, delta) pairs, LRU."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._plds: OrderedDict[Multiset, PLD] = OrderedDict()
+        self._epsilons: OrderedDict[tuple[Multiset, float], float] = OrderedDict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plds.clear()
+            self._epsilons.clear()
+            _group_pld.cache_clear()
+            _sgd_step_pld.cache_clear()
+
+    def epsilon(self, mechanisms: Multiset, delta: float) -> float:
+        with self._lock:
+            key = (mechanisms, delta)
+            if key in self._epsilons:
+                self._epsilons.move_to_end(key)
+                return self._epsilons[key]
+            value = min(self._pld_epsilon(mechanisms, delta), self._basic_epsilon(mechanisms, delta))
+            self._epsilons[key] = value
+            if len(self._epsilons) > _EPSILON_CACHE_SIZE:
+                self._epsilons.popitem(last=False)
+            return value
+
+    def _pld_epsilon(self, mechanisms: Multiset, delta: float) -> float:
+        active = tuple((m, c) for m, c in mechanisms if not _releases_nothing(m))
+        if not active:
+            return 0.0
+        return float(self._pld(active).get_epsilon_for_delta(delta))
+
+    def _basic_epsilon(self, mechanisms: Multiset, delta: float) -> float:
+        """The DP-SGD part by PLD at what the generic entries leave of delta, plus their epsilons (exact sums)."""
+        generic = [(m, c) for m, c in mechanisms if isinstance(m, EpsilonDelta)]
+        if not generic:
+            return math.inf
+        spent_delta = sum((Fraction(repr(m.delta)) * c for m, c in generic), Fraction(0))
+        spent_epsilon = sum((Fraction(repr(m.epsilon)) * c for m, c in generic), Fraction(0))
+        left = Fraction(repr(delta)) - spent_delta
+        rest = tuple((m, c) for m, c in mechanisms if isinstance(m, DpSgd) and m.steps > 0)
+        if left < 0 or (left == 0 and rest):
+            return math.inf
+        if not rest:
+            return float(spent_epsilon)
+        return self.epsilon(rest, float(left)) + float(spent_epsilon)
+
+    def _pld(self, mechanisms: Multiset) -> PLD:
+        if mechanisms in self._plds:
+            self._plds.move_to_end(mechanisms)
+            return self._plds[mechanisms]
+        wanted = dict(mechanisms)
+        base_key: Multiset = ()
+        for cached in self._plds:
+            size = sum(c for _, c in cached)
+            if size > sum(c for _, c in base_key) and all(wanted.get(m, 0) >= c for m, c in cached):
+                base_key = cached
+        pld = self._plds[base_key] if base_key else None
+        have = dict(base_key)
+        for mechanism, count in mechanisms:
+            missing = count - have.get(mechanism, 0)
+            if missing:
+                group = _group_pld(mechanism, missing)
+                pld = group if pld is None else pld.compose(group)
+        assert pld is not None, "a non-empty multiset composes to a PLD"
+        self._plds[mechanisms] = pld
+        if len(self._plds) > _PLD_CACHE_SIZE:
+            self._plds.popitem(last=False)
+        return pld
+
+
+_CACHE = _Cache()
