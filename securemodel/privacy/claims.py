@@ -1,18 +1,23 @@
 """The privacy-budget ledger as plain data, mirroring ``PrivacyBudget`` (DESIGN.md section 1).
 
 ``BudgetSpec`` mirrors ``spec``; ``Ledger`` mirrors the ledger part of
-``status`` (``claims`` and ``epsilonUnlocked``); :func:`status_fields` writes
-the status fields back, with the totals. Everything here is immutable; the
-rules that change a ledger are in :mod:`securemodel.privacy.ledger`.
+``status`` (``claims``, ``compacted`` and ``epsilonUnlocked``); ``Totals`` is
+what it holds. :mod:`securemodel.privacy.status` writes the status back, with
+the hash chain (:mod:`securemodel.privacy.chain`). Everything here is immutable;
+the rules that change a ledger are in :mod:`securemodel.privacy.ledger`.
 
-Epsilon amounts are stored as floats, as they are in the API object, and are
-added and compared exactly: each float is read as the decimal it prints as
-(``0.1`` is one tenth), so ten claims of 0.1 fit a budget of 1.0 exactly.
+Each claim records the mechanism it runs (:mod:`securemodel.privacy.mechanisms`);
+the budget's spend is the composition of the mechanisms of its Committed and
+Reserved claims at the budget's lifetime delta
+(:mod:`securemodel.privacy.composition`). The claims' own epsilons are also
+summed, exactly (each float read as the decimal it prints as), to show what
+plain summing would have charged.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +25,8 @@ from typing import Any
 
 from securemodel.api.privacy_budget import DEFAULT_UNLOCK_STEPS, ClaimState, RejectionReason
 from securemodel.privacy._checks import require_delta, require_int, require_positive
+from securemodel.privacy.composition import Multiset, composed_epsilon, merged, multiset
+from securemodel.privacy.mechanisms import EpsilonDelta, Mechanism, mechanism_from_dict
 from securemodel.privacy.scheduling import Policy, validate_policy
 
 DEFAULT_POLICY: Policy = "fcfs"
@@ -65,10 +72,14 @@ class Consumer:
 
 @dataclass(frozen=True)
 class Claim:
-    """One ledger entry: a consumer's claim of ``epsilon`` at ``delta``.
+    """One ledger entry: a consumer's claim of ``epsilon`` at ``delta``, running ``mechanism``.
 
-    For a Committed claim ``epsilon`` is what was spent. ``updated`` is the
-    RFC 3339 time of the last state change; ``reason`` is set on Rejected claims.
+    ``epsilon`` at ``delta`` is the consumer's own guarantee (for DP-SGD: the
+    target its noise was calibrated for); the budget charges the composition of
+    ``mechanism``. Without a mechanism the claim is the generic
+    ``EpsilonDelta(epsilon, delta)``. For a Committed claim ``epsilon`` and
+    ``mechanism`` are what was spent. ``updated`` is the RFC 3339 time of the
+    last state change; ``reason`` is set on Rejected claims.
 
     Settlement marks, written only by the operator: ``dispatched`` is the time the operator
     recorded, *before* creating it, that the consumer's pod-running workload (the train Job)
@@ -84,10 +95,17 @@ class Claim:
     reason: RejectionReason | None = None
     dispatched: str | None = None
     started: str | None = None
+    mechanism: Mechanism = None  # type: ignore[assignment]  # None: EpsilonDelta(epsilon, delta)
+
+    def __post_init__(self) -> None:
+        if self.mechanism is None:
+            object.__setattr__(self, "mechanism", EpsilonDelta(self.epsilon, self.delta))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
+        """Read an entry; one without ``mechanism`` (written before mechanisms existed) is generic."""
         reason = data.get("reason")
+        mechanism = data.get("mechanism")
         return cls(
             consumer=Consumer.from_dict(data["consumer"]),
             epsilon=float(data["epsilon"]),
@@ -97,9 +115,12 @@ class Claim:
             reason=RejectionReason(reason) if reason is not None else None,
             dispatched=data.get("dispatched"),
             started=data.get("started"),
+            mechanism=mechanism_from_dict(mechanism) if mechanism is not None else None,  # type: ignore[arg-type]
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The entry as written in ``status.claims`` (without its chain digests); a generic mechanism
+        equal to the claim's own epsilon and delta is left out."""
         data: dict[str, Any] = {
             "consumer": self.consumer.to_dict(),
             "epsilon": self.epsilon,
@@ -107,6 +128,8 @@ class Claim:
             "state": self.state.value,
             "updated": self.updated,
         }
+        if self.mechanism != EpsilonDelta(self.epsilon, self.delta):
+            data["mechanism"] = self.mechanism.to_dict()
         if self.reason is not None:
             data["reason"] = self.reason.value
         if self.dispatched is not None:
@@ -117,8 +140,76 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Compacted:
+    """Settled entries folded into one record, so the ledger fits one API object.
+
+    Only a prefix of the ledger whose entries are all final (Committed,
+    Released, Rejected) is folded; what the budget needs of them stays exact:
+    the mechanisms of the Committed ones, counted per identical mechanism (so
+    composition is unchanged), their summed epsilon and delta, and every folded
+    consumer key (so a folded consumer cannot claim twice). ``previous`` is the
+    chain digest of the last folded entry, so the chain continues through the
+    record (:mod:`securemodel.privacy.chain`).
+    """
+
+    entries: int
+    keys: tuple[str, ...]
+    mechanisms: Multiset
+    epsilon_summed: float
+    delta_summed: float
+    previous: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Compacted:
+        return cls(
+            entries=int(data["entries"]),
+            keys=tuple(str(key) for key in data.get("keys") or ()),
+            mechanisms=multiset(
+                {mechanism_from_dict(item["mechanism"]): int(item["count"]) for item in data.get("mechanisms") or ()}
+            ),
+            epsilon_summed=float(data["epsilonSummed"]),
+            delta_summed=float(data["deltaSummed"]),
+            previous=str(data["previous"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as written in ``status.compacted`` (without its own digest)."""
+        return {
+            "entries": self.entries,
+            "keys": list(self.keys),
+            "mechanisms": [{"mechanism": m.to_dict(), "count": c} for m, c in self.mechanisms],
+            "epsilonSummed": self.epsilon_summed,
+            "deltaSummed": self.delta_summed,
+            "previous": self.previous,
+        }
+
+
+def folded(compacted: Compacted | None, claims: Iterable[Claim], previous: str) -> Compacted:
+    """``compacted`` with ``claims`` (final ones, in ledger order) folded in, linked after ``previous``.
+
+    Raises:
+        ValueError: if a claim is still Waiting or Reserved.
+    """
+    claims = tuple(claims)
+    live = [claim for claim in claims if claim.state in (ClaimState.WAITING, ClaimState.RESERVED)]
+    if live:
+        raise ValueError(f"only settled claims can be compacted; the claim of {live[0].consumer} is {live[0].state}")
+    spent = [claim for claim in claims if claim.state is ClaimState.COMMITTED]
+    before = compacted or Compacted(0, (), (), 0.0, 0.0, "")
+    return Compacted(
+        entries=before.entries + len(claims),
+        keys=(*before.keys, *(claim.consumer.key for claim in claims)),
+        mechanisms=merged(before.mechanisms, multiset(claim.mechanism for claim in spent)),
+        epsilon_summed=float(exact(before.epsilon_summed) + sum((exact(c.epsilon) for c in spent), Fraction(0))),
+        delta_summed=float(exact(before.delta_summed) + sum((exact(c.delta) for c in spent), Fraction(0))),
+        previous=previous,
+    )
+
+
+@dataclass(frozen=True)
 class BudgetSpec:
-    """``PrivacyBudget.spec``: total epsilon, per-claim delta, policy, and DPF's unlock steps."""
+    """``PrivacyBudget.spec``: total epsilon and the lifetime delta every claim composes within,
+    policy, and DPF's unlock steps."""
 
     epsilon: float
     delta: float
@@ -144,36 +235,65 @@ class BudgetSpec:
 
 @dataclass(frozen=True)
 class Ledger:
-    """The claims, in arrival order, and the epsilon DPF has unlocked so far."""
+    """The claims, in arrival order, after the ``compacted`` record of older settled ones,
+    and the epsilon DPF has unlocked so far."""
 
     claims: tuple[Claim, ...] = ()
     epsilon_unlocked: float = 0.0
+    compacted: Compacted | None = None
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Ledger:
-        """Read ``status.claims`` and ``status.epsilonUnlocked``; a missing status is an empty ledger."""
+        """Read ``status.claims``, ``status.compacted`` and ``status.epsilonUnlocked``; a missing status is
+        an empty ledger. The chain is not checked here: see :func:`securemodel.privacy.chain.verify`."""
         status = status or {}
+        compacted = status.get("compacted")
         return cls(
             claims=tuple(Claim.from_dict(entry) for entry in status.get("claims") or ()),
             epsilon_unlocked=float(status.get("epsilonUnlocked", 0.0)),
+            compacted=Compacted.from_dict(compacted) if compacted else None,
         )
 
     def claim(self, key: str) -> Claim | None:
-        """The claim with ``key`` (:attr:`Consumer.key`), if there is one."""
+        """The claim with ``key`` (:attr:`Consumer.key`), if there is one not compacted."""
         return next((claim for claim in self.claims if claim.consumer.key == key), None)
 
     def claims_of(self, uid: str) -> tuple[Claim, ...]:
-        """Every claim of the object with ``uid``, whatever its version, in arrival order."""
+        """Every claim of the object with ``uid`` not compacted, whatever its version, in arrival order."""
         return tuple(claim for claim in self.claims if claim.consumer.uid == uid)
+
+    def compacted_key(self, key: str) -> bool:
+        """Whether the claim with ``key`` was settled and folded into the compacted record."""
+        return self.compacted is not None and key in self._compacted_keys
+
+    @functools.cached_property
+    def _compacted_keys(self) -> frozenset[str]:
+        return frozenset(self.compacted.keys) if self.compacted is not None else frozenset()
+
+    def mechanisms(self, *states: ClaimState) -> Multiset:
+        """The mechanisms of the claims in ``states`` (the compacted ones count as Committed)."""
+        held = multiset(claim.mechanism for claim in self.claims if claim.state in states)
+        if ClaimState.COMMITTED in states and self.compacted is not None:
+            return merged(self.compacted.mechanisms, held)
+        return held
 
 
 @dataclass(frozen=True)
 class Totals:
-    """Epsilon committed and reserved, and what is left: ``available = epsilon - committed - reserved``."""
+    """What the ledger holds, composed at the budget's delta, and what summing would have charged.
+
+    ``committed`` is the composed epsilon of the Committed claims; ``reserved`` is what the
+    Reserved ones add to it (composed committed + reserved, minus ``committed``);
+    ``available = epsilon - committed - reserved`` (the headroom). ``summed_epsilon`` and
+    ``summed_delta`` are the plain sums of the Committed and Reserved claims' own epsilon and
+    delta. ``math.inf`` where no finite epsilon holds at the budget's delta.
+    """
 
     committed: float
     reserved: float
     available: float
+    summed_epsilon: float
+    summed_delta: float
 
     @property
     def exhausted(self) -> bool:
@@ -192,20 +312,25 @@ def allocated(claims: Iterable[Claim], state: ClaimState) -> Fraction:
     return sum((exact(claim.epsilon) for claim in claims if claim.state is state), Fraction(0))
 
 
+def held(ledger: Ledger) -> Multiset:
+    """The mechanisms the budget is charged for: Committed (with the compacted ones) and Reserved."""
+    return ledger.mechanisms(ClaimState.COMMITTED, ClaimState.RESERVED)
+
+
 def totals(ledger: Ledger, spec: BudgetSpec) -> Totals:
-    """Committed, reserved and available epsilon of ``ledger`` under ``spec``."""
-    committed = allocated(ledger.claims, ClaimState.COMMITTED)
-    reserved = allocated(ledger.claims, ClaimState.RESERVED)
-    return Totals(float(committed), float(reserved), float(exact(spec.epsilon) - committed - reserved))
-
-
-def status_fields(ledger: Ledger, spec: BudgetSpec) -> dict[str, Any]:
-    """The ``PrivacyBudget.status`` fields this package owns, ready to be written as a patch."""
-    sums = totals(ledger, spec)
-    return {
-        "epsilonCommitted": sums.committed,
-        "epsilonReserved": sums.reserved,
-        "epsilonAvailable": sums.available,
-        "epsilonUnlocked": ledger.epsilon_unlocked,
-        "claims": [claim.to_dict() for claim in ledger.claims],
-    }
+    """Committed, reserved and available epsilon of ``ledger`` composed at ``spec.delta``, and the plain sums."""
+    committed = composed_epsilon(ledger.mechanisms(ClaimState.COMMITTED), spec.delta)
+    both = composed_epsilon(held(ledger), spec.delta)
+    live = [claim for claim in ledger.claims if claim.state in (ClaimState.COMMITTED, ClaimState.RESERVED)]
+    summed_epsilon = sum((exact(claim.epsilon) for claim in live), Fraction(0))
+    summed_delta = sum((exact(claim.delta) for claim in live), Fraction(0))
+    if ledger.compacted is not None:
+        summed_epsilon += exact(ledger.compacted.epsilon_summed)
+        summed_delta += exact(ledger.compacted.delta_summed)
+    return Totals(
+        committed=committed,
+        reserved=both - committed if math.isfinite(both) else math.inf,
+        available=spec.epsilon - both,
+        summed_epsilon=float(summed_epsilon),
+        summed_delta=float(summed_delta),
+    )

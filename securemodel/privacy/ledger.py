@@ -10,33 +10,35 @@ Rules:
 
 * Claims are keyed by consumer (:attr:`Consumer.key`: uid, and version where the
   consumer claims per version). Submitting a claim for a key that already
-  has one returns the ledger unchanged and no decision (a restarted operator
-  cannot count a claim twice); the first submission fixes the claim's epsilon.
-* A claim whose delta exceeds the budget's delta, or whose epsilon exceeds the
-  budget's whole epsilon, is Rejected (final). A Waiting claim that the spec
-  no longer admits (delta or epsilon lowered below it) is Rejected too.
+  has one (or had one, now compacted) returns the ledger unchanged and no
+  decision (a restarted operator cannot count a claim twice); the first
+  submission fixes the claim's epsilon and mechanism.
+* A claim whose delta exceeds the budget's delta, or whose mechanism alone
+  composes to more than the budget's whole epsilon at the budget's delta, is
+  Rejected (final). A Waiting claim that the spec no longer admits is Rejected too.
 * Other claims start Waiting and are granted (Reserved) all-or-nothing by the
-  budget's policy (:mod:`securemodel.privacy.scheduling`) as soon as they fit:
-  on arrival, and after every transition that frees budget (a release, a
-  commit below the reservation, a raised ``spec.epsilon`` via
+  budget's policy (:mod:`securemodel.privacy.scheduling`) as soon as the
+  composition (:mod:`securemodel.privacy.composition`) of every Committed and
+  Reserved mechanism with theirs stays within the policy's ceiling at the
+  budget's delta: on arrival, and after every transition that frees budget (a
+  release, a commit below the reservation, a raised ``spec.epsilon`` via
   :func:`reconcile`). Each accepted arrival unlocks DPF budget.
-* Reserved -> Committed when the consumer's pod has run; the epsilon actually
-  spent may be lower than reserved, never higher. Committed is final: privacy
-  spent is spent.
+* Reserved -> Committed when the consumer's pod has run; what was actually
+  spent may be less than reserved (a DP-SGD run stopped early), never more.
+  Committed is final: privacy spent is spent.
 * Reserved -> dispatched (:func:`dispatch`) before any pod of the consumer may exist, and
   started (:func:`mark_started`) once the kubelet showed one of its containers run.
 * Reserved or Waiting -> Released only if no container of the consumer ever ran
   (no ``started`` mark; :func:`release`).
-* Invariant, in exact arithmetic, after every transition: committed + reserved
-  <= ``spec.epsilon``, provided ``spec.epsilon`` only changes as
-  :func:`can_set_epsilon` allows.
+* Invariant after every transition: the composed epsilon of the Committed and
+  Reserved mechanisms at ``spec.delta`` is <= ``spec.epsilon``, provided the
+  spec only changes as :func:`can_set_epsilon` allows.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from fractions import Fraction
 
 from securemodel.privacy._checks import is_number, require_delta, require_positive
 from securemodel.privacy.claims import (
@@ -46,10 +48,12 @@ from securemodel.privacy.claims import (
     Consumer,
     Ledger,
     RejectionReason,
-    allocated,
     exact,
+    held,
 )
-from securemodel.privacy.scheduling import Demand, grantable, select, unlock_on_arrival
+from securemodel.privacy.composition import composed_epsilon, merged, standalone_epsilon
+from securemodel.privacy.mechanisms import DpSgd, EpsilonDelta, Mechanism, spends_at_most
+from securemodel.privacy.scheduling import Demand, ceiling, order, unlock_on_arrival
 
 
 class LedgerError(ValueError):
@@ -94,18 +98,29 @@ class Outcome:
     decisions: tuple[Decision, ...] = ()
 
 
-def submit(ledger: Ledger, spec: BudgetSpec, consumer: Consumer, epsilon: float, delta: float, now: str) -> Outcome:
-    """Add ``consumer``'s claim of (``epsilon``, ``delta``), then grant what fits.
+def submit(
+    ledger: Ledger,
+    spec: BudgetSpec,
+    consumer: Consumer,
+    epsilon: float,
+    delta: float,
+    now: str,
+    *,
+    mechanism: Mechanism | None = None,
+) -> Outcome:
+    """Add ``consumer``'s claim of (``epsilon``, ``delta``) running ``mechanism``, then grant what fits.
 
+    ``mechanism`` is what the budget composes (for DP-SGD: ``DpSgd(sigma, q, steps)``);
+    without one the claim is the generic ``EpsilonDelta(epsilon, delta)``.
     Idempotent per ``consumer.key``. Returns a Rejected, Granted or Queued
     decision for the new claim (and Granted decisions for any other claim the
     pass grants).
     """
     require_positive("epsilon", epsilon)
     require_delta("delta", delta)
-    if ledger.claim(consumer.key) is not None:
+    if ledger.claim(consumer.key) is not None or ledger.compacted_key(consumer.key):
         return Outcome(ledger)
-    claim = Claim(consumer, float(epsilon), float(delta), ClaimState.WAITING, now)
+    claim = Claim(consumer, float(epsilon), float(delta), ClaimState.WAITING, now, mechanism=mechanism)  # type: ignore[arg-type]
     reason = _rejection(claim, spec)
     if reason is not None:
         rejected = replace(claim, state=ClaimState.REJECTED, reason=reason)
@@ -114,31 +129,46 @@ def submit(ledger: Ledger, spec: BudgetSpec, consumer: Consumer, epsilon: float,
             (_rejected_decision(rejected, spec),),
         )
     unlocked = unlock_on_arrival(exact(ledger.epsilon_unlocked), exact(spec.epsilon), spec.unlock_steps)
-    arrived = Ledger((*ledger.claims, claim), float(unlocked))
+    arrived = replace(ledger, claims=(*ledger.claims, claim), epsilon_unlocked=float(unlocked))
     outcome = _schedule(arrived, spec, now)
-    if _existing(outcome.ledger, consumer.key).state is ClaimState.WAITING:
+    if outcome.ledger.claims[-1].state is ClaimState.WAITING:
+        with_it = composed_epsilon(merged(held(outcome.ledger), ((claim.mechanism, 1),)), spec.delta)
         queued = Decision(
             DecisionKind.QUEUED,
             consumer,
             claim.epsilon,
-            f"{consumer} waits for epsilon {claim.epsilon}: {float(_grantable(outcome.ledger, spec))} "
-            f"grantable now under {spec.policy}",
+            f"{consumer} waits for epsilon {claim.epsilon}: with it the budget would hold epsilon {with_it:.6g} "
+            f"composed at delta {spec.delta:g}, above the {_ceiling(outcome.ledger, spec):.6g} grantable "
+            f"under {spec.policy}",
         )
         return Outcome(outcome.ledger, (*outcome.decisions, queued))
     return outcome
 
 
-def commit(ledger: Ledger, spec: BudgetSpec, key: str, now: str, epsilon_spent: float | None = None) -> Outcome:
+def commit(
+    ledger: Ledger,
+    spec: BudgetSpec,
+    key: str,
+    now: str,
+    epsilon_spent: float | None = None,
+    *,
+    mechanism: Mechanism | None = None,
+) -> Outcome:
     """Mark the Reserved claim with ``key`` Committed: a pod has touched the data.
 
     ``epsilon_spent`` (default: all of the reservation) is what the accountant
-    says the run spent; it must be between 0 and the reserved epsilon, and the
-    difference goes back to the budget. Committing a Committed claim again
-    changes nothing.
+    says the run spent, between 0 and the reserved epsilon; ``mechanism`` is
+    what it ran (for DP-SGD: the reserved ``DpSgd`` with the steps actually
+    run), which must release no more than the reserved one
+    (:func:`~securemodel.privacy.mechanisms.spends_at_most`). The difference
+    goes back to the budget. Without ``mechanism``, a generic claim is charged
+    ``EpsilonDelta(epsilon_spent, delta)``, and any other keeps its whole
+    reserved mechanism (never under-charge: an epsilon alone does not say
+    which steps ran). Committing a Committed claim again changes nothing.
 
     Raises:
         LedgerError: if there is no claim with ``key``, it is not Reserved or
-            Committed, or ``epsilon_spent`` is out of range.
+            Committed, or what was spent is out of range.
     """
     claim = _existing(ledger, key)
     if claim.state is ClaimState.COMMITTED:
@@ -152,12 +182,25 @@ def commit(ledger: Ledger, spec: BudgetSpec, key: str, now: str, epsilon_spent: 
         raise LedgerError(
             f"{claim.consumer} cannot commit epsilon {spent}: it must be between 0 and the {claim.epsilon} reserved"
         )
-    committed = replace(claim, state=ClaimState.COMMITTED, epsilon=float(spent), updated=now)
+    if mechanism is None:
+        mechanism = claim.mechanism
+        if claim.mechanism == EpsilonDelta(claim.epsilon, claim.delta):
+            mechanism = EpsilonDelta(float(spent), claim.delta)
+    elif not spends_at_most(mechanism, claim.mechanism):
+        raise LedgerError(
+            f"{claim.consumer} cannot commit {mechanism}: it releases more than the reserved {claim.mechanism}"
+        )
+    committed = replace(claim, state=ClaimState.COMMITTED, epsilon=float(spent), updated=now, mechanism=mechanism)
+    ran = (
+        f" ({mechanism.steps} of {claim.mechanism.steps} steps)"
+        if isinstance(mechanism, DpSgd) and isinstance(claim.mechanism, DpSgd)
+        else ""
+    )
     decision = Decision(
         DecisionKind.COMMITTED,
         claim.consumer,
         committed.epsilon,
-        f"{claim.consumer} spent epsilon {committed.epsilon} of the {claim.epsilon} reserved",
+        f"{claim.consumer} spent epsilon {committed.epsilon} of the {claim.epsilon} reserved{ran}",
     )
     return _then_schedule(_replaced(ledger, committed), spec, now, decision)
 
@@ -173,7 +216,9 @@ def dispatch(ledger: Ledger, key: str, now: str) -> Outcome:
     """
     claim = _existing(ledger, key)
     if claim.state is not ClaimState.RESERVED:
-        raise LedgerError(f"only a Reserved claim can be dispatched; the claim of {claim.consumer} is {claim.state.value}")
+        raise LedgerError(
+            f"only a Reserved claim can be dispatched; the claim of {claim.consumer} is {claim.state.value}"
+        )
     if claim.dispatched is not None:
         return Outcome(ledger)
     return Outcome(_replaced(ledger, replace(claim, dispatched=now)))
@@ -236,24 +281,30 @@ def reconcile(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
     return _schedule(ledger, spec, now)
 
 
-def epsilon_floor(ledger: Ledger) -> float:
-    """The lowest ``spec.epsilon`` the ledger allows: committed + reserved."""
-    return float(_allocated(ledger))
+def epsilon_floor(ledger: Ledger, delta: float) -> float:
+    """The lowest ``spec.epsilon`` the ledger allows at budget delta ``delta``: Committed and Reserved composed."""
+    require_delta("delta", delta)
+    return composed_epsilon(held(ledger), delta)
 
 
-def can_set_epsilon(ledger: Ledger, epsilon: float) -> bool:
-    """Whether ``spec.epsilon`` may become ``epsilon``: positive and not below committed + reserved.
+def can_set_epsilon(ledger: Ledger, epsilon: float, delta: float) -> bool:
+    """Whether the budget may become (``epsilon``, ``delta``): the Committed and Reserved claims compose within it.
 
-    Lowering below what is committed would pretend spent privacy unspent;
-    lowering below committed + reserved would break the invariant while the
-    reserved claims run (they may all end Committed).
+    Lowering epsilon below what is committed would pretend spent privacy
+    unspent, and below committed + reserved would break the invariant while
+    the reserved claims run (they may all end Committed). Lowering delta
+    raises the composed epsilon, so it is checked the same way.
     """
     require_positive("epsilon", epsilon)
-    return exact(epsilon) >= _allocated(ledger)
+    return epsilon_floor(ledger, delta) <= epsilon
 
 
 def _schedule(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
-    """Reject waiting claims the spec no longer admits, then grant what the policy selects."""
+    """Reject waiting claims the spec no longer admits, then grant what the policy selects.
+
+    A mechanism that did not fit is not tried again in the same pass: the
+    budget only grows within a pass, and composition never shrinks as it grows.
+    """
     decisions: list[Decision] = []
     claims = list(ledger.claims)
     for index, claim in enumerate(claims):
@@ -261,24 +312,42 @@ def _schedule(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
         if reason is not None:
             claims[index] = replace(claim, state=ClaimState.REJECTED, reason=reason, updated=now)
             decisions.append(_rejected_decision(claims[index], spec))
+    waiting = {c.consumer.key: i for i, c in enumerate(claims) if c.state is ClaimState.WAITING}
     ledger = replace(ledger, claims=tuple(claims))
-    used = _allocated(ledger)
-    available = grantable(spec.policy, exact(spec.epsilon), exact(ledger.epsilon_unlocked), used)
-    waiting = [Demand(c.consumer.key, exact(c.epsilon)) for c in claims if c.state is ClaimState.WAITING]
-    for key in select(spec.policy, waiting, available):
-        claim = _existing(ledger, key)
-        ledger = _replaced(ledger, replace(claim, state=ClaimState.RESERVED, updated=now))
-        used += exact(claim.epsilon)
+    if not waiting:
+        return Outcome(ledger, tuple(decisions))
+    base = held(ledger)
+    limit = _ceiling(ledger, spec)
+    demands = [
+        Demand(key, standalone_epsilon(claims[i].mechanism, spec.delta) / spec.epsilon) for key, i in waiting.items()
+    ]
+    too_big: set[Mechanism] = set()
+    for demand in order(spec.policy, demands):
+        index = waiting[demand.key]
+        claim = claims[index]
+        if claim.mechanism in too_big:
+            continue
+        candidate = merged(base, ((claim.mechanism, 1),))
+        composed = composed_epsilon(candidate, spec.delta)
+        if composed > limit:
+            too_big.add(claim.mechanism)
+            continue
+        base = candidate
+        claims[index] = replace(claim, state=ClaimState.RESERVED, updated=now)
         decisions.append(
             Decision(
                 DecisionKind.GRANTED,
                 claim.consumer,
                 claim.epsilon,
-                f"granted epsilon {claim.epsilon} to {claim.consumer}; "
-                f"{float(exact(spec.epsilon) - used)} of {spec.epsilon} left",
+                f"granted epsilon {claim.epsilon} to {claim.consumer}; the budget now holds epsilon {composed:.6g} "
+                f"of {spec.epsilon} composed at delta {spec.delta:g}",
             )
         )
-    return Outcome(ledger, tuple(decisions))
+    return Outcome(replace(ledger, claims=tuple(claims)), tuple(decisions))
+
+
+def _ceiling(ledger: Ledger, spec: BudgetSpec) -> float:
+    return ceiling(spec.policy, spec.epsilon, ledger.epsilon_unlocked)
 
 
 def _then_schedule(ledger: Ledger, spec: BudgetSpec, now: str, decision: Decision) -> Outcome:
@@ -290,7 +359,7 @@ def _rejection(claim: Claim, spec: BudgetSpec) -> RejectionReason | None:
     # Comparing two floats agrees with comparing the decimals they print as.
     if claim.delta > spec.delta:
         return RejectionReason.DELTA_ABOVE_BUDGET
-    if claim.epsilon > spec.epsilon:
+    if standalone_epsilon(claim.mechanism, spec.delta) > spec.epsilon:
         return RejectionReason.EPSILON_ABOVE_BUDGET
     return None
 
@@ -299,17 +368,13 @@ def _rejected_decision(claim: Claim, spec: BudgetSpec) -> Decision:
     if claim.reason is RejectionReason.DELTA_ABOVE_BUDGET:
         why = f"its delta {claim.delta} is above the budget's delta {spec.delta}"
     else:
-        why = f"its epsilon {claim.epsilon} is above the budget's whole epsilon {spec.epsilon}"
+        alone = standalone_epsilon(claim.mechanism, spec.delta)
+        why = (
+            f"alone it releases epsilon {alone:.6g} at the budget's delta {spec.delta:g}, "
+            f"above the budget's whole epsilon {spec.epsilon}"
+        )
     message = f"rejected the claim of {claim.consumer}: {why}"
     return Decision(DecisionKind.REJECTED, claim.consumer, claim.epsilon, message)
-
-
-def _allocated(ledger: Ledger) -> Fraction:
-    return allocated(ledger.claims, ClaimState.COMMITTED) + allocated(ledger.claims, ClaimState.RESERVED)
-
-
-def _grantable(ledger: Ledger, spec: BudgetSpec) -> Fraction:
-    return grantable(spec.policy, exact(spec.epsilon), exact(ledger.epsilon_unlocked), _allocated(ledger))
 
 
 def _existing(ledger: Ledger, key: str) -> Claim:

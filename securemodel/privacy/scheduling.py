@@ -1,9 +1,11 @@
 """Policies that decide which waiting claims on a privacy budget are granted.
 
-Both policies grant all-or-nothing: a claim gets its whole epsilon or nothing.
-Both are work-conserving passes over the waiting claims in a policy order: a
-claim that does not fit in what is left is skipped, and later claims that do
-fit are still granted (it does not block the queue).
+Both policies grant all-or-nothing: a claim gets its whole mechanism or
+nothing, and it is granted only if the composition of everything the budget
+holds with it stays within the policy's ceiling
+(:mod:`securemodel.privacy.composition`). Both are work-conserving passes over
+the waiting claims in a policy order: a claim that does not fit is skipped, and
+later claims that do fit are still granted (it does not block the queue).
 
 ``fcfs``
     First come, first served, PrivateKube's FCFS baseline (Luo et al., OSDI
@@ -21,17 +23,26 @@ fit are still granted (it does not block the queue).
     Dominant Private block Fairness (PrivateKube, Luo et al., OSDI '21), on a
     single block. The budget starts locked; each arriving claim unlocks
     ``epsilon / unlock_steps`` (PrivateKube's DPF-N with N = unlock_steps)
-    until all of it is unlocked. Waiting claims are considered smallest
-    dominant share first (on one block: demand / total epsilon, i.e. smallest
-    demand first; ties in arrival order) and granted from the unlocked budget
-    only, best effort (PrivateKube's default, ``grant_top_small = False``).
+    until all of it is unlocked; a claim is granted only if the composed
+    epsilon with it stays within what is unlocked. Waiting claims are
+    considered smallest dominant share first, ties in arrival order, best
+    effort (PrivateKube's default, ``grant_top_small = False``).
+
+    The dominant share of a claim is its standalone cost, the epsilon of its
+    mechanism alone at the budget's delta, divided by the budget's epsilon;
+    not its marginal cost (composed with it minus composed without). PrivateKube
+    defines the share as demand over capacity, a property of the claim; the
+    marginal cost is not one: it depends on what was granted before and shrinks
+    as the budget fills (composition is sublinear), so ordering by it would
+    change with every grant of the same pass, favour whoever arrives late, and
+    cost a composition per waiting claim per grant. The unlocking and the
+    grant test, on the other hand, use the composed cost.
+
     The unlocked amount is state: the ledger keeps it in
     ``status.epsilonUnlocked`` so that it survives operator restarts. Raising
     ``spec.epsilon`` adds locked budget, which later arrivals unlock (in
     steps of the new epsilon / unlock_steps); lowering it caps the unlocked
     amount.
-
-Amounts are :class:`fractions.Fraction` so that sums and comparisons are exact.
 """
 
 from __future__ import annotations
@@ -47,10 +58,10 @@ POLICIES: Final[tuple[str, ...]] = get_args(Policy)
 
 @dataclass(frozen=True)
 class Demand:
-    """A waiting claim as the policies see it: its key, and how much epsilon."""
+    """A waiting claim as the policies see it: its key and its dominant share."""
 
     key: str
-    epsilon: Fraction
+    share: float
 
 
 def validate_policy(policy: str) -> Policy:
@@ -67,27 +78,13 @@ def unlock_on_arrival(unlocked: Fraction, epsilon: Fraction, unlock_steps: int) 
     return min(epsilon, unlocked + epsilon / unlock_steps)
 
 
-def grantable(policy: Policy, epsilon: Fraction, unlocked: Fraction, allocated: Fraction) -> Fraction:
-    """Epsilon that ``policy`` may still hand out, given what is committed or reserved (``allocated``).
-
-    ``fcfs``: ``epsilon - allocated``. ``dpf``: ``min(unlocked, epsilon) - allocated``.
-    Never negative.
-    """
-    ceiling = epsilon if policy == "fcfs" else min(unlocked, epsilon)
-    return max(Fraction(0), ceiling - allocated)
+def ceiling(policy: Policy, epsilon: float, unlocked: float) -> float:
+    """The composed epsilon ``policy`` lets the budget hold: ``epsilon`` (fcfs), ``min(unlocked, epsilon)`` (dpf)."""
+    return epsilon if policy == "fcfs" else min(unlocked, epsilon)
 
 
-def select(policy: Policy, waiting: Sequence[Demand], available: Fraction) -> list[str]:
-    """UIDs of the waiting claims ``policy`` grants now out of ``available``, in grant order.
-
-    ``waiting`` is in arrival order. The sum of the selected demands never
-    exceeds ``available``.
-    """
-    # float() is monotone, so this sorts by the exact amount (near-ties keep arrival order), fast.
-    order = list(waiting) if policy == "fcfs" else sorted(waiting, key=lambda demand: float(demand.epsilon))
-    granted: list[str] = []
-    for demand in order:
-        if demand.epsilon <= available:
-            granted.append(demand.key)
-            available -= demand.epsilon
-    return granted
+def order(policy: Policy, waiting: Sequence[Demand]) -> list[Demand]:
+    """``waiting`` (in arrival order) in the order ``policy`` considers them."""
+    if policy == "fcfs":
+        return list(waiting)
+    return sorted(waiting, key=lambda demand: demand.share)  # stable: ties keep arrival order

@@ -1,0 +1,175 @@
+"""The composed epsilon of ledger mechanisms: against prv-accountant and dp-accounting, the example's
+figures, the generic (epsilon, delta) bound, and the grants it gives on an epsilon = 10 budget."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from dp_accounting import dp_event
+from dp_accounting.pld import pld_privacy_accountant
+from prv_accountant import PoissonSubsampledGaussianMechanism, PRVAccountant
+
+from securemodel.privacy.claims import BudgetSpec, ClaimState, Consumer, Ledger, totals
+from securemodel.privacy.composition import (
+    DISCRETIZATION,
+    cache_clear,
+    composed_epsilon,
+    merged,
+    multiset,
+    standalone_epsilon,
+)
+from securemodel.privacy.ledger import LedgerError, commit, submit
+from securemodel.privacy.mechanisms import DpSgd, EpsilonDelta
+
+# The breast_cancer example's training: sigma for epsilon 2 at delta 1e-5, batch 64 of 456, 20 epochs.
+EXAMPLE = DpSgd(3.5304316605045396, 64 / 456, 143)
+DELTA = 1e-5
+NOW = "2026-11-21T10:00:00Z"
+
+
+def prv(mechanisms: list[tuple[DpSgd, int]], delta: float) -> tuple[float, float, float]:
+    """Microsoft's prv-accountant (shares no code with dp-accounting): lower, estimate, upper."""
+    accountant = PRVAccountant(
+        prvs=[PoissonSubsampledGaussianMechanism(m.sample_rate, m.noise_multiplier) for m, _ in mechanisms],
+        max_self_compositions=[m.steps * count for m, count in mechanisms],
+        eps_error=0.01,
+        delta_error=delta / 1000,
+    )
+    return accountant.compute_epsilon(delta=delta, num_self_compositions=[m.steps * c for m, c in mechanisms])
+
+
+class TestAgainstPrvAccountant:
+    @pytest.mark.parametrize(("count", "expected"), [(1, 2.0), (5, 4.88), (15, 9.32)])
+    def test_the_examples_claims_compose_within_one_percent(self, count: int, expected: float) -> None:
+        ours = composed_epsilon(multiset([EXAMPLE] * count), DELTA)
+        lower, estimate, _ = prv([(EXAMPLE, count)], DELTA)
+        assert ours == pytest.approx(estimate, rel=0.01)
+        assert ours >= lower  # an upper bound never lies below the true value's lower bound
+        assert ours == pytest.approx(expected, abs=0.01)
+
+    def test_different_mechanisms_compose_within_one_percent(self) -> None:
+        other = DpSgd(1.1, 0.004, 2500)
+        ours = composed_epsilon(multiset([EXAMPLE, EXAMPLE, other, other, other]), DELTA)
+        _, estimate, _ = prv([(EXAMPLE, 2), (other, 3)], DELTA)
+        assert ours == pytest.approx(estimate, rel=0.01)
+
+
+def test_dp_sgd_composition_equals_dp_accountings_pld_accountant() -> None:
+    """We compose PLD objects ourselves (to cache them); the accountant composes the same events."""
+    other = DpSgd(2.0, 0.02, 500)
+    accountant = pld_privacy_accountant.PLDAccountant(value_discretization_interval=DISCRETIZATION)
+    for mechanism, count in ((EXAMPLE, 3), (other, 2)):
+        step = dp_event.PoissonSampledDpEvent(
+            mechanism.sample_rate, dp_event.GaussianDpEvent(mechanism.noise_multiplier)
+        )
+        accountant.compose(dp_event.SelfComposedDpEvent(step, mechanism.steps), count)
+    cache_clear()
+    assert composed_epsilon(multiset({EXAMPLE: 3, other: 2}), DELTA) == pytest.approx(
+        accountant.get_epsilon(DELTA), rel=1e-6
+    )
+
+
+class TestGeneric:
+    def test_one_generic_claim_costs_its_own_epsilon_at_its_own_delta(self) -> None:
+        assert standalone_epsilon(EpsilonDelta(3.0, DELTA), DELTA) == 3.0
+
+    def test_generic_claims_never_cost_more_than_their_sum(self) -> None:
+        for epsilon, count in ((0.1, 10), (0.7, 3), (2.0, 5)):
+            composed = composed_epsilon(multiset([EpsilonDelta(epsilon, 1e-7)] * count), DELTA)
+            assert composed <= epsilon * count + 1e-12
+
+    def test_many_small_generic_claims_cost_less_than_their_sum(self) -> None:
+        assert composed_epsilon(multiset([EpsilonDelta(0.1, 0.0)] * 100), DELTA) < 0.75 * 10
+
+    def test_their_deltas_eat_the_budgets_lifetime_delta(self) -> None:
+        assert composed_epsilon(multiset([EpsilonDelta(2.0, DELTA)] * 2), DELTA) == math.inf
+        assert math.isfinite(composed_epsilon(multiset([EpsilonDelta(2.0, DELTA / 2)] * 2), DELTA))
+
+    def test_generic_and_dp_sgd_compose_together(self) -> None:
+        alone = composed_epsilon(multiset([EXAMPLE] * 2), DELTA)
+        both = composed_epsilon(multiset([EXAMPLE, EXAMPLE, EpsilonDelta(0.5, 1e-7)]), DELTA)
+        assert alone < both < alone + 0.5 + 1e-9  # basic composition bounds it from above
+
+
+class TestCache:
+    def test_the_figure_does_not_depend_on_the_order_the_cache_saw_the_multisets_in(self) -> None:
+        other = DpSgd(2.0, 0.02, 500)
+        cache_clear()
+        cold = composed_epsilon(multiset([EXAMPLE] * 4 + [other] * 3), DELTA)
+        cache_clear()
+        for count in range(1, 5):  # grown one claim at a time, as grants do
+            composed_epsilon(multiset([EXAMPLE] * count), DELTA)
+        warm = composed_epsilon(multiset([EXAMPLE] * 4 + [other] * 3), DELTA)
+        assert warm == pytest.approx(cold, rel=1e-5)
+
+    def test_composition_is_monotone(self) -> None:
+        previous = 0.0
+        held = multiset([])
+        for mechanism in [EXAMPLE, DpSgd(2.0, 0.02, 500), EpsilonDelta(0.3, 1e-7), EXAMPLE]:
+            held = merged(held, ((mechanism, 1),))
+            current = composed_epsilon(held, DELTA)
+            assert current > previous
+            previous = current
+
+    def test_zero_steps_release_nothing(self) -> None:
+        assert composed_epsilon(multiset([DpSgd(1.0, 0.1, 0)]), DELTA) == 0.0
+        assert composed_epsilon((), DELTA) == 0.0
+
+
+def example_ledger(claims: int, epsilon: float = 10.0, policy: str = "fcfs") -> Ledger:
+    spec = BudgetSpec(epsilon, DELTA, policy)  # type: ignore[arg-type]
+    ledger = Ledger()
+    for index in range(claims):
+        consumer = Consumer("SecureModel", "clinic-a", f"m{index}", f"uid-{index}")
+        ledger = submit(ledger, spec, consumer, 2.0, DELTA, NOW, mechanism=EXAMPLE).ledger
+    return ledger
+
+
+class TestTheExampleOnABudgetOfTen:
+    """Issue 9: with the example's training shape, fifteen claims of epsilon 2 compose to about 9.3 at
+    delta 1e-5, where summing stops at five claims."""
+
+    def test_sixteen_of_twenty_claims_are_granted_where_summing_grants_five(self) -> None:
+        ledger = example_ledger(20)
+        granted = [c for c in ledger.claims if c.state is ClaimState.RESERVED]
+        assert len(granted) == 16  # 15 compose to 9.32, 16 to 9.69, 17 would be 10.06
+        sums = totals(ledger, BudgetSpec(10.0, DELTA))
+        assert sums.reserved == pytest.approx(9.69, abs=0.01)
+        assert sums.summed_epsilon == 32.0 and sums.summed_delta == pytest.approx(16 * DELTA)
+        assert 0 < sums.available < 0.4
+
+    def test_five_claims_compose_to_about_4_88(self) -> None:
+        spec = BudgetSpec(10.0, DELTA)
+        ledger = example_ledger(5)
+        for index in range(5):
+            ledger = commit(ledger, spec, f"uid-{index}", NOW).ledger
+        sums = totals(ledger, spec)
+        assert sums.committed == pytest.approx(4.88, abs=0.01)
+        assert sums.reserved == 0.0 and sums.summed_epsilon == 10.0
+
+    def test_a_dp_sgd_commit_of_fewer_steps_gives_back_the_rest(self) -> None:
+        spec = BudgetSpec(10.0, DELTA)
+        ledger = example_ledger(17)  # the seventeenth waits
+        half = DpSgd(EXAMPLE.noise_multiplier, EXAMPLE.sample_rate, 70)
+        outcome = commit(ledger, spec, "uid-0", NOW, 1.3, mechanism=half)
+        assert [d.kind.value for d in outcome.decisions] == ["Committed", "Granted"]
+        assert outcome.ledger.claims[0].mechanism == half
+
+    def test_a_commit_cannot_record_more_than_was_reserved(self) -> None:
+        spec = BudgetSpec(10.0, DELTA)
+        ledger = example_ledger(1)
+        with pytest.raises(LedgerError, match="releases more"):
+            commit(ledger, spec, "uid-0", NOW, mechanism=DpSgd(EXAMPLE.noise_multiplier, EXAMPLE.sample_rate, 144))
+        with pytest.raises(LedgerError, match="releases more"):
+            commit(ledger, spec, "uid-0", NOW, mechanism=DpSgd(3.0, EXAMPLE.sample_rate, 100))
+
+    def test_a_dp_sgd_commit_without_its_mechanism_keeps_the_whole_charge(self) -> None:
+        spec = BudgetSpec(10.0, DELTA)
+        ledger = commit(example_ledger(1), spec, "uid-0", NOW, 1.0).ledger
+        assert ledger.claims[0].mechanism == EXAMPLE and ledger.claims[0].epsilon == 1.0
+
+    def test_a_claim_that_alone_exceeds_the_budget_is_rejected(self) -> None:
+        ledger = example_ledger(1, epsilon=1.9)
+        claim = ledger.claims[0]
+        assert claim.state is ClaimState.REJECTED and claim.reason is not None
