@@ -7,11 +7,11 @@ operator image can import it); each subcommand's implementation is imported when
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from securemodel.workers.arguments import count, dp_arguments, fraction, json_object
+from securemodel.workers.federated.arguments import add_aggregate_arguments, add_client_arguments
 from securemodel.workers.serve import add_serve_arguments, run_serve
 
 DESCRIPTION = (
@@ -40,11 +40,25 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_configuration(args: argparse.Namespace) -> int:
-    config = {key: value for key, value in vars(args).items() if key != "run"}
-    json.dump(config, sys.stdout, indent=2, sort_keys=True)
-    print()
-    return 0
+def _run_fl_aggregate(args: argparse.Namespace) -> int:
+    from securemodel.workers.federated.aggregate import run_aggregate
+
+    return run_aggregate(args)
+
+
+def _run_fl_client(args: argparse.Namespace) -> int:
+    from securemodel.workers.federated.supernode import run_client
+
+    return run_client(args)
+
+
+def _termination_log_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--termination-log",
+        type=Path,
+        default=Path(TERMINATION_LOG),
+        help="file the result is also written to, if it exists",
+    )
 
 
 def _common_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,21 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(serve)
     serve.set_defaults(run=_run_serve)
 
-    aggregate = commands.add_parser("fl-aggregate", help="aggregate one federated round (sees only the masked sum)")
-    aggregate.add_argument("--clients", required=True, type=lambda s: s.split(","), help="comma-separated silos")
-    aggregate.add_argument("--min-clients", type=count, required=True)
-    aggregate.add_argument("--threshold", type=count, help="survivors needed to unmask (secure aggregation)")
-    aggregate.add_argument("--port", type=int, default=8443)
-    aggregate.add_argument("--output", required=True, help="encrypted global model artifact")
-    aggregate.set_defaults(run=_print_configuration)
+    aggregate = commands.add_parser("fl-aggregate", help="run a federated round's SuperLink and ServerApp (FedAvg, SecAgg+)")
+    add_aggregate_arguments(aggregate)
+    _termination_log_argument(aggregate)
+    aggregate.set_defaults(run=_run_fl_aggregate)
 
-    client = commands.add_parser("fl-client", help="train one silo's update and submit it masked")
-    client.add_argument("--name", required=True, help="this silo's name")
-    client.add_argument("--aggregator", required=True, help="URL of the aggregator")
-    client.add_argument("--data-source", required=True)
-    client.add_argument("--local-epochs", type=count, default=1)
-    dp_arguments(client)
-    client.set_defaults(run=_print_configuration)
+    client = commands.add_parser("fl-client", help="run one silo's SuperNode: DP-SGD updates, submitted masked")
+    add_client_arguments(client)
+    _termination_log_argument(client)
+    client.set_defaults(run=_run_fl_client)
     return parser
 
 
