@@ -1,12 +1,10 @@
-"""The kopf operator: handlers per kind, pure decisions beside them, settings in :mod:`.settings`.
+"""The kopf operator: one subpackage per kind, each with its handlers beside pure decisions.
 
-* Handlers: :mod:`.privacy_budget`, :mod:`.secure_model` (budget stage), :mod:`.pipeline` (train,
-  compress, serve, certificates), :mod:`.federated_round`.
-* Children of a SecureModel (pure builders): :mod:`.children` (Jobs, Deployment, Service, PVC),
-  :mod:`.keys` (data key, CA and certificate Secrets), and :mod:`.pipeline_status` (status from them).
-* Pure decisions (no Kubernetes): :mod:`.budget_status`, :mod:`.claim_status`, :mod:`.status`,
-  and the training plan in :mod:`.calibration`.
-* The ledger in the API server: :mod:`.ledger` (optimistic-concurrency transactions, and
-  ``commit_claim`` for the training stage), batched per budget by :mod:`.writer`.
-* Shared per process: :mod:`.runtime` (API client, writer, :mod:`.wakeups`, calibrator).
+* :mod:`.budget`: PrivacyBudget (ledger transactions and their batching, status, handlers).
+* :mod:`.secure_model`: SecureModel (observe → decide → act).
+* :mod:`.federated`: FederatedRound.
+* Shared: :mod:`.kube` (server-side apply and exact writes), :mod:`.conditions` (status,
+  conditions and Events of a decided outcome), :mod:`.runtime` (API client, ledger writer,
+  wake-ups, calibrator per process), :mod:`.wakeups`, :mod:`.leader` (Lease leader election),
+  :mod:`.settings`, and :mod:`.main` (the ``securemodel-operator`` command).
 """

@@ -2,11 +2,17 @@
 
 import argparse
 import logging
+import os
+import socket
 
 import kopf
 
 # Importing the handler modules registers their handlers with kopf.
-from securemodel.operator import federated_round, pipeline, privacy_budget, runtime, secure_model, settings  # noqa: F401
+from securemodel.operator import runtime, settings  # noqa: F401
+from securemodel.operator.budget import handlers as budget_handlers  # noqa: F401
+from securemodel.operator.federated import handlers as federated_handlers  # noqa: F401
+from securemodel.operator.leader import LeaseElector, StandbyHealth, exit_now
+from securemodel.operator.secure_model import handlers as model_handlers  # noqa: F401
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,18 +33,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=settings.DEFAULT_HEALTH_ENDPOINT,
         help=f"URL of the liveness/readiness endpoint (default: {settings.DEFAULT_HEALTH_ENDPOINT})",
     )
+    parser.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="namespace of the leader-election Lease (default: $POD_NAMESPACE, else the first --namespace, "
+        "else securemodel-system)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run until SIGINT/SIGTERM.
+    """Run until SIGINT/SIGTERM, once this process leads (:mod:`securemodel.operator.leader`).
 
-    Standalone (no kopf peering): the Deployment runs one replica with the Recreate strategy,
-    so two operators never serve the same objects; see deploy/20-operator.yaml.
+    Any number of replicas may run: one holds the Lease and reconciles, the others wait, answering
+    their health endpoint, and one takes over within the lease duration of the leader's death.
     """
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, log_prefix=True)
+    namespace = args.lease_namespace or (args.namespace[0] if args.namespace else "securemodel-system")
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    elector = LeaseElector(runtime.connect(), namespace, settings.LEASE_NAME, identity,
+                           settings.LEASE_SECONDS, settings.LEASE_RENEW_SECONDS)  # fmt: skip
+    with StandbyHealth(args.health):
+        elector.acquire()
+    elector.keep(lost=exit_now)
     if not args.verbose:
         # One line per probe request every few seconds drowns the reconciliation logs.
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -51,3 +70,4 @@ def main(argv: list[str] | None = None) -> None:
         namespaces=args.namespace,
         liveness_endpoint=args.health,
     )
+    elector.release()

@@ -8,11 +8,11 @@ from typing import Any, cast
 import kopf
 import kubernetes
 
-from securemodel.operator.calibration import Calibrator
+from securemodel.operator.secure_model.calibration import Calibrator
 from securemodel.operator.settings import CALIBRATION_THREADS
-from securemodel.operator.status import Event
+from securemodel.operator.conditions import Event
 from securemodel.operator.wakeups import Wakeups
-from securemodel.operator.writer import LedgerWriter
+from securemodel.operator.budget.writer import LedgerWriter
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,9 @@ COMPONENT = "securemodel-operator"
 DEFAULT_HEALTH_ENDPOINT = "http://0.0.0.0:8080/healthz"
 # Seconds before a handler that raised is retried (kopf's default is 60).
 RETRY_BACKOFF = 5
-# kopf's finalizer: on a SecureModel while it may hold a live claim, on a PrivacyBudget unless
-# its deletion is allowed by annotation. The budget stage claims only once it is in place.
+# kopf's finalizer: on every SecureModel (deleting one settles its claims first), on a
+# PrivacyBudget unless its deletion is allowed by annotation. A model claims only once it is in place.
 FINALIZER = f"{GROUP}/finalizer"
-# A model waiting for its budget re-reads it at least this often, even if no change wakes it.
-RESYNC_SECONDS = 60.0
 # A stopped daemon may finish what it is doing (a ledger write, a calibration) for this long
 # before kopf cancels it, and then this long more before kopf leaves it orphaned.
 DAEMON_CANCELLATION_BACKOFF = 5.0
@@ -51,9 +49,15 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
 WORKER_IMAGE = os.environ.get("SECUREMODEL_WORKER_IMAGE", "securemodel-worker:dev")
 # Size of each model's artifact PersistentVolumeClaim.
 ARTIFACTS_STORAGE = os.environ.get("SECUREMODEL_ARTIFACTS_STORAGE", "256Mi")
-# The training/serving stage re-reads a model's children this often while it progresses (a Job or
-# Deployment event wakes it at once) and this often once it serves.
+# A model's reconciler runs at least this often while it works (a watch event of the model, its
+# budget or a child wakes it at once), and this often once it is done: the resync that renews
+# certificates and puts back any child that drifted without an event reaching the operator.
 PIPELINE_RESYNC_SECONDS = 5.0
-PIPELINE_IDLE_RESYNC_SECONDS = 60.0
-# How often the timer checks every model's certificates for renewal.
-CERTIFICATE_CHECK_SECONDS = float(os.environ.get("SECUREMODEL_CERTIFICATE_CHECK_SECONDS", "60"))
+PIPELINE_IDLE_RESYNC_SECONDS = float(os.environ.get("SECUREMODEL_RESYNC_SECONDS", "60"))
+# A model being deleted re-checks this often whether its claims are settled and its train pods gone.
+DELETION_SETTLE_SECONDS = 3.0
+# Leader election (two replicas, one active): the Lease's name, how long it holds without renewal,
+# and how often the leader renews it. A standby takes over within LEASE_SECONDS of the leader's death.
+LEASE_NAME = "securemodel-operator"
+LEASE_SECONDS = 15
+LEASE_RENEW_SECONDS = 5.0

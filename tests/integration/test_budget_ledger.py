@@ -16,9 +16,10 @@ import kubernetes
 import pytest
 
 from securemodel.api import GROUP, VERSION
-from securemodel.operator.ledger import BudgetNotFound, BudgetRef, commit_claim, submit_claim, submitting
-from securemodel.operator.status import Event
-from securemodel.operator.writer import LedgerWriter
+from securemodel.operator.budget.ledger import BudgetNotFound, BudgetRef, submitting
+from ledger_support import commit_claim, submit_claim
+from securemodel.operator.conditions import Event
+from securemodel.operator.budget.writer import LedgerWriter
 from securemodel.privacy import ClaimState, Consumer, LedgerError
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]

@@ -14,7 +14,8 @@ from typing import Any
 import kubernetes
 
 from securemodel.api import GROUP, VERSION
-from securemodel.operator.ledger import BudgetRef, commit_claim, submit_claim
+from securemodel.operator.budget.ledger import BudgetRef
+from ledger_support import commit_claim, submit_claim
 from securemodel.operator.settings import FINALIZER
 from securemodel.privacy import Consumer
 

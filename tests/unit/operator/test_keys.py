@@ -21,12 +21,24 @@ from cryptography.x509.verification import (
 )
 
 from securemodel.crypto.pki import issued_by, renewal_due, time_left
-from securemodel.operator import keys
-from securemodel.operator.children import Owner, secret_bytes
+from securemodel.operator.secure_model import keys
+from securemodel.operator.secure_model.spec import ModelSpecs, parse
+from securemodel.operator.secure_model.children import Owner, secret_bytes
 
 OWNER = Owner("tumor", "clinic-a", "1234-uid")
 L = timedelta(hours=720)
-SPEC: dict[str, Any] = {"serving": {"clients": ["frontend"], "certificateLifetime": "720h"}}
+
+
+def model_spec(lifetime: str = "720h", clients: tuple[str, ...] = ("frontend",)) -> ModelSpecs:
+    return parse({
+        "model": {"architecture": "mlp"},
+        "data": {"source": "builtin://breast_cancer"},
+        "privacy": {"budgetRef": "b", "epsilon": 1.0},
+        "serving": {"clients": list(clients), "certificateLifetime": lifetime},
+    })  # fmt: skip
+
+
+SPEC = model_spec()
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 DAY = timedelta(days=1)
 CA, TLS, FRONTEND = "tumor-ca", "tumor-tls", "tumor-client-frontend"
@@ -35,7 +47,7 @@ HOST = "tumor.clinic-a.svc"
 
 
 def tick(
-    stored: dict[str, Any], now: datetime, spec: dict[str, Any] = SPEC, owner: Owner = OWNER, **options: Any
+    stored: dict[str, Any], now: datetime, spec: ModelSpecs = SPEC, owner: Owner = OWNER, **options: Any
 ) -> list[str]:
     """One pass of the operator: store what ``wanted_secrets`` writes; return the names written."""
     writes = keys.wanted_secrets(owner, spec, stored, now, **options)
@@ -233,21 +245,16 @@ def test_forced_rotation_reissues_leaves_from_the_same_cas_during_a_rollover() -
     ("key", "value"),
     [("tls.key", b"garbage"), ("tls.crt", b"garbage"), ("tls.key", None)],
 )
-def test_an_unreadable_or_missing_ca_is_recreated_and_leaves_reissued(key: str, value: bytes | None) -> None:
+def test_an_unreadable_ca_secret_is_reported_and_never_regenerated(key: str, value: bytes | None) -> None:
     stored: dict[str, Any] = {}
     tick(stored, T0)
-    old = authority(stored).current
     data = stored[CA]["data"]
     if value is None:
         del data[key]
     else:
         data[key] = base64.b64encode(value).decode()
-    assert sorted(tick(stored, T0 + DAY)) == sorted([CA, *LEAVES])
-    new = authority(stored)
-    assert new.current != old and new.next is None and new.previous == ()
-    for name in LEAVES:
-        assert file(stored, name, "ca.crt") == new.current.cert_pem
-    assert tick(stored, T0 + DAY) == []
+    with pytest.raises(keys.UnreadableAuthority, match="tumor-ca"):
+        keys.wanted_secrets(OWNER, SPEC, stored, T0 + DAY)
 
 
 def test_a_missing_ca_secret_is_recreated() -> None:
@@ -270,7 +277,7 @@ def test_unreadable_successor_or_retired_certificates_are_left_out() -> None:
 
 
 def test_a_lengthened_lifetime_the_ca_cannot_sign_replaces_it_at_once() -> None:
-    short = {"serving": {"clients": ["frontend"], "certificateLifetime": "1h"}}
+    short = model_spec("1h")
     stored: dict[str, Any] = {}
     tick(stored, T0, short)
     old = authority(stored).current
@@ -284,7 +291,7 @@ def test_a_lengthened_lifetime_the_ca_cannot_sign_replaces_it_at_once() -> None:
 
 
 def test_a_shortened_lifetime_rolls_over_to_a_ca_of_the_new_lifetime() -> None:
-    day = {"serving": {"clients": ["frontend"], "certificateLifetime": "24h"}}
+    day = model_spec("24h")
     stored: dict[str, Any] = {}
     tick(stored, T0)
     old = authority(stored).current

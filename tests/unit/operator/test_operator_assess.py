@@ -1,6 +1,7 @@
 """What the budget and round handlers decide from the object alone."""
 
-from securemodel.operator import budget_status, federated_round
+from securemodel.operator.budget import assess as budget_status
+from securemodel.operator.federated import handlers as federated_round
 from securemodel.privacy import BudgetSpec, ClaimState, Consumer, Ledger, commit, submit
 
 NOW = "2026-11-21T10:00:00Z"

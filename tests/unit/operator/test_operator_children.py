@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from securemodel.crypto.pki import issued_by, renewal_due
-from securemodel.operator import children, keys
-from securemodel.operator import pipeline_status as ps
+from securemodel.operator.secure_model import children, keys, outcomes
+from securemodel.operator.secure_model.decide import Snapshot, serve_failure
+from securemodel.operator.secure_model.jobs import JobPhase, job_view, pod_view
+from securemodel.operator.secure_model.spec import ModelSpecs, parse
 
 OWNER = children.Owner("tumor", "clinic-a", "1234-uid")
-SPEC: dict[str, Any] = {
+RAW: dict[str, Any] = {
     "model": {"architecture": "mlp", "params": {"hidden": [8]}},
     "data": {"source": "builtin://breast_cancer", "validationSplit": 0.2},
     "privacy": {"budgetRef": "b", "epsilon": 2.0, "delta": 1e-5, "maxGradNorm": 1.0, "accountant": "prv"},
@@ -21,12 +23,17 @@ SPEC: dict[str, Any] = {
     "serving": {"replicas": 2, "clients": ["frontend", "batch"], "certificateLifetime": "720h"},
     "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
 }
+SPEC = parse(RAW)
 RUN = children.Run(noise_multiplier=1.25, sample_rate=0.140969, steps=15)
+
+
+def spec_with(**parts: Any) -> ModelSpecs:
+    return parse({**RAW, **parts})
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 
 
-def pods_of(spec: dict[str, Any] = SPEC) -> list[dict[str, Any]]:
-    versions = children.Versions.of(spec)
+def pods_of(spec: ModelSpecs = SPEC) -> list[dict[str, Any]]:
+    versions = spec.versions
     return [
         children.train_job(OWNER, spec, versions.training, RUN, "img")["spec"]["template"]["spec"],
         children.compress_job(OWNER, spec, versions, "img")["spec"]["template"]["spec"],
@@ -35,11 +42,10 @@ def pods_of(spec: dict[str, Any] = SPEC) -> list[dict[str, Any]]:
 
 
 def test_names_are_deterministic_and_the_versions_ignore_serving_and_resources() -> None:
-    versions = children.Versions.of(SPEC)
-    assert versions == children.Versions.of(json.loads(json.dumps(SPEC)))
-    changed = {**SPEC, "serving": {"replicas": 5}, "resources": {"gpus": 1}}
-    assert children.Versions.of(changed) == versions
-    retrained = children.Versions.of({**SPEC, "training": {**SPEC["training"], "epochs": 3}})
+    versions = SPEC.versions
+    assert versions == parse(json.loads(json.dumps(RAW))).versions
+    assert spec_with(serving={"replicas": 5}, resources={"gpus": 1}).versions == versions
+    retrained = spec_with(training={**RAW["training"], "epochs": 3}).versions
     assert retrained.training != versions.training and retrained.version != versions.version
     job = children.train_job(OWNER, SPEC, versions.training, RUN, "img")
     assert job["metadata"]["name"] == f"tumor-train-{versions.training}"
@@ -52,8 +58,8 @@ def test_names_are_deterministic_and_the_versions_ignore_serving_and_resources()
 
 
 def test_a_compression_change_compresses_the_same_training_again_into_a_new_file() -> None:
-    versions = children.Versions.of(SPEC)
-    recompressed = children.Versions.of({**SPEC, "compression": {"pruning": {"sparsity": 0.8}, "quantization": "int8"}})
+    versions = SPEC.versions
+    recompressed = spec_with(compression={"pruning": {"sparsity": 0.8}, "quantization": "int8"}).versions
     assert recompressed.training == versions.training and recompressed.version != versions.version
 
     def flags(job: dict[str, Any]) -> dict[str, str]:
@@ -71,13 +77,13 @@ def test_a_compression_change_compresses_the_same_training_again_into_a_new_file
 def test_the_longest_child_name_is_a_valid_label_value() -> None:
     from securemodel.api.secure_model import NAME_MAX_LENGTH
 
-    versions = children.Versions.of(SPEC)
+    versions = SPEC.versions
     longest = children.compress_job_name("m" * NAME_MAX_LENGTH, versions.version)
     assert len(longest) == 63  # Jobs label their pods with their name: at most 63 characters
 
 
 def test_every_child_is_owned_by_the_model() -> None:
-    versions = children.Versions.of(SPEC)
+    versions = SPEC.versions
     objects = [
         children.train_job(OWNER, SPEC, versions.training, RUN, "img"),
         children.compress_job(OWNER, SPEC, versions, "img"),
@@ -111,7 +117,7 @@ def test_pods_meet_the_restricted_profile(index: int) -> None:
 
 
 def test_the_train_job_runs_once_with_exactly_the_calibrated_run() -> None:
-    version = children.Versions.of(SPEC).training
+    version = SPEC.versions.training
     job = children.train_job(OWNER, SPEC, version, RUN, "img")
     assert job["spec"]["backoffLimit"] == 0
     pod = job["spec"]["template"]["spec"]
@@ -128,7 +134,7 @@ def test_the_train_job_runs_once_with_exactly_the_calibrated_run() -> None:
 
 
 def test_gpus_map_to_nvidia_gpu_request_and_limit() -> None:
-    spec = {**SPEC, "resources": {"gpus": 2, "cpu": "4", "memory": "8Gi"}}
+    spec = spec_with(resources={"gpus": 2, "cpu": "4", "memory": "8Gi"})
     container = pods_of(spec)[0]["containers"][0]
     wanted = {"cpu": "4", "memory": "8Gi", "nvidia.com/gpu": "2"}
     assert container["resources"] == {"requests": wanted, "limits": wanted}
@@ -137,7 +143,7 @@ def test_gpus_map_to_nvidia_gpu_request_and_limit() -> None:
 
 
 def test_a_pvc_source_mounts_its_claim_read_only_at_data() -> None:
-    spec = {**SPEC, "data": {"source": "pvc://datasets/x/train.npz", "samples": 100, "validationSplit": 0.2}}
+    spec = spec_with(data={"source": "pvc://datasets/x/train.npz", "samples": 100, "validationSplit": 0.2})
     pod = pods_of(spec)[0]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}} in pod["volumes"]
     assert {"name": "data", "mountPath": "/data", "readOnly": True} in pod["containers"][0]["volumeMounts"]
@@ -183,7 +189,7 @@ def test_key_secrets_are_created_once_and_renewed_when_due() -> None:
 
 def test_removed_clients_secrets_are_listed_for_deletion() -> None:
     stored = [w.body for w in keys.wanted_secrets(OWNER, SPEC, {}, NOW)]
-    spec = {**SPEC, "serving": {"clients": ["frontend"]}}
+    spec = spec_with(serving={"clients": ["frontend"]})
     assert keys.removed_clients(OWNER, spec, stored) == ["tumor-client-batch"]
 
 
@@ -191,41 +197,39 @@ def _pod(container: str, **state: Any) -> dict[str, Any]:
     return {"metadata": {"name": "p"}, "status": {"containerStatuses": [{"name": container, "state": state}]}}
 
 
-def test_job_state_reads_the_workers_result_from_the_termination_message() -> None:
-    result = {"kind": "TrainResult", "status": "Succeeded", "dataTouched": True, "steps": 10}
-    pod = _pod("train", terminated={"exitCode": 0, "message": json.dumps(result) + "\n"})
-    state = ps.job_state({"status": {"succeeded": 1}}, [pod], "train", "TrainResult")
-    assert state == ps.JobState(ps.JobPhase.SUCCEEDED, result, True, "")
-    pending = ps.job_state({"status": {"active": 1}}, [_pod("train", waiting={"reason": "ContainerCreating"})], "train", "TrainResult")
-    assert pending.phase is ps.JobPhase.PENDING and not pending.started
-    running = ps.job_state({"status": {"active": 1}}, [_pod("train", running={})], "train", "TrainResult")
-    assert running.phase is ps.JobPhase.RUNNING and running.started
-
-
-def test_settlement_commits_what_was_spent_and_releases_what_never_touched_data() -> None:
-    result = {"kind": "TrainResult", "status": "Failed", "dataTouched": True, "steps": 5, "noiseMultiplier": 3.0,
-              "sampleRate": 0.01}
-    failed = ps.JobState(ps.JobPhase.FAILED, result, True)
-    decision = ps.settlement(failed, 2.0, 1e-5, "prv")
-    assert decision.commit and 0 < decision.epsilon < 2.0
-    untouched = ps.JobState(ps.JobPhase.FAILED, {**result, "dataTouched": False}, True)
-    assert ps.settlement(untouched, 2.0, 1e-5, "prv") == ps.Settlement(False, 0.0, False)
-    killed = ps.JobState(ps.JobPhase.FAILED, None, True)
-    assert ps.settlement(killed, 2.0, 1e-5, "prv") == ps.Settlement(True, 2.0, True)
-    never = ps.JobState(ps.JobPhase.FAILED, None, False)
-    assert not ps.settlement(never, 2.0, 1e-5, "prv").commit
+def test_job_view_reads_the_workers_result_and_whether_a_container_ran() -> None:
+    result = {"kind": "TrainResult", "status": "Succeeded", "steps": 10}
+    pod = _pod("train", terminated={"exitCode": 0, "startedAt": "t", "message": json.dumps(result) + "\n"})
+    done = job_view({"metadata": {"name": "j"}, "status": {"succeeded": 1}}, [pod_view(pod, "train", "TrainResult")])
+    assert done.phase is JobPhase.SUCCEEDED and done.result == result and done.ran
+    creating = pod_view(_pod("train", waiting={"reason": "ContainerCreating"}), "train", "TrainResult")
+    pending = job_view({"metadata": {"name": "j"}, "status": {"active": 1}}, [creating])
+    assert pending.phase is JobPhase.PENDING and not pending.ran
+    running = pod_view(_pod("train", running={}), "train", "TrainResult")
+    assert job_view({"metadata": {"name": "j"}, "status": {"active": 1}}, [running]).phase is JobPhase.RUNNING
+    # The kubelet's synthetic status for a container it never started is not a run.
+    unknown = _pod("train", terminated={"exitCode": 137, "reason": "ContainerStatusUnknown"})
+    assert not pod_view(unknown, "train", "TrainResult").ran
+    pull = _pod("train", waiting={"reason": "ErrImageNeverPull", "message": "image not present"})
+    assert "ErrImageNeverPull" in pod_view(pull, "train", "TrainResult").image_failure
+    init_ran = {"metadata": {"name": "p"}, "status": {"initContainerStatuses": [{"name": "prepare", "containerID": "c://1",
+                                                                                   "state": {"terminated": {"exitCode": 0}}}]}}
+    assert pod_view(init_ran, "train", "TrainResult").ran  # an init container runs the same image
 
 
 def test_serving_is_ready_only_with_all_replicas_available_and_reports_crashes() -> None:
     deployment = {"metadata": {"name": "tumor", "generation": 2},
                   "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2}}
-    assert ps.serving(deployment, 2, "").ready.status
+    assert outcomes.serving(deployment, 2, "", current=True).ready.status
     deployment["status"]["availableReplicas"] = 1
-    assert not ps.serving(deployment, 2, "").ready.status
-    crashed = {"metadata": {"name": "tumor-x"}, "status": {"containerStatuses": [{"name": "serve", "state": {
-        "waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {
-            "exitCode": 1, "message": "artifact refused: authentication tag mismatch\n"}}}]}}
-    failure = ps.serve_failure([crashed])
+    assert not outcomes.serving(deployment, 2, "", current=True).ready.status
+    crashed = {"metadata": {"name": "tumor-x", "labels": {children.COMPONENT_LABEL: "serve", children.VERSION_LABEL: "v1"}},
+               "status": {"containerStatuses": [{"name": "serve", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                                 "lastState": {"terminated": {
+                                                     "exitCode": 1, "message": "artifact refused: authentication tag mismatch\n"}}}]}}
+    snapshot = Snapshot(OWNER, 1, False, True, None, SPEC, "img", True, None, None, None, None, {}, (crashed,), None, None,
+                        None, None, {}, NOW)
+    failure = serve_failure(snapshot, "v1")
     assert "authentication tag mismatch" in failure
-    outcome = ps.serving(deployment, 2, failure)
+    outcome = outcomes.serving(deployment, 2, failure, current=True)
     assert outcome.ready.reason == "ServingFailed" and "authentication tag" in outcome.ready.message

@@ -2,7 +2,9 @@
 
 from datetime import UTC, datetime, timedelta
 
-from securemodel.operator.status import Condition, Event, Outcome, event_for, merge_conditions, status_for
+import pytest
+
+from securemodel.operator.conditions import Condition, Event, Outcome, Progress, event_for, merge_conditions, status_for
 
 T0 = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -23,9 +25,38 @@ def test_first_status_sets_generation_phase_and_a_complete_ready_condition() -> 
                 "message": "waiting for ε=2",
                 "lastTransitionTime": "2026-11-21T10:00:00Z",
                 "observedGeneration": 1,
-            }
+            },
+            {
+                "type": "Reconciling",
+                "status": "False",
+                "reason": "Reconciled",
+                "message": "the spec is reconciled",
+                "lastTransitionTime": "2026-11-21T10:00:00Z",
+                "observedGeneration": 1,
+            },
+            {
+                "type": "Stalled",
+                "status": "False",
+                "reason": "Progressing",
+                "message": "nothing blocks progress",
+                "lastTransitionTime": "2026-11-21T10:00:00Z",
+                "observedGeneration": 1,
+            },
         ],
     }
+
+
+@pytest.mark.parametrize(
+    ("progress", "reconciling", "stalled"),
+    [(Progress.DONE, "False", "False"), (Progress.WORKING, "True", "False"), (Progress.STALLED, "False", "True")],
+)
+def test_kstatus_conditions_follow_the_progress(progress: Progress, reconciling: str, stalled: str) -> None:
+    outcome = Outcome("Training", Condition("Ready", False, "Training", "Job m-train-v1 is training"), progress=progress)
+    conditions = {c["type"]: c for c in status_for(outcome, {}, 4, T0)["conditions"]}
+    assert (conditions["Reconciling"]["status"], conditions["Stalled"]["status"]) == (reconciling, stalled)
+    assert {c["observedGeneration"] for c in conditions.values()} == {4}
+    busy = conditions["Reconciling"] if reconciling == "True" else conditions["Stalled"] if stalled == "True" else None
+    assert busy is None or (busy["reason"], busy["message"]) == ("Training", "Job m-train-v1 is training")
 
 
 def test_last_transition_time_only_moves_when_the_status_changes() -> None:

@@ -1,7 +1,7 @@
 """What a PrivacyBudget's status says, decided from its spec and ledger alone (pure)."""
 
 from securemodel.api.privacy_budget import Phase
-from securemodel.operator.status import READY, Condition, Outcome
+from securemodel.operator.conditions import READY, Condition, Outcome
 from securemodel.privacy import BudgetSpec, Ledger, can_set_epsilon, epsilon_floor, status_fields, totals
 
 EXHAUSTED = "Exhausted"

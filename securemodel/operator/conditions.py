@@ -1,19 +1,35 @@
 """Turn a decision about an object into its status and Events.
 
-A kind's handler decides an :class:`Outcome` with a pure function; :func:`publish` writes
-it: ``status.observedGeneration``, ``status.phase``, the conditions (``lastTransitionTime``
-only moves when a condition's status changes), and an Event when the phase or the Ready
-condition changes.
+A kind's reconciler decides an :class:`Outcome` with a pure function; :func:`status_for`
+turns it into ``status.observedGeneration``, ``status.phase`` and the conditions
+(``lastTransitionTime`` only moves when a condition's status changes), and
+:func:`event_for` into an Event when the phase or the Ready condition changes.
+
+Every kind carries the conditions GitOps tools read (kstatus, as Flux and Argo CD use it):
+``Ready``; ``Reconciling`` True while the operator is still working towards the spec;
+``Stalled`` True when it cannot progress without a change of the spec or of something the
+object depends on. Each condition records the ``observedGeneration`` it was decided for.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import kopf
 
 READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+
+
+class Progress(StrEnum):
+    """Where the operator stands with an object's spec (kstatus)."""
+
+    DONE = "Done"  # the spec is reconciled (Ready may still be False, e.g. a budget that is exhausted)
+    WORKING = "Working"  # Reconciling: work under way that needs no change from anyone
+    STALLED = "Stalled"  # cannot progress until the spec or a dependency changes
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,17 @@ class Outcome:
     conditions: tuple[Condition, ...] = ()
     fields: Mapping[str, Any] = field(default_factory=dict)
     warning: bool = False
+    progress: Progress = Progress.DONE
+
+    def kstatus(self) -> tuple[Condition, Condition]:
+        """The ``Reconciling`` and ``Stalled`` conditions this outcome implies."""
+        working, stalled = self.progress is Progress.WORKING, self.progress is Progress.STALLED
+        return (
+            Condition(RECONCILING, working, self.ready.reason if working else "Reconciled",
+                      self.ready.message if working else "the spec is reconciled"),
+            Condition(STALLED, stalled, self.ready.reason if stalled else "Progressing",
+                      self.ready.message if stalled else "nothing blocks progress"),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,7 +105,7 @@ def status_for(outcome: Outcome, status: Mapping[str, Any], generation: int, now
         "observedGeneration": generation,
         "phase": outcome.phase,
         "conditions": merge_conditions(
-            status.get("conditions") or [], (outcome.ready, *outcome.conditions), generation, now
+            status.get("conditions") or [], (outcome.ready, *outcome.conditions, *outcome.kstatus()), generation, now
         ),
     }
 

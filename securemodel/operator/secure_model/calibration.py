@@ -3,11 +3,10 @@
 import asyncio
 import collections
 import concurrent.futures
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from securemodel.data.sources import dataset_size, parse_source, split_sizes
+from securemodel.operator.secure_model.spec import ModelSpecs
 from securemodel.operator.settings import CALIBRATIONS_KEPT
 from securemodel.privacy import Calibration, calibrate_dp_sgd, poisson_sample_rate, steps_for_epochs
 
@@ -37,27 +36,27 @@ class Plan:
         return steps_for_epochs(self.epochs, self.batch_size, self.examples)
 
 
-def plan(spec: Mapping[str, Any], epsilon: float, delta: float) -> Plan:
-    """The run of a SecureModel ``spec`` (with the API server's defaults), for a claim of (``epsilon``, ``delta``).
+def plan(spec: ModelSpecs, epsilon: float, delta: float) -> Plan:
+    """The run of a SecureModel ``spec``, for a claim of (``epsilon``, ``delta``).
 
     Raises:
         ValueError: if the data source cannot be sized, or the batch is larger than the
             training examples (a ``SourceError`` is a ``ValueError``).
     """
-    data, training = spec["data"], spec["training"]
-    examples = split_sizes(dataset_size(parse_source(data["source"]), data.get("samples")), data["validationSplit"])
-    if training["batchSize"] > examples.train:
+    data, training = spec.data, spec.training
+    examples = split_sizes(dataset_size(parse_source(data.source), data.samples), data.validation_split)
+    if training.batch_size > examples.train:
         raise ValueError(
-            f"spec.training.batchSize {training['batchSize']} exceeds the {examples.train} training examples of "
-            f"{data['source']} ({examples.validation} of its examples are held out for validation)"
+            f"spec.training.batchSize {training.batch_size} exceeds the {examples.train} training examples of "
+            f"{data.source} ({examples.validation} of its examples are held out for validation)"
         )
     return Plan(
         epsilon=float(epsilon),
         delta=float(delta),
-        accountant=spec["privacy"]["accountant"],
+        accountant=spec.privacy.accountant,
         examples=examples.train,
-        batch_size=int(training["batchSize"]),
-        epochs=int(training["epochs"]),
+        batch_size=training.batch_size,
+        epochs=training.epochs,
     )
 
 

@@ -12,30 +12,27 @@ and ``committed + reserved <= epsilon`` holds after each of them. Claims are key
 consumer (uid, and version), so repeating a transaction (an operator restarted mid-claim, a retry
 after a lost response) never counts a claim twice.
 
-The module-level helpers (:func:`submit_claim`, :func:`commit_claim`) run one
-transaction and post its Events with a plain API client: the training stage commits
-what it spent with :func:`commit_claim`. Inside the operator, transactions are batched
-per budget by :class:`securemodel.operator.writer.LedgerWriter`.
+Inside the operator, transactions are batched per budget by
+:class:`securemodel.operator.budget.writer.LedgerWriter`.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 import kubernetes
 
 from securemodel.api import GROUP, VERSION
 from securemodel.api.privacy_budget import KIND
-from securemodel.operator.budget_status import assess
-from securemodel.operator.settings import COMPONENT, LEDGER_MAX_ATTEMPTS
-from securemodel.operator.status import Event, event_for, status_for, timestamp
-from securemodel.privacy import BudgetSpec, Claim, Consumer, Ledger, LedgerError, Outcome, commit, release, submit
+from securemodel.operator import kube
+from securemodel.operator.budget.assess import assess
+from securemodel.operator.settings import LEDGER_MAX_ATTEMPTS
+from securemodel.operator.conditions import Event, event_for, status_for, timestamp
+from securemodel.privacy import BudgetSpec, Consumer, Ledger, Outcome, commit, dispatch, mark_started, release, submit
 
-MERGE_PATCH: Final = "application/merge-patch+json"
 
 # A change of the ledger: the pure rules applied to (ledger, spec, now as RFC 3339).
 Change = Callable[[Ledger, BudgetSpec, str], Outcome]
@@ -88,9 +85,19 @@ def committing(key: str, epsilon_spent: float) -> Change:
     return lambda ledger, spec, now: commit(ledger, spec, key, now, epsilon_spent)
 
 
-def releasing(key: str, *, pod_started: bool) -> Change:
-    """The change that gives back the claim with ``key``, allowed only if no pod of it ever started."""
-    return lambda ledger, spec, now: release(ledger, spec, key, now, pod_started=pod_started)
+def releasing(key: str) -> Change:
+    """The change that gives back the claim with ``key``, refused once a container of it ran."""
+    return lambda ledger, spec, now: release(ledger, spec, key, now)
+
+
+def dispatching(key: str) -> Change:
+    """The change that marks the Reserved claim with ``key`` dispatched (before its Job is created)."""
+    return lambda ledger, spec, now: dispatch(ledger, key, now)
+
+
+def starting(key: str) -> Change:
+    """The change that marks the claim with ``key`` started: a container of its Job ran."""
+    return lambda ledger, spec, now: mark_started(ledger, key, now)
 
 
 def transact(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, changes: Sequence[Change]) -> Transaction:
@@ -137,7 +144,7 @@ def transact(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, changes: S
                 KIND.plural,
                 ref.name,
                 {"metadata": {"resourceVersion": budget["metadata"]["resourceVersion"]}, "status": status},
-                _content_type=MERGE_PATCH,
+                _content_type=kube.MERGE_PATCH,
             )
         except kubernetes.client.ApiException as error:
             if error.status == 409:
@@ -161,76 +168,3 @@ def read_budget(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef) -> dict
         if error.status == 404:
             raise BudgetNotFound(f"{ref} does not exist") from None
         raise
-
-
-def submit_claim(
-    client: kubernetes.client.ApiClient, ref: BudgetRef, consumer: Consumer, epsilon: float, delta: float
-) -> Claim:
-    """Claim (``epsilon``, ``delta``) for ``consumer``; return its claim as stored (Waiting, Reserved or Rejected).
-
-    Idempotent per ``consumer.key``: a second call returns the existing claim.
-    """
-    transaction = _run(client, ref, submitting(consumer, epsilon, delta))
-    return _claim(transaction, consumer.key)
-
-
-def commit_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, key: str, epsilon_spent: float) -> Claim:
-    """Commit ``epsilon_spent`` of the reservation of the claim with ``key``; return the Committed claim.
-
-    Call it once a pod of the consumer has touched the data, even if training failed:
-    privacy spent is spent. The unspent rest goes back to the budget, and waiting claims
-    it lets through are granted in the same write. Idempotent: committing again changes
-    nothing.
-
-    Raises:
-        LedgerError: if the claim is not Reserved (or Committed), or ``epsilon_spent`` is
-            not between 0 and the reservation.
-        BudgetNotFound: if the budget does not exist.
-    """
-    transaction = _run(client, ref, committing(key, epsilon_spent))
-    return _claim(transaction, key)
-
-
-def _run(client: kubernetes.client.ApiClient, ref: BudgetRef, change: Change) -> Transaction:
-    transaction = transact(kubernetes.client.CustomObjectsApi(client), ref, [change])
-    post_events(kubernetes.client.CoreV1Api(client), transaction.budget, transaction.events)
-    (result,) = transaction.results
-    if isinstance(result, ValueError):
-        raise result
-    return transaction
-
-
-def _claim(transaction: Transaction, key: str) -> Claim:
-    claim = transaction.ledger.claim(key)
-    if claim is None:
-        raise LedgerError(f"no claim with key {key}")
-    return claim
-
-
-def post_events(core: kubernetes.client.CoreV1Api, budget: Mapping[str, Any], events: Sequence[Event]) -> None:
-    """Post ``events`` about ``budget`` as core/v1 Events, as the operator itself would."""
-    metadata = budget["metadata"]
-    when = timestamp(datetime.now(UTC))
-    for event in events:
-        core.create_namespaced_event(
-            metadata["namespace"],
-            {
-                "metadata": {"generateName": "securemodel-", "namespace": metadata["namespace"]},
-                "involvedObject": {
-                    "apiVersion": budget["apiVersion"],
-                    "kind": budget["kind"],
-                    "name": metadata["name"],
-                    "namespace": metadata["namespace"],
-                    "uid": metadata["uid"],
-                },
-                "type": event.type,
-                "reason": event.reason,
-                "message": event.message,
-                "source": {"component": COMPONENT},
-                "reportingComponent": COMPONENT,
-                "reportingInstance": socket.gethostname(),
-                "firstTimestamp": when,
-                "lastTimestamp": when,
-                "count": 1,
-            },
-        )

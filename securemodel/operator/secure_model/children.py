@@ -13,7 +13,6 @@ Every pod meets the Pod Security ``restricted`` profile (:func:`pod_security_con
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, Final
 from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND
 from securemodel.data.sources import PvcSource, parse_source
+from securemodel.operator.secure_model.spec import ModelSpecs, Versions
 
 MODEL_LABEL: Final = f"{GROUP}/model"
 UID_LABEL: Final = f"{GROUP}/model-uid"
@@ -39,10 +39,10 @@ ARTIFACTS_DIR: Final = "/artifacts"
 DATA_DIR: Final = "/data"
 SERVE_PORT: Final = 8443
 METRICS_PORT: Final = 9090
-# The fields of the spec a trained artifact depends on: changing any of them means a new training.
-TRAINING_FIELDS: Final = ("model", "data", "training", "privacy")
-# ... and those the served artifact depends on: changing compression alone only compresses again.
-VERSIONED_FIELDS: Final = (*TRAINING_FIELDS, "compression")
+BUDGET_LABEL: Final = f"{GROUP}/budget"
+# Held on every train pod until the operator has recorded in the ledger whether it ran a
+# container (see securemodel.operator.secure_model.settlement): no pod of a claim vanishes unseen.
+SETTLEMENT_FINALIZER: Final = f"{GROUP}/settlement"
 
 
 @dataclass(frozen=True)
@@ -112,29 +112,6 @@ def endpoint(model: str, namespace: str) -> str:
     return f"https://{model}.{namespace}.svc:{SERVE_PORT}"
 
 
-@dataclass(frozen=True)
-class Versions:
-    """The versions of a spec: ``training`` hashes the fields the trained artifact depends on
-    (:data:`TRAINING_FIELDS`; one claim and one train Job per training version), ``version``
-    those the served artifact depends on (:data:`VERSIONED_FIELDS`; one compress Job each).
-
-    Deterministic, so a restarted operator finds the Jobs it created; serving changes
-    (replicas, clients, certificate lifetime) and resources change neither.
-    """
-
-    training: str
-    version: str
-
-    @classmethod
-    def of(cls, spec: Mapping[str, Any]) -> Versions:
-        return cls(_hash(spec, TRAINING_FIELDS), _hash(spec, VERSIONED_FIELDS))
-
-
-def _hash(spec: Mapping[str, Any], fields: Sequence[str]) -> str:
-    canonical = json.dumps({key: spec.get(key) for key in fields}, sort_keys=True, separators=(",", ":"))
-    return "v" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
-
-
 # --- metadata ----------------------------------------------------------------------------------
 
 
@@ -191,6 +168,23 @@ def secret(owner: Owner, name: str, component: str, data: Mapping[str, bytes], *
         "type": "Opaque",
         "metadata": metadata(owner, name, component, **extra),
         "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
+
+
+def results_name(model: str) -> str:
+    return f"{model}-results"
+
+
+def results_config_map(owner: Owner, results: Mapping[str, str]) -> dict[str, Any]:
+    """The workers' results (JSON by ``train-<version>`` / ``compress-<version>``), kept once read from their pods.
+
+    Only shown in status: what the ledger charges is never read back from here.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, results_name(owner.name), "results"),
+        "data": dict(results),
     }
 
 
@@ -271,25 +265,25 @@ _KEY_MOUNTS: Final = (
 )
 
 
-def resources(spec_resources: Mapping[str, Any]) -> dict[str, Any]:
+def resources(spec: ModelSpecs) -> dict[str, Any]:
     """``spec.resources`` as requests and limits; ``gpus`` becomes ``nvidia.com/gpu`` (request = limit)."""
-    amounts: dict[str, Any] = {}
-    if spec_resources.get("cpu"):
-        amounts["cpu"] = str(spec_resources["cpu"])
-    if spec_resources.get("memory"):
-        amounts["memory"] = str(spec_resources["memory"])
-    gpus = int(spec_resources.get("gpus") or 0)
-    if gpus > 0:
-        amounts["nvidia.com/gpu"] = str(gpus)
+    amounts: dict[str, Any] = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    if spec.resources.gpus > 0:
+        amounts["nvidia.com/gpu"] = str(spec.resources.gpus)
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def worker_image(spec: Mapping[str, Any], default: str) -> str:
-    return (spec.get("model") or {}).get("image") or default
+def worker_image(spec: ModelSpecs, default: str) -> str:
+    return spec.model.image or default
 
 
-def _job(owner: Owner, name: str, component: str, pod: Mapping[str, Any], **versions: str) -> dict[str, Any]:
+def _job(
+    owner: Owner, name: str, component: str, pod: Mapping[str, Any], finalizers: Sequence[str] = (), **versions: str
+) -> dict[str, Any]:
     meta = metadata(owner, name, component, **versions)
+    template: dict[str, Any] = {"labels": dict(meta["labels"])}
+    if finalizers:
+        template["finalizers"] = list(finalizers)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -297,7 +291,7 @@ def _job(owner: Owner, name: str, component: str, pod: Mapping[str, Any], **vers
         "spec": {
             # A retry would read the data again and spend ε again: one attempt only.
             "backoffLimit": 0,
-            "template": {"metadata": {"labels": dict(meta["labels"])}, "spec": dict(pod)},
+            "template": {"metadata": template, "spec": dict(pod)},
         },
     }
 
@@ -308,43 +302,40 @@ def _mkdir(image: str, path: str) -> dict[str, Any]:
     return container("prepare", image, ["python", "-c", code, path], [_KEY_MOUNTS[0]])
 
 
-def train_job(owner: Owner, spec: Mapping[str, Any], training: str, run: Run, image: str) -> dict[str, Any]:
-    """The DP-SGD training Job: exactly σ, q and steps of ``run``, nothing secret on its command line."""
-    model, data, privacy = spec["model"], spec["data"], spec["privacy"]
-    hyper = spec.get("training") or {}
-    spec_resources = spec.get("resources") or {}
-    gpus = int(spec_resources.get("gpus") or 0)
+def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: str) -> dict[str, Any]:
+    """The DP-SGD training Job: exactly σ, q and steps of ``run`` (the operator's calibration), nothing
+    secret on its command line. Its pods carry :data:`SETTLEMENT_FINALIZER` and the budget's name."""
+    model, data = spec.model, spec.data
     args = ["securemodel-worker", "train"]
-    if model.get("architecture"):
-        args += ["--architecture", model["architecture"]]
+    if model.architecture:
+        args += ["--architecture", model.architecture]
     else:
-        args += ["--entrypoint", model["entrypoint"]]
-    args += ["--params", json.dumps(model.get("params") or {}, sort_keys=True, separators=(",", ":"))]
-    args += ["--data-source", data["source"]]
-    if data.get("samples") is not None:
-        args += ["--data-samples", str(data["samples"])]
+        args += ["--entrypoint", str(model.entrypoint)]
+    args += ["--params", model.params, "--data-source", data.source]
+    if data.samples is not None:
+        args += ["--data-samples", str(data.samples)]
     args += [
-        "--validation-split", repr(float(data.get("validationSplit", 0.2))),
-        "--seed", str(int(hyper.get("seed", 0))),
-        "--optimizer", hyper.get("optimizer", "sgd"),
-        "--learning-rate", repr(float(hyper.get("learningRate", 0.1))),
+        "--validation-split", repr(data.validation_split),
+        "--seed", str(spec.training.seed),
+        "--optimizer", spec.training.optimizer,
+        "--learning-rate", repr(spec.training.learning_rate),
         "--noise-multiplier", repr(float(run.noise_multiplier)),
         "--sample-rate", repr(float(run.sample_rate)),
         "--steps", str(int(run.steps)),
-        "--max-grad-norm", repr(float(privacy.get("maxGradNorm", 1.0))),
-        "--device", "cuda" if gpus > 0 else "cpu",
+        "--max-grad-norm", repr(spec.privacy.max_grad_norm),
+        "--device", "cuda" if spec.resources.gpus > 0 else "cpu",
         "--output", trained_artifact(training),
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
         "--data-root", DATA_DIR,
     ]  # fmt: skip
     volumes = _volumes(owner, artifacts_read_only=False)
     mounts = list(_KEY_MOUNTS)
-    source = parse_source(data["source"])
+    source = parse_source(data.source)
     if isinstance(source, PvcSource):
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
         mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": True})
     main = container("train", image, args, mounts)
-    main["resources"] = resources(spec_resources)
+    main["resources"] = resources(spec)
     pod = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -353,18 +344,18 @@ def train_job(owner: Owner, spec: Mapping[str, Any], training: str, run: Run, im
         "containers": [main],
         "volumes": volumes,
     }
-    return _job(owner, train_job_name(owner.name, training), "train", pod, **{VERSION_LABEL: training})
+    extra = {VERSION_LABEL: training, BUDGET_LABEL: spec.privacy.budget_ref}
+    return _job(owner, train_job_name(owner.name, training), "train", pod, (SETTLEMENT_FINALIZER,), **extra)
 
 
-def compress_job(owner: Owner, spec: Mapping[str, Any], versions: Versions, image: str) -> dict[str, Any]:
+def compress_job(owner: Owner, spec: ModelSpecs, versions: Versions, image: str) -> dict[str, Any]:
     """Prune and quantise the trained artifact of ``versions.training`` into the compressed artifact of ``versions``."""
-    compression = spec.get("compression") or {}
     args = [
         "securemodel-worker", "compress",
         "--input", trained_artifact(versions.training),
         "--output", compressed_artifact(versions),
-        "--sparsity", repr(float((compression.get("pruning") or {}).get("sparsity", 0.0))),
-        "--quantization", compression.get("quantization", "none"),
+        "--sparsity", repr(spec.compression.sparsity),
+        "--quantization", spec.compression.quantization,
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
     ]  # fmt: skip
     main = container("compress", image, args, _KEY_MOUNTS)
@@ -385,9 +376,8 @@ def serving_labels(owner: Owner) -> dict[str, str]:
     return {MODEL_LABEL: owner.name, COMPONENT_LABEL: "serve"}
 
 
-def deployment(owner: Owner, spec: Mapping[str, Any], versions: Versions, image: str) -> dict[str, Any]:
+def deployment(owner: Owner, spec: ModelSpecs, versions: Versions, image: str) -> dict[str, Any]:
     """The serving Deployment of ``version``'s compressed artifact (rolling: old pods serve until new ones are ready)."""
-    serving = spec.get("serving") or {}
     args = [
         "securemodel-worker", "serve",
         "--artifact", compressed_artifact(versions),
@@ -422,14 +412,14 @@ def deployment(owner: Owner, spec: Mapping[str, Any], versions: Versions, image:
     )
     volumes = _volumes(owner, artifacts_read_only=True)
     volumes.append({"name": "tls", "secret": {"secretName": tls_secret_name(owner.name), "defaultMode": 0o440}})
-    version = {VERSION_LABEL: versions.version}
+    version = {VERSION_LABEL: versions.version, TRAINING_LABEL: versions.training}
     pod_labels = {**labels(owner, "serve", **version), **serving_labels(owner)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(owner, owner.name, "serve", **version),
         "spec": {
-            "replicas": int(serving.get("replicas", 1)),
+            "replicas": spec.serving.replicas,
             "selector": {"matchLabels": serving_labels(owner)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {

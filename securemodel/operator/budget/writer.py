@@ -6,8 +6,8 @@ from typing import Any
 
 import kubernetes
 
-from securemodel.operator.ledger import BudgetRef, Change, Transaction, transact
-from securemodel.operator.status import Event
+from securemodel.operator.budget.ledger import BudgetRef, Change, Transaction, transact
+from securemodel.operator.conditions import Event
 from securemodel.privacy import Ledger
 
 # Posts the Events of a transaction about the budget it wrote.

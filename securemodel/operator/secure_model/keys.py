@@ -59,7 +59,8 @@ from securemodel.crypto.pki import (
     time_left,
     tls_secret_data,
 )
-from securemodel.operator.children import (
+from securemodel.operator.secure_model.spec import ModelSpecs
+from securemodel.operator.secure_model.children import (
     CLIENT_LABEL,
     Owner,
     ca_secret_name,
@@ -120,12 +121,12 @@ class Authority:
         return data
 
 
-def lifetime_of(spec: Mapping[str, Any]) -> timedelta:
-    return parse_lifetime((spec.get("serving") or {}).get("certificateLifetime") or DEFAULT_LIFETIME)
+def lifetime_of(spec: ModelSpecs) -> timedelta:
+    return parse_lifetime(spec.serving.certificate_lifetime or DEFAULT_LIFETIME)
 
 
-def clients_of(spec: Mapping[str, Any]) -> list[str]:
-    return list((spec.get("serving") or {}).get("clients") or [])
+class UnreadableAuthority(ValueError):
+    """The ``<model>-ca`` Secret exists but holds no usable signing CA: it is never replaced silently."""
 
 
 def load_ca(stored: Mapping[str, Any] | None) -> CertifiedKey | None:
@@ -212,7 +213,7 @@ def _leaf_due(
 
 def wanted_secrets(
     owner: Owner,
-    spec: Mapping[str, Any],
+    spec: ModelSpecs,
     stored: Mapping[str, Mapping[str, Any]],
     now: datetime,
     *,
@@ -226,6 +227,10 @@ def wanted_secrets(
     without ``force_renewal``), the writes yield no writes.
     ``force_renewal`` re-issues every leaf certificate (same CA), as a rotation would.
     ``rotation`` is the model's :data:`ROTATE_ANNOTATION`: leaves not yet issued for it are re-issued.
+
+    A CA is created only when its Secret does not exist: one that exists without a readable
+    signing CA raises :class:`UnreadableAuthority` (the operator reports it; it never
+    regenerates the CA under the clients' feet).
     """
     writes: list[Write] = []
     if data_key_secret_name(owner.name) not in stored:
@@ -233,7 +238,10 @@ def wanted_secrets(
     lifetime = lifetime_of(spec)
     ca_name = ca_secret_name(owner.name)
     ca_stored = stored.get(ca_name)
-    authority = renewed_authority(owner, load_authority(ca_stored), now, lifetime)
+    loaded = load_authority(ca_stored)
+    if ca_stored is not None and loaded is None:
+        raise UnreadableAuthority(f"Secret {ca_name} holds no readable signing CA (tls.crt and tls.key)")
+    authority = renewed_authority(owner, loaded, now, lifetime)
     ca_data = authority.secret_data()
     if ca_stored is None or _secret_data(ca_stored) != ca_data:
         writes.append(Write(secret(owner, ca_name, "ca", ca_data), replace=ca_stored is not None))
@@ -246,7 +254,7 @@ def wanted_secrets(
         leaf = issue_server_certificate(ca, service_dns_names(owner.name, owner.namespace), now=now, lifetime=lifetime)
         body = secret(owner, tls_name, "tls", tls_secret_data(leaf, trusted))
         writes.append(Write(body, replace=tls_name in stored))
-    for client in clients_of(spec):
+    for client in spec.serving.clients:
         name = client_secret_name(owner.name, client)
         if force_renewal or _leaf_due(stored.get(name), ca, trusted, now, lifetime):
             leaf = issue_client_certificate(ca, client, now=now, lifetime=lifetime)
@@ -259,9 +267,9 @@ def wanted_secrets(
     return writes
 
 
-def removed_clients(owner: Owner, spec: Mapping[str, Any], stored: Sequence[Mapping[str, Any]]) -> list[str]:
+def removed_clients(owner: Owner, spec: ModelSpecs, stored: Sequence[Mapping[str, Any]]) -> list[str]:
     """Names of stored client Secrets whose client is no longer in ``spec.serving.clients``."""
-    wanted = {client_secret_name(owner.name, client) for client in clients_of(spec)}
+    wanted = {client_secret_name(owner.name, client) for client in spec.serving.clients}
     names = []
     for obj in stored:
         meta = obj["metadata"]

@@ -1,7 +1,7 @@
 """PrivacyBudget handlers: keep the ledger, wake its consumers, and guard its spend.
 
 * The ledger and everything derived from it (totals, phase, conditions) is written only
-  by ledger transactions (:mod:`securemodel.operator.ledger`). On create, resume and
+  by ledger transactions (:mod:`securemodel.operator.budget.ledger`). On create, resume and
   every spec change the budget runs the ``reconcile`` rule: a raised ``spec.epsilon``
   grants waiting claims at once. Every other way budget frees up (a release, a commit
   below the reservation) is itself a transaction that grants in the same write, so no
@@ -20,7 +20,7 @@ import kopf
 
 from securemodel.api import GROUP, VERSION
 from securemodel.api.privacy_budget import ALLOW_DELETE_WITH_SPEND, KIND
-from securemodel.operator.ledger import BudgetNotFound, BudgetRef
+from securemodel.operator.budget.ledger import BudgetNotFound, BudgetRef
 from securemodel.operator.runtime import runtime
 from securemodel.operator.settings import DELETION_RECHECK_SECONDS, RETRY_BACKOFF
 from securemodel.privacy import BudgetSpec, Ledger, reconcile, totals

@@ -8,7 +8,7 @@ import kopf
 from securemodel.api import GROUP, VERSION
 from securemodel.api.federated_round import KIND, ParticipantState, Phase
 from securemodel.operator.settings import RETRY_BACKOFF
-from securemodel.operator.status import READY, Condition, Outcome, publish
+from securemodel.operator.conditions import READY, Condition, Outcome, publish
 
 
 def assess(spec: Mapping[str, Any]) -> Outcome:

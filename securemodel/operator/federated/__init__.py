@@ -1,0 +1,1 @@
+"""FederatedRound: its handlers and the status they decide."""

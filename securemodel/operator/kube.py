@@ -1,0 +1,151 @@
+"""The Kubernetes calls every reconciler shares: server-side apply with one field manager, and exact writes.
+
+Blocking functions (call them with :func:`asyncio.to_thread`), one per verb, for the kinds the
+operator owns. :func:`drifted` is the pure check that decides whether a child needs applying:
+every field the operator sets must hold the value it set (fields the API server or others
+add are ignored), so a Deployment scaled by hand or a Service edited is put back, and a child
+that matches costs no call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import kubernetes
+
+FIELD_MANAGER: Final = "securemodel-operator"
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
+# The parts of an object the operator decides; the rest (status, server metadata) is not compared.
+DECIDED: Final = ("spec", "data", "type")
+
+
+def serialize(client: kubernetes.client.ApiClient, obj: Any) -> dict[str, Any]:
+    return client.sanitize_for_serialization(obj)
+
+
+def _verbs(client: kubernetes.client.ApiClient, kind: str) -> tuple[Callable[..., Any], ...]:
+    """(create, read, patch, replace, delete) of namespaced ``kind``."""
+    core = kubernetes.client.CoreV1Api(client)
+    apps = kubernetes.client.AppsV1Api(client)
+    batch = kubernetes.client.BatchV1Api(client)
+    net = kubernetes.client.NetworkingV1Api(client)
+    table: dict[str, tuple[Any, str]] = {
+        "PersistentVolumeClaim": (core, "persistent_volume_claim"),
+        "Service": (core, "service"),
+        "Secret": (core, "secret"),
+        "ConfigMap": (core, "config_map"),
+        "Pod": (core, "pod"),
+        "Deployment": (apps, "deployment"),
+        "Job": (batch, "job"),
+        "NetworkPolicy": (net, "network_policy"),
+    }
+    api, noun = table[kind]
+    return tuple(getattr(api, f"{verb}_namespaced_{noun}") for verb in ("create", "read", "patch", "replace", "delete"))
+
+
+def apply(client: kubernetes.client.ApiClient, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Server-side apply ``obj`` as :data:`FIELD_MANAGER` (forcing: the operator owns what it sets)."""
+    _, _, patch, _, _ = _verbs(client, obj["kind"])
+    meta = obj["metadata"]
+    applied = patch(meta["name"], meta["namespace"], dict(obj), field_manager=FIELD_MANAGER, force=True,
+                    _content_type=APPLY_PATCH)  # fmt: skip
+    return serialize(client, applied)
+
+
+def create(client: kubernetes.client.ApiClient, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Create ``obj``; None if an object of that name already exists (nothing is overwritten)."""
+    make, _, _, _, _ = _verbs(client, obj["kind"])
+    try:
+        return serialize(client, make(obj["metadata"]["namespace"], dict(obj), field_manager=FIELD_MANAGER))
+    except kubernetes.client.ApiException as error:
+        if error.status == 409:
+            return None
+        raise
+
+
+def replace(client: kubernetes.client.ApiClient, obj: Mapping[str, Any], resource_version: str) -> dict[str, Any]:
+    """Replace the stored object with ``obj`` only if it is still at ``resource_version`` (else 409)."""
+    _, _, _, put, _ = _verbs(client, obj["kind"])
+    body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": resource_version}}
+    meta = body["metadata"]
+    return serialize(client, put(meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER))
+
+
+def read(client: kubernetes.client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object as stored now (a quorum read), or None."""
+    _, get, _, _, _ = _verbs(client, kind)
+    try:
+        return serialize(client, get(name, namespace))
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def delete(client: kubernetes.client.ApiClient, kind: str, namespace: str, name: str, *, foreground: bool = False) -> None:
+    """Delete the object if it exists (Foreground: its dependents go first)."""
+    _, _, _, _, remove = _verbs(client, kind)
+    with contextlib.suppress(kubernetes.client.ApiException):
+        remove(name, namespace, propagation_policy="Foreground" if foreground else "Background")
+
+
+def pods(client: kubernetes.client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The pods matching ``selector`` as stored now (a quorum list)."""
+    listed = kubernetes.client.CoreV1Api(client).list_namespaced_pod(namespace, label_selector=selector)
+    return [serialize(client, item) for item in listed.items]
+
+
+def remove_finalizer(client: kubernetes.client.ApiClient, pod: Mapping[str, Any], finalizer: str) -> None:
+    """Take ``finalizer`` off the pod, only if it is still where it was read (a JSON patch with a test)."""
+    finalizers = list(pod["metadata"].get("finalizers") or ())
+    if finalizer not in finalizers:
+        return
+    path = f"/metadata/finalizers/{finalizers.index(finalizer)}"
+    ops = [{"op": "test", "path": path, "value": finalizer}, {"op": "remove", "path": path}]
+    meta = pod["metadata"]
+    try:
+        kubernetes.client.CoreV1Api(client).patch_namespaced_pod(meta["name"], meta["namespace"], ops,
+                                                                 _content_type=JSON_PATCH)  # fmt: skip
+    except kubernetes.client.ApiException as error:
+        if error.status not in (404, 409, 422):  # gone, or changed meanwhile: the next event retries
+            raise
+
+
+def contains(current: Any, wanted: Any) -> bool:
+    """Whether every field of ``wanted`` holds the same value in ``current`` (lists item by item, same length)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(current, Mapping) and all(contains(current.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(wanted)
+            and all(contains(c, w) for c, w in zip(current, wanted, strict=True))
+        )
+    return current == wanted
+
+
+def drifted(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
+    """Whether ``observed`` is missing or differs from ``desired`` in a field the operator sets."""
+    if observed is None:
+        return True
+    meta, seen = desired["metadata"], observed.get("metadata") or {}
+    if not contains(seen.get("labels") or {}, meta.get("labels") or {}):
+        return True
+    if not contains(seen.get("annotations") or {}, meta.get("annotations") or {}):
+        return True
+    return not all(contains(observed.get(part), desired[part]) for part in DECIDED if part in desired)
+
+
+def merge_contains(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """Whether merging ``patch`` into ``current`` would change nothing (a ``None`` deletes: absent is equal)."""
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(current.get(key), Mapping):
+            if not merge_contains(current[key], value):
+                return False
+        elif current.get(key) != value:
+            return False
+    return True

@@ -1,0 +1,165 @@
+"""Carry out a SecureModel's :class:`~.decide.Decision` against the API server.
+
+Order: the ledger first (a Job is created only after its claim is marked dispatched in the
+budget as stored), then the key Secrets, then the other children, then the Jobs to stop.
+Every write is exact: Secrets are replaced under a resourceVersion precondition, children are
+server-side applied by one field manager, Jobs are created only if absent, and the two writes a
+stale view could make unsafe are re-checked with quorum reads just before they happen:
+
+* a train Job is created only if the fresh ledger shows its claim Reserved, dispatched and
+  never started, and neither the Job nor a train pod of that version exists;
+* a dispatched claim is released only if its Job is gone or suspended and no train pod of
+  that version exists (and the ledger refuses it anyway once the claim is started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+
+from securemodel.operator import kube
+from securemodel.operator.budget.ledger import (
+    BudgetNotFound,
+    BudgetRef,
+    Change,
+    committing,
+    dispatching,
+    releasing,
+    starting,
+    submitting,
+)
+from securemodel.operator.runtime import Runtime
+from securemodel.operator.secure_model import children
+from securemodel.operator.secure_model.decide import Decision, LedgerAction, Snapshot, Verb
+from securemodel.privacy import ClaimState, Ledger, LedgerError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What acting found that the decision could not know."""
+
+    conflicts: tuple[str, ...] = ()  # Secrets of the model's names that it does not own
+
+
+def _change(action: LedgerAction) -> Change:
+    match action.verb:
+        case Verb.SUBMIT:
+            assert action.consumer is not None
+            return submitting(action.consumer, action.epsilon, action.delta)
+        case Verb.DISPATCH:
+            return dispatching(action.key)
+        case Verb.START:
+            return starting(action.key)
+        case Verb.COMMIT:
+            return committing(action.key, action.epsilon)
+        case Verb.RELEASE:
+            return releasing(action.key)
+
+
+def _version_pods(s: Snapshot, version: str) -> str:
+    return f"{children.selector(s.owner, 'train')},{children.VERSION_LABEL}={version}"
+
+
+def _gone(client: kubernetes.client.ApiClient, s: Snapshot, job: str, version: str) -> bool:
+    """Quorum reads: the train Job ``job`` is gone or suspended, and no train pod of ``version`` exists."""
+    stored = kube.read(client, "Job", s.owner.namespace, job)
+    if stored is not None and not (stored.get("spec") or {}).get("suspend"):
+        return False
+    return not kube.pods(client, s.owner.namespace, _version_pods(s, version))
+
+
+async def _ledger(current: Runtime, s: Snapshot, decision: Decision) -> Ledger | None:
+    """Apply the ledger actions; the ledger as last written (or as observed)."""
+    ref = BudgetRef(s.owner.namespace, s.spec.privacy.budget_ref)
+    latest = s.ledger
+    for action in decision.ledger:
+        if action.verb is Verb.RELEASE and action.gone is not None:
+            if not await asyncio.to_thread(_gone, current.client, s, action.gone, action.version):
+                continue
+        try:
+            latest = await current.writer.apply(ref, _change(action))
+        except BudgetNotFound:
+            return None
+        except LedgerError as error:  # the budget as stored does not allow it: decided again next pass
+            logger.info("%s/%s: %s not applied: %s", s.owner.namespace, s.owner.name, action.verb, error)
+            continue
+        if action.verb is Verb.DISPATCH and decision.train is not None and decision.train[0] == action.key:
+            await _create_train_job(current, s, latest, action.key, decision.train[1])
+    return latest
+
+
+async def _unhold(current: Runtime, s: Snapshot, decision: Decision, ledger: Ledger | None) -> None:
+    """Take the settlement finalizer off train pods that ended; one that ran only once the ledger records it."""
+    for name, key, ran in decision.unhold:
+        claim = ledger.claim(key) if ledger is not None else None
+        if ran and claim is not None and claim.started is None and claim.state is not ClaimState.COMMITTED:
+            continue  # its start is not recorded yet: the next pass writes it first
+        pod = next((p for p in s.pods if p["metadata"]["name"] == name), None)
+        if pod is not None:
+            await asyncio.to_thread(kube.remove_finalizer, current.client, pod, children.SETTLEMENT_FINALIZER)
+
+
+async def _create_train_job(current: Runtime, s: Snapshot, ledger: Ledger, key: str, job: Mapping[str, Any]) -> None:
+    claim = ledger.claim(key)
+    if claim is None or claim.state is not ClaimState.RESERVED or claim.dispatched is None or claim.started:
+        return
+    name = job["metadata"]["name"]
+    version = job["metadata"]["labels"][children.VERSION_LABEL]
+
+    def absent() -> bool:
+        return kube.read(current.client, "Job", s.owner.namespace, name) is None and not kube.pods(
+            current.client, s.owner.namespace, _version_pods(s, version)
+        )
+
+    if await asyncio.to_thread(absent) and await asyncio.to_thread(kube.create, current.client, job) is not None:
+        logger.info("%s/%s: train Job %s created", s.owner.namespace, s.owner.name, name)
+
+
+def _owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
+    return obj is not None and any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or ())
+
+
+async def _secrets(current: Runtime, s: Snapshot, decision: Decision) -> list[str]:
+    conflicts = []
+    for write in decision.secrets:
+        name = write.body["metadata"]["name"]
+        stored = s.secrets.get(name)
+        if write.replace and stored is not None:
+            try:
+                await asyncio.to_thread(kube.replace, current.client, write.body, stored["metadata"]["resourceVersion"])
+            except kubernetes.client.ApiException as error:
+                if error.status not in (404, 409):  # changed or gone meanwhile: decided again next pass
+                    raise
+            continue
+        if await asyncio.to_thread(kube.create, current.client, write.body) is None:
+            existing = await asyncio.to_thread(kube.read, current.client, "Secret", s.owner.namespace, name)
+            if existing is not None and not _owned_by(existing, s.owner.uid):
+                conflicts.append(name)
+    for name in decision.delete_secrets:
+        await asyncio.to_thread(kube.delete, current.client, "Secret", s.owner.namespace, name)
+    return conflicts
+
+
+async def act(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
+    """Apply ``decision``; return what was found on the way."""
+    ledger = await _ledger(current, s, decision)
+    await _unhold(current, s, decision, ledger)
+    conflicts = await _secrets(current, s, decision)
+    for obj in decision.apply:
+        await asyncio.to_thread(kube.apply, current.client, obj)
+    for obj in decision.create:
+        await asyncio.to_thread(kube.create, current.client, obj)
+    batch = kubernetes.client.BatchV1Api(current.client)
+    for name in decision.stop:
+        await asyncio.to_thread(batch.patch_namespaced_job, name, s.owner.namespace, {"spec": {"suspend": True}})
+        logger.info("%s/%s: train Job %s suspended: no container of it ran", s.owner.namespace, s.owner.name, name)
+    for name in decision.delete_jobs:
+        await asyncio.to_thread(kube.delete, current.client, "Job", s.owner.namespace, name)
+    return Acted(tuple(conflicts))

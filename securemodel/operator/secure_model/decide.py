@@ -1,0 +1,464 @@
+"""What a SecureModel needs now, decided from a snapshot of what exists (pure: no API calls).
+
+:func:`decide` maps a :class:`Snapshot` (the typed spec, the ledger of its budget, the
+operator's calibration and the children as the watch last saw them) to a :class:`Decision`:
+the ledger actions, the children to apply or create, the Jobs to stop, the key Secrets to
+write, and the status. Nothing is read from the model's status: the claim and its settlement
+marks come from the ledger, the version being served from the serving Deployment, and what
+the workers reported from their pods (kept in the results ConfigMap for display only).
+
+Order of work for the spec's training version ``T``:
+
+1. claims of versions the spec left are settled (:mod:`.settlement`); a training of one of
+   them that ran keeps running to its end, and ``T`` claims only after it is charged;
+2. ``T`` claims its ε (once kopf's finalizer is on the model, so deleting the model settles it);
+3. once Reserved, the claim is marked dispatched and then the train Job is created;
+4. the claim is settled when the Job ends; the trained artifact is compressed (one compress
+   Job per version) and served, while the version served before keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from securemodel.operator.conditions import Condition, Outcome
+from securemodel.operator.kube import drifted
+from securemodel.operator.secure_model import children, outcomes
+from securemodel.operator.secure_model.calibration import Plan
+from securemodel.operator.secure_model.children import Owner, Run
+from securemodel.operator.secure_model.jobs import JobPhase, JobView, PodView, job_view, pod_view
+from securemodel.operator.secure_model.keys import UnreadableAuthority, Write, removed_clients, wanted_secrets
+from securemodel.operator.secure_model.settlement import Act, settle
+from securemodel.operator.secure_model.spec import ModelSpecs, Versions
+from securemodel.privacy import Calibration, Claim, ClaimState, Consumer, Ledger, dp_sgd_epsilon
+
+KIND = "SecureModel"
+
+
+class Verb(StrEnum):
+    SUBMIT = "submit"
+    DISPATCH = "dispatch"
+    START = "start"
+    COMMIT = "commit"
+    RELEASE = "release"
+
+
+@dataclass(frozen=True)
+class LedgerAction:
+    """One change of the budget's ledger. A RELEASE with ``gone`` set is written only once the
+    train Job of that name and every train pod of ``version`` are gone (checked just before)."""
+
+    verb: Verb
+    key: str
+    consumer: Consumer | None = None
+    epsilon: float = 0.0
+    delta: float = 0.0
+    gone: str | None = None
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything :func:`decide` reads, gathered by :mod:`.observe`."""
+
+    owner: Owner
+    generation: int
+    deleting: bool
+    finalized: bool  # kopf's finalizer is on the model
+    rotation: str | None
+    spec: ModelSpecs
+    image: str
+    own_code: bool  # the operator's worker image and a built-in architecture
+    ledger: Ledger | None  # None: the budget does not exist
+    plan: Plan | None
+    calibration: Calibration | None
+    calibration_error: str | None
+    jobs: Mapping[str, Mapping[str, Any]]  # the model's Jobs by name
+    pods: tuple[Mapping[str, Any], ...]  # the model's pods
+    deployment: Mapping[str, Any] | None
+    service: Mapping[str, Any] | None
+    pvc: Mapping[str, Any] | None
+    results: Mapping[str, Any] | None  # the results ConfigMap
+    secrets: Mapping[str, Mapping[str, Any]]  # the model's Secrets by name
+    now: datetime
+    artifacts_storage: str = "256Mi"
+
+    @property
+    def versions(self) -> Versions:
+        return self.spec.versions
+
+    @property
+    def consumer(self) -> Consumer:
+        return Consumer(KIND, self.owner.namespace, self.owner.name, self.owner.uid, self.versions.training)
+
+
+@dataclass(frozen=True)
+class Decision:
+    ledger: tuple[LedgerAction, ...] = ()
+    apply: tuple[dict[str, Any], ...] = ()  # server-side applied
+    create: tuple[dict[str, Any], ...] = ()  # created if absent (compress Jobs)
+    train: tuple[str, dict[str, Any]] | None = None  # (claim key, Job): created once the claim is dispatched
+    stop: tuple[str, ...] = ()  # train Jobs to suspend (their pods are deleted; none is created again)
+    secrets: tuple[Write, ...] = ()
+    delete_secrets: tuple[str, ...] = ()
+    unhold: tuple[tuple[str, str, bool], ...] = ()  # train pods to take the settlement finalizer off: (pod, claim key, ran)
+    delete_jobs: tuple[str, ...] = ()  # on deletion: the train Jobs, so their pods end and are let go
+    outcome: Outcome | None = None
+    settled: bool = True  # on deletion: no live claim and no train pod is left
+
+
+# --- reading the children ------------------------------------------------------------------------
+
+
+def _label(obj: Mapping[str, Any], key: str) -> str:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(key, "")
+
+
+def train_views(s: Snapshot, version: str) -> tuple[JobView | None, tuple[PodView, ...]]:
+    """The train Job of ``version`` and its pods, and the train pods of ``version`` whose Job is gone."""
+    name = children.train_job_name(s.owner.name, version)
+    pods = [p for p in s.pods if _label(p, children.COMPONENT_LABEL) == "train" and _label(p, children.VERSION_LABEL) == version]
+    views = [pod_view(p, "train", "TrainResult") for p in pods]
+    job = s.jobs.get(name)
+    if job is None:
+        return None, tuple(views)
+    return job_view(job, views), ()
+
+
+def compress_view(s: Snapshot, versions: Versions) -> JobView | None:
+    name = children.compress_job_name(s.owner.name, versions.version)
+    job = s.jobs.get(name)
+    if job is None:
+        return None
+    pods = [p for p in s.pods if (p.get("metadata") or {}).get("labels", {}).get("job-name") == name]
+    return job_view(job, [pod_view(p, "compress", "CompressResult") for p in pods])
+
+
+def stored_results(s: Snapshot) -> dict[str, Any]:
+    data = (s.results or {}).get("data") or {}
+    out: dict[str, Any] = {}
+    for key, text in data.items():
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            continue
+    return out
+
+
+# --- the decision --------------------------------------------------------------------------------
+
+
+class _Work:
+    """The decision being built (a private accumulator: decide stays a function of the snapshot)."""
+
+    def __init__(self) -> None:
+        self.ledger: list[LedgerAction] = []
+        self.apply: list[dict[str, Any]] = []
+        self.create: list[dict[str, Any]] = []
+        self.train: tuple[str, dict[str, Any]] | None = None
+        self.stop: list[str] = []
+        self.secrets: list[Write] = []
+        self.delete_secrets: list[str] = []
+        self.unhold: list[tuple[str, str, bool]] = []
+        self.delete_jobs: list[str] = []
+
+    def settle(self, claim: Claim, job: JobView | None, orphans: tuple[PodView, ...], act: Act, epsilon: float) -> None:
+        key = claim.consumer.key
+        ran = any(p.ran for p in (*(job.pods if job else ()), *orphans))
+        if ran and claim.started is None and claim.state is ClaimState.RESERVED:
+            self.ledger.append(LedgerAction(Verb.START, key))
+        if act is Act.COMMIT:
+            self.ledger.append(LedgerAction(Verb.COMMIT, key, epsilon=epsilon))
+        elif act is Act.RELEASE:
+            gone = children.train_job_name(claim.consumer.name, claim.consumer.version) if claim.dispatched else None
+            self.ledger.append(LedgerAction(Verb.RELEASE, key, gone=gone, version=claim.consumer.version))
+        elif act is Act.STOP and job is not None and not job.suspended:
+            self.stop.append(job.name)
+
+    def decision(self, outcome: Outcome | None, *, settled: bool = True) -> Decision:
+        return Decision(tuple(self.ledger), tuple(self.apply), tuple(self.create), self.train, tuple(self.stop),
+                        tuple(self.secrets), tuple(self.delete_secrets), tuple(self.unhold), tuple(self.delete_jobs),
+                        outcome, settled)  # fmt: skip
+
+    def release_pods(self, s: Snapshot) -> None:
+        """Let go of the train pods that can run no more; one that ran only once its claim records it (act checks)."""
+        for pod in s.pods:
+            if _label(pod, children.COMPONENT_LABEL) != "train":
+                continue
+            view = pod_view(pod, "train", "TrainResult")
+            if view.held and view.settled:
+                self.unhold.append((view.name, f"{s.owner.uid}/{_label(pod, children.VERSION_LABEL)}", view.ran))
+
+
+def credit_for(s: Snapshot, claim: Claim) -> Callable[[int], float] | None:
+    """ε of ``steps`` at the operator's own σ and q for ``claim`` (the spec's version only)."""
+    if s.calibration is None or s.plan is None or claim.consumer.version != s.versions.training:
+        return None
+    sigma, rate, delta, accountant = s.calibration.noise_multiplier, s.plan.sample_rate, claim.delta, s.plan.accountant
+    return lambda steps: 0.0 if steps == 0 else float(dp_sgd_epsilon(sigma, rate, steps, delta, accountant))
+
+
+def decide(s: Snapshot) -> Decision:
+    """The decision for a model that is not being deleted (see the module docstring)."""
+    work = _Work()
+    if s.deleting:
+        return decide_deletion(s)
+    budget = s.spec.privacy.budget_ref
+    if s.ledger is None:
+        return work.decision(outcomes.budget_missing(budget))
+    finishing = _settle_left(s, work)
+    served = _served_versions(s)
+    claim = s.ledger.claim(s.consumer.key)
+    outcome = _claim_stage(s, work, claim, finishing)
+    if outcome is None:
+        assert claim is not None
+        outcome = _pipeline(s, work, claim)
+    if served is not None or (claim is not None and claim.state in (ClaimState.RESERVED, ClaimState.COMMITTED)):
+        outcome = _keys(s, work, outcome)
+        work.apply += [obj for obj in (children.artifacts_pvc(s.owner, s.artifacts_storage),) if _drifted_pvc(obj, s.pvc)]
+    if served is not None and s.versions.version != served.version:
+        outcome = _serve(s, work, served, outcome, current=False)
+    _record_results(s, work)
+    work.release_pods(s)
+    return work.decision(outcome)
+
+
+def _drifted_pvc(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
+    # A PVC's size may only grow and its access modes never change: only a missing one is (re)created.
+    return observed is None
+
+
+def _settle_left(s: Snapshot, work: _Work) -> tuple[str, str] | None:
+    """Settle the live claims of versions the spec left; (Job, version) of one still training, if any."""
+    assert s.ledger is not None
+    finishing = None
+    for claim in s.ledger.claims_of(s.owner.uid):
+        version = claim.consumer.version
+        if version == s.versions.training or claim.state not in (ClaimState.WAITING, ClaimState.RESERVED):
+            continue
+        job, orphans = train_views(s, version)
+        ending = settle(claim, job, orphans, wanted=False, deleting=False, own_code=s.own_code,
+                        planned_steps=None, credit=None)  # fmt: skip
+        work.settle(claim, job, orphans, ending.act, ending.epsilon)
+        if ending.act is Act.KEEP and claim.dispatched is not None:
+            finishing = (children.train_job_name(s.owner.name, version), version)
+    return finishing
+
+
+def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple[str, str] | None) -> Outcome | None:
+    """The outcome while the spec's version has no granted claim yet (None once it has one)."""
+    budget = s.spec.privacy.budget_ref
+    if claim is None:
+        if s.calibration_error is not None or s.calibration is None:
+            return outcomes.calibration_failed(budget, s.calibration_error or "not calibrated")
+        if finishing is not None:
+            return outcomes.finishing_left(*finishing)
+        if s.finalized:
+            consumer = s.consumer
+            work.ledger.append(LedgerAction(Verb.SUBMIT, consumer.key, consumer, s.spec.privacy.epsilon,
+                                            s.spec.privacy.delta))  # fmt: skip
+        return outcomes.claiming(budget, s.versions.training)
+    return outcomes.claim_outcome(budget, claim)
+
+
+def _privacy_fields(s: Snapshot, claim: Claim) -> dict[str, Any]:
+    """``status.privacy``: the operator's calibration of the claim, and what was committed."""
+    fields: dict[str, Any] = {"epsilonClaimed": claim.epsilon, "delta": claim.delta, "neighbouring": "add-remove"}
+    if s.calibration is not None and s.plan is not None:
+        fields |= {"noiseMultiplier": s.calibration.noise_multiplier, "sampleRate": s.plan.sample_rate,
+                   "steps": s.plan.steps, "accountant": s.plan.accountant}  # fmt: skip
+    if claim.state is ClaimState.COMMITTED:
+        fields["epsilonSpent"] = claim.epsilon
+    return {"privacy": fields}
+
+
+def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
+    """Train, settle, compress and serve the spec's version, whose claim is Reserved or Committed."""
+    training = s.versions.training
+    reserved = outcomes.reserved_condition(s.spec.privacy.budget_ref, claim)
+    privacy = _privacy_fields(s, claim)
+    job, orphans = train_views(s, training)
+    job_name = children.train_job_name(s.owner.name, training)
+    if claim.state is ClaimState.RESERVED:
+        ending = settle(claim, job, orphans, wanted=True, deleting=False, own_code=s.own_code,
+                        planned_steps=s.plan.steps if s.plan else None, credit=credit_for(s, claim))  # fmt: skip
+        if ending.act is Act.DISPATCH:
+            if s.calibration is None or s.plan is None:
+                return outcomes.calibration_failed(s.spec.privacy.budget_ref, s.calibration_error or "not calibrated")
+            run = Run(s.calibration.noise_multiplier, s.plan.sample_rate, s.plan.steps)
+            work.ledger.append(LedgerAction(Verb.DISPATCH, claim.consumer.key))
+            work.train = (claim.consumer.key, children.train_job(s.owner, s.spec, training, run, s.image))
+            return outcomes.with_fields(outcomes.training(job_name, "", False, reserved), (), privacy)
+        work.settle(claim, job, orphans, ending.act, ending.epsilon)
+        if ending.act in (Act.STOP, Act.RELEASE):
+            return outcomes.with_fields(outcomes.training_stopped(job_name, ending.why, reserved), (), privacy)
+        if ending.act is Act.KEEP:
+            message, ran = (job.message, job.ran) if job is not None else ("", False)
+            return outcomes.with_fields(outcomes.training(job_name, message, ran, reserved), (), privacy)
+        privacy["privacy"]["epsilonSpent"] = ending.epsilon
+        reserved = Condition(reserved.type, True, ClaimState.COMMITTED,
+                             f"ε={ending.epsilon:.6g} spent and committed to PrivacyBudget {s.spec.privacy.budget_ref}")  # fmt: skip
+    results = stored_results(s)
+    train_result = (job.result if job else None) or next((o.result for o in orphans if o.result), None)
+    train_result = train_result or results.get(f"train-{training}")
+    failed = (job is not None and job.phase is JobPhase.FAILED) or (train_result or {}).get("status") not in (None, "Succeeded")
+    if failed:
+        error = (train_result or {}).get("error") or (job.message if job else "") or "the training pod failed"
+        return outcomes.with_fields(outcomes.training_failed(job_name, str(error), reserved), (), privacy)
+    if job is not None and job.phase is not JobPhase.SUCCEEDED:
+        return outcomes.with_fields(outcomes.training(job_name, job.message, job.ran, reserved), (), privacy)
+    spent = privacy["privacy"].get("epsilonSpent")
+    conditions = (reserved, outcomes.trained_condition(train_result, spent))
+    fields: dict[str, Any] = {**privacy, "endpoint": children.endpoint(s.owner.name, s.owner.namespace)}
+    if train_result:
+        fields["model"] = {"digest": train_result.get("digest"), "sizeBytes": int(train_result.get("sizeBytes") or 0),
+                           "accuracy": train_result.get("accuracy")}  # fmt: skip
+    return _compress_and_serve(s, work, conditions, fields)
+
+
+def _compress_and_serve(s: Snapshot, work: _Work, conditions: tuple[Condition, ...], fields: dict[str, Any]) -> Outcome:
+    versions = s.versions
+    name = children.compress_job_name(s.owner.name, versions.version)
+    job = compress_view(s, versions)
+    result = (job.result if job else None) or stored_results(s).get(f"compress-{versions.version}")
+    done = result is not None and result.get("status") == "Succeeded"
+    gone = {"compressedSizeBytes": None, "compressedAccuracy": None, "sparsity": None}
+    if not done:
+        if job is None:
+            if result is not None:  # it failed, and its Job was deleted since: not run again
+                error = str(result.get("error") or "the compression failed")
+                return outcomes.with_fields(outcomes.compression_failed(name, error), conditions, fields)
+            work.create.append(children.compress_job(s.owner, s.spec, versions, s.image))
+            return outcomes.with_fields(outcomes.compressing(name), conditions, _model(fields, gone))
+        if job.phase is JobPhase.FAILED or (result is not None and result.get("status") != "Succeeded"):
+            error = str((result or {}).get("error") or job.message or "the compression pod failed")
+            return outcomes.with_fields(outcomes.compression_failed(name, error), conditions, _model(fields, gone))
+        return outcomes.with_fields(outcomes.compressing(name), conditions, _model(fields, gone))
+    assert result is not None
+    compressed = {"digest": result.get("digest"), "compressedSizeBytes": int(result.get("compressedSizeBytes") or 0),
+                  "compressedAccuracy": result.get("compressedAccuracy"), "sparsity": result.get("sparsity")}  # fmt: skip
+    outcome = _serve(s, work, versions, None, current=True)
+    return outcomes.with_fields(outcome, (*conditions, outcomes.compressed_condition(result)), _model(fields, compressed))
+
+
+def _model(fields: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {**fields, "model": {**(fields.get("model") or {}), **extra}}
+
+
+def _served_versions(s: Snapshot) -> Versions | None:
+    """The versions the serving Deployment serves now, from its labels (None if there is none)."""
+    if s.deployment is None:
+        return None
+    version = _label(s.deployment, children.VERSION_LABEL)
+    training = _label(s.deployment, children.TRAINING_LABEL)
+    return Versions(training, version) if version and training else None
+
+
+def _available(deployment: Mapping[str, Any] | None) -> bool:
+    return deployment is not None and int((deployment.get("status") or {}).get("availableReplicas") or 0) > 0
+
+
+def _serve(s: Snapshot, work: _Work, versions: Versions, outcome: Outcome | None, *, current: bool) -> Outcome:
+    """Apply the Service and the Deployment of ``versions`` where they drifted; the serving outcome.
+
+    ``current``: ``versions`` is the spec's. Otherwise the version served before keeps serving
+    while the spec's is made, and ``outcome`` (the spec's version) stays the status, with Ready
+    True while that version answers.
+    """
+    desired = children.deployment(s.owner, s.spec, versions, s.image)
+    service = children.service(s.owner)
+    for obj, seen in ((service, s.service), (desired, s.deployment)):
+        if drifted(obj, seen):
+            work.apply.append(obj)
+    failure = serve_failure(s, versions.version)
+    if current:
+        served = outcomes.serving(s.deployment if not drifted(desired, s.deployment) else None, s.spec.serving.replicas,
+                                  failure, current=True)  # fmt: skip
+        served_before = _served_versions(s)
+        if served.ready.status:
+            served = outcomes.with_fields(served, (), {"servingVersion": versions.version})
+        elif served_before is not None and served_before.version != versions.version:
+            served = outcomes.while_serving(served, served_before.version, _available(s.deployment))
+        return served
+    assert outcome is not None
+    return outcomes.while_serving(
+        outcomes.with_fields(outcome, (), {"servingVersion": versions.version}), versions.version,
+        _available(s.deployment),
+    )
+
+
+def serve_failure(s: Snapshot, version: str) -> str:
+    """Why serving pods of ``version`` crash, from the kubelet's statuses (empty if none does)."""
+    for pod in s.pods:
+        if _label(pod, children.COMPONENT_LABEL) != "serve" or _label(pod, children.VERSION_LABEL) != version:
+            continue
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            state = status.get("state") or {}
+            terminated = state.get("terminated") or (status.get("lastState") or {}).get("terminated")
+            waiting = state.get("waiting") or {}
+            name = pod["metadata"]["name"]
+            if terminated is not None and terminated.get("exitCode") not in (0, None):
+                lines = (terminated.get("message") or "").strip().splitlines()
+                detail = lines[-1] if lines else terminated.get("reason", "")
+                return f"serving pod {name} exited {terminated.get('exitCode')}: {detail}"
+            if waiting.get("reason") in ("ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"):
+                return f"serving pod {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+    return ""
+
+
+def _keys(s: Snapshot, work: _Work, outcome: Outcome) -> Outcome:
+    """The key Secrets to write (one writer: this reconciler), and the client Secrets to delete."""
+    try:
+        work.secrets += wanted_secrets(s.owner, s.spec, s.secrets, s.now, rotation=s.rotation)
+    except UnreadableAuthority as error:
+        return outcomes.blocked(outcome, "CertificateAuthorityUnreadable", f"{error}: restore it, or delete it to "
+                                "start a new CA (every client then needs its new Secret)")  # fmt: skip
+    work.delete_secrets += removed_clients(s.owner, s.spec, list(s.secrets.values()))
+    return outcome
+
+
+def _record_results(s: Snapshot, work: _Work) -> None:
+    """Keep every worker result read from a pod in the results ConfigMap (for status only)."""
+    stored = dict(((s.results or {}).get("data") or {}))
+    found: dict[str, str] = {}
+    for job in s.jobs.values():
+        component = _label(job, children.COMPONENT_LABEL)
+        version = _label(job, children.VERSION_LABEL)
+        if component not in ("train", "compress") or not version:
+            continue
+        view = train_views(s, version)[0] if component == "train" else compress_view(s, Versions("", version))
+        if view is not None and view.result is not None:
+            found[f"{component}-{version}"] = json.dumps(dict(view.result), sort_keys=True)
+    merged = {**stored, **found}
+    if merged != stored or (found and s.results is None):
+        work.apply.append(children.results_config_map(s.owner, merged))
+
+
+def decide_deletion(s: Snapshot) -> Decision:
+    """Settle every live claim of a model being deleted; ``settled`` once none is left.
+
+    A Waiting or undispatched claim is released; a dispatched one is committed (whole) if a
+    container of it ran or may still run, else it is released once its Job and pods are gone.
+    The train Jobs are deleted, and their pods let go once they ended, so the model goes only
+    when no pod of it can read the data any more.
+    """
+    work = _Work()
+    live = False
+    for claim in s.ledger.claims_of(s.owner.uid) if s.ledger is not None else ():
+        if claim.state not in (ClaimState.WAITING, ClaimState.RESERVED):
+            continue
+        live = True
+        job, orphans = train_views(s, claim.consumer.version)
+        ending = settle(claim, job, orphans, wanted=False, deleting=True, own_code=s.own_code,
+                        planned_steps=s.plan.steps if s.plan else None, credit=credit_for(s, claim))  # fmt: skip
+        work.settle(claim, job, orphans, ending.act, ending.epsilon)
+    work.stop.clear()  # the Jobs are deleted instead
+    work.delete_jobs += [name for name, job in s.jobs.items() if _label(job, children.COMPONENT_LABEL) == "train"]
+    work.release_pods(s)
+    pods = [p for p in s.pods if _label(p, children.COMPONENT_LABEL) == "train"]
+    return work.decision(None, settled=not live and not pods)

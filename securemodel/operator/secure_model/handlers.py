@@ -1,0 +1,176 @@
+"""SecureModel handlers: one level-based reconciler per model, and the settlement of its claims on deletion.
+
+:func:`reconcile` is a kopf daemon per model that loops *observe → decide → act*
+(:mod:`.observe`, :mod:`.decide`, :mod:`.act`) and writes the status it decided, until the
+model is deleted. It wakes on any watch event of the model, of its budget (after kopf has put
+the new ledger in :func:`~securemodel.operator.budget.handlers.budget_ledgers`), or of a child
+(the indexes below), and at least every :data:`~.settings.PIPELINE_RESYNC_SECONDS` while it
+works or :data:`~.settings.PIPELINE_IDLE_RESYNC_SECONDS` once it is done, which is also how
+drift of a child (a Deployment scaled by hand, a deleted Secret) is undone.
+
+Deleting a model waits (kopf's finalizer) until :func:`settle_on_delete` has settled every
+live claim and every train pod of the model is gone (:func:`.decide.decide_deletion`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from securemodel.api import GROUP, VERSION
+from securemodel.api.secure_model import KIND
+from securemodel.operator import kube
+from securemodel.operator.budget.handlers import budget_key
+from securemodel.operator.budget.ledger import BudgetRef
+from securemodel.operator.conditions import Outcome, Progress, event_for, status_for
+from securemodel.operator.runtime import Runtime, runtime
+from securemodel.operator.secure_model import children, outcomes
+from securemodel.operator.secure_model.act import act
+from securemodel.operator.secure_model.decide import decide, decide_deletion
+from securemodel.operator.secure_model.observe import Children, observe
+from securemodel.operator.settings import (
+    DAEMON_CANCELLATION_BACKOFF,
+    DAEMON_CANCELLATION_TIMEOUT,
+    DELETION_SETTLE_SECONDS,
+    PIPELINE_IDLE_RESYNC_SECONDS,
+    PIPELINE_RESYNC_SECONDS,
+    RETRY_BACKOFF,
+)
+from securemodel.operator.wakeups import sleep_until
+
+CHILD = {children.UID_LABEL: kopf.PRESENT}
+
+
+def model_key(uid: str) -> tuple[str, str]:
+    """The wake-up key of a model's own changes and its children's."""
+    return (KIND.kind, uid)
+
+
+def _plain(body: kopf.Body, *parts: str) -> dict[str, Any]:
+    return {part: body[part] for part in ("apiVersion", "kind", "metadata", *parts) if part in body}
+
+
+def _uid(labels: Mapping[str, str]) -> str:
+    return labels[children.UID_LABEL]
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD)
+async def model_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "spec", "status")}
+
+
+@kopf.index("", "v1", "pods", labels=CHILD)
+async def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): {**_plain(body, "status"), "spec": {"nodeName": body["spec"].get("nodeName")}}}
+
+
+@kopf.index("apps", "v1", "deployments", labels=CHILD)
+async def model_deployments(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "spec", "status")}
+
+
+@kopf.index("", "v1", "services", labels=CHILD)
+async def model_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "spec")}
+
+
+@kopf.index("", "v1", "persistentvolumeclaims", labels=CHILD)
+async def model_pvcs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "spec")}
+
+
+@kopf.index("", "v1", "configmaps", labels=CHILD)
+async def model_config_maps(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "data")}
+
+
+@kopf.index("", "v1", "secrets", labels=CHILD)
+async def model_secrets(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "data", "type")}
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD)
+@kopf.on.event("", "v1", "pods", labels=CHILD)
+@kopf.on.event("apps", "v1", "deployments", labels=CHILD)
+@kopf.on.event("", "v1", "services", labels=CHILD)
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=CHILD)
+@kopf.on.event("", "v1", "configmaps", labels=CHILD)
+@kopf.on.event("", "v1", "secrets", labels=CHILD)
+async def wake_owner(labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
+    """Wake the reconciler of the model that owns this child; kopf has already updated the indexes."""
+    runtime(memo).wakeups.notify(model_key(_uid(labels)))
+
+
+@kopf.on.event(GROUP, VERSION, KIND.plural)
+async def wake_model(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the model's reconciler; kopf has already updated the body it reads."""
+    runtime(memo).wakeups.notify(model_key(uid))
+
+
+async def write_status(current: Runtime, body: kopf.Body, outcome: Outcome, written: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``outcome`` into the model's status unless it is already there; return all this daemon wrote.
+
+    ``written`` is what this daemon wrote before (the body kopf hands it may not show it yet).
+    A ``None`` in the outcome's fields deletes the field.
+    """
+    known = {**(body.get("status") or {}), **written}
+    status = status_for(outcome, known, body["metadata"].get("generation", 0), datetime.now(UTC))
+    if kube.merge_contains(known, status):
+        return dict(written)
+    metadata = body["metadata"]
+    await asyncio.to_thread(
+        current.custom.patch_namespaced_custom_object_status, GROUP, VERSION, metadata["namespace"], KIND.plural,
+        metadata["name"], {"status": status}, _content_type=kube.MERGE_PATCH,
+    )  # fmt: skip
+    event = event_for(outcome, known)
+    if event is not None:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    return {**written, **status}
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    KIND.plural,
+    backoff=RETRY_BACKOFF,
+    cancellation_backoff=DAEMON_CANCELLATION_BACKOFF,
+    cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT,
+)
+async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **indexes: Any) -> None:
+    """Observe, decide, act and publish the status, whenever something the model depends on changes."""
+    current = runtime(memo)
+    found = Children.of(indexes)
+    ref = BudgetRef(body["metadata"]["namespace"], body["spec"]["privacy"]["budgetRef"])  # immutable (a CEL rule)
+    written: dict[str, Any] = {}
+    while not stopped:
+        with current.wakeups.listen(model_key(uid), budget_key(ref)) as changed:
+            if body["metadata"].get("deletionTimestamp"):
+                return  # settle_on_delete takes over
+            snapshot = await observe(current, body, found)
+            decision = decide(snapshot)
+            acted = await act(current, snapshot, decision)
+            outcome = decision.outcome
+            assert outcome is not None
+            if acted.conflicts:
+                names = ", ".join(acted.conflicts)
+                outcome = outcomes.blocked(outcome, "SecretConflict",
+                                           f"Secret {names} exists and is not this model's: rename or delete it")  # fmt: skip
+            if not stopped:
+                written = await write_status(current, body, outcome, written)
+            idle = outcome.progress is not Progress.WORKING and not decision.ledger
+            await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
+
+
+@kopf.on.delete(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
+async def settle_on_delete(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
+    """Settle the model's live claims and let its train pods end before the model goes."""
+    current = runtime(memo)
+    snapshot = await observe(current, body, Children.of(indexes))
+    decision = decide_deletion(snapshot)
+    await act(current, snapshot, decision)
+    if not decision.settled:
+        raise kopf.TemporaryError("settling the model's claims; its train pods end first", delay=DELETION_SETTLE_SECONDS)

@@ -1,0 +1,107 @@
+"""Gather a SecureModel's :class:`~.decide.Snapshot`: its typed spec, its budget's ledger, the
+operator's calibration, and its children from kopf's in-memory indexes (no LIST per pass).
+
+The indexes (:mod:`.handlers`) hold every Job, Pod, Deployment, Service, PVC, ConfigMap and
+Secret labelled with a model's uid, as the watches last saw them. A stale view is safe: every
+write that depends on what it read is checked by the API server (resourceVersion preconditions,
+creates that fail on existing names) or re-read with a quorum read just before it
+(:mod:`.act`), and the ledger rules refuse what the budget's fresh state does not allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from securemodel.operator.budget.ledger import BudgetRef
+from securemodel.operator.runtime import Runtime
+from securemodel.operator.secure_model import children
+from securemodel.operator.secure_model.calibration import plan
+from securemodel.operator.secure_model.decide import Snapshot
+from securemodel.operator.secure_model.spec import parse
+from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, WORKER_IMAGE
+from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION
+from securemodel.privacy import Ledger
+
+Index = kopf.Index[Any, Any]
+
+
+@dataclass(frozen=True)
+class Children:
+    """The kopf indexes of a model's children, keyed by the model's uid."""
+
+    jobs: Index
+    pods: Index
+    deployments: Index
+    services: Index
+    pvcs: Index
+    config_maps: Index
+    secrets: Index
+    ledgers: kopf.Index[BudgetRef, Ledger]
+
+    @classmethod
+    def of(cls, indexes: Mapping[str, Any]) -> Children:
+        return cls(
+            jobs=indexes["model_jobs"],
+            pods=indexes["model_pods"],
+            deployments=indexes["model_deployments"],
+            services=indexes["model_services"],
+            pvcs=indexes["model_pvcs"],
+            config_maps=indexes["model_config_maps"],
+            secrets=indexes["model_secrets"],
+            ledgers=indexes["budget_ledgers"],
+        )
+
+
+def _all(index: Index, uid: str) -> list[Mapping[str, Any]]:
+    return list(index.get(uid, ()))
+
+
+def _named(objects: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
+    return next((o for o in objects if o["metadata"]["name"] == name), None)
+
+
+async def observe(current: Runtime, body: Mapping[str, Any], found: Children) -> Snapshot:
+    """The snapshot of the model ``body`` now."""
+    metadata = body["metadata"]
+    owner = children.Owner.of(body)
+    spec = parse(body["spec"])
+    ref = BudgetRef(owner.namespace, spec.privacy.budget_ref)
+    ledger = next(iter(found.ledgers.get(ref, ())), None)
+    claim = ledger.claim(f"{owner.uid}/{spec.versions.training}") if ledger is not None else None
+    epsilon, delta = (claim.epsilon, claim.delta) if claim is not None else (spec.privacy.epsilon, spec.privacy.delta)
+    target, calibration, error = None, None, None
+    try:
+        target = plan(spec, epsilon, delta)
+        calibration = await current.calibrator.calibrate(target)
+    except ValueError as failure:  # the data cannot be sized, or the target ε cannot be met
+        error = str(failure)
+    image = children.worker_image(spec, WORKER_IMAGE)
+    config_maps = _all(found.config_maps, owner.uid)
+    return Snapshot(
+        owner=owner,
+        generation=int(metadata.get("generation") or 0),
+        deleting=bool(metadata.get("deletionTimestamp")),
+        finalized=FINALIZER in (metadata.get("finalizers") or ()),
+        rotation=(metadata.get("annotations") or {}).get(ROTATE_ANNOTATION),
+        spec=spec,
+        image=image,
+        own_code=image == WORKER_IMAGE and spec.model.architecture is not None and spec.model.entrypoint is None,
+        ledger=ledger,
+        plan=target,
+        calibration=calibration,
+        calibration_error=error,
+        jobs={job["metadata"]["name"]: job for job in _all(found.jobs, owner.uid)},
+        pods=tuple(_all(found.pods, owner.uid)),
+        deployment=_named(_all(found.deployments, owner.uid), owner.name),
+        service=_named(_all(found.services, owner.uid), owner.name),
+        pvc=_named(_all(found.pvcs, owner.uid), children.pvc_name(owner.name)),
+        results=_named(config_maps, children.results_name(owner.name)),
+        secrets={secret["metadata"]["name"]: secret for secret in _all(found.secrets, owner.uid)},
+        now=datetime.now(UTC),
+        artifacts_storage=ARTIFACTS_STORAGE,
+    )

@@ -1,0 +1,188 @@
+"""What a SecureModel's status says at each point of its lifecycle (pure builders of :class:`Outcome`).
+
+Conditions besides Ready, Reconciling and Stalled: ``BudgetReserved`` (the claim of the spec's
+training version is held or spent), ``Trained``, ``Compressed``. Phase: WaitingForBudget →
+Training → Compressing → Deploying → Serving, or Failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from securemodel.api.privacy_budget import RejectionReason
+from securemodel.api.secure_model import Phase
+from securemodel.operator.conditions import READY, Condition, Outcome, Progress
+from securemodel.privacy import Claim, ClaimState
+
+BUDGET_RESERVED: Final = "BudgetReserved"
+TRAINED: Final = "Trained"
+COMPRESSED: Final = "Compressed"
+
+
+def _outcome(
+    phase: Phase,
+    ready: bool,
+    reason: str,
+    message: str,
+    *conditions: Condition,
+    progress: Progress = Progress.WORKING,
+    warning: bool = False,
+) -> Outcome:
+    return Outcome(phase, Condition(READY, ready, reason, message), tuple(conditions), {}, warning, progress)
+
+
+def budget_missing(budget: str) -> Outcome:
+    text = f"PrivacyBudget {budget} does not exist in this namespace; the claim is made once it does"
+    return _outcome(Phase.WAITING_FOR_BUDGET, False, "BudgetNotFound", text,
+                    Condition(BUDGET_RESERVED, False, "BudgetNotFound", text), progress=Progress.STALLED, warning=True)  # fmt: skip
+
+
+def calibration_failed(budget: str, error: str) -> Outcome:
+    text = f"no ε claimed from PrivacyBudget {budget}: {error}"
+    return _outcome(Phase.FAILED, False, "CalibrationFailed", text,
+                    Condition(BUDGET_RESERVED, False, "CalibrationFailed", text), progress=Progress.STALLED, warning=True)  # fmt: skip
+
+
+def claiming(budget: str, training: str) -> Outcome:
+    text = f"training version {training} claims its ε from PrivacyBudget {budget}"
+    return _outcome(Phase.WAITING_FOR_BUDGET, False, "Claiming", text, Condition(BUDGET_RESERVED, False, "Claiming", text))
+
+
+def finishing_left(job: str, version: str) -> Outcome:
+    text = (
+        f"the spec changed while training version {version} ran: Job {job} runs to its end and is charged, "
+        "then the new version claims its ε"
+    )
+    return _outcome(Phase.TRAINING, False, "FinishingPreviousVersion", text,
+                    Condition(BUDGET_RESERVED, False, "FinishingPreviousVersion", text))  # fmt: skip
+
+
+def claim_outcome(budget: str, claim: Claim) -> Outcome | None:
+    """The status of a claim that has not reached training: waiting, or refused for good (None otherwise)."""
+    asked = f"ε={claim.epsilon:g}, δ={claim.delta:g}"
+    match claim.state:
+        case ClaimState.WAITING:
+            text = f"waiting for PrivacyBudget {budget} to grant the claim of {asked}"
+            return _outcome(Phase.WAITING_FOR_BUDGET, False, "WaitingForBudget", text,
+                            Condition(BUDGET_RESERVED, False, ClaimState.WAITING, text))  # fmt: skip
+        case ClaimState.REJECTED:
+            if claim.reason is RejectionReason.DELTA_ABOVE_BUDGET:
+                why = f"δ={claim.delta:g} is above the δ it allows"
+            else:
+                why = f"ε={claim.epsilon:g} is more than its whole ε"
+            text = f"PrivacyBudget {budget} rejected the claim of {asked}: {why}"
+            reason = claim.reason or ClaimState.REJECTED
+            return _outcome(Phase.FAILED, False, reason, text, Condition(BUDGET_RESERVED, False, reason, text),
+                            progress=Progress.STALLED, warning=True)  # fmt: skip
+        case ClaimState.RELEASED:
+            text = (
+                f"the claim of {asked} on PrivacyBudget {budget} for this version of the spec was given back "
+                "(no container of its training ever ran); a released claim is not renewed: change the spec to "
+                "claim for a new version"
+            )
+            return _outcome(Phase.FAILED, False, ClaimState.RELEASED, text,
+                            Condition(BUDGET_RESERVED, False, ClaimState.RELEASED, text),
+                            progress=Progress.STALLED, warning=True)  # fmt: skip
+    return None
+
+
+def reserved_condition(budget: str, claim: Claim) -> Condition:
+    if claim.state is ClaimState.COMMITTED:
+        return Condition(BUDGET_RESERVED, True, ClaimState.COMMITTED,
+                         f"ε={claim.epsilon:.6g} spent and committed to PrivacyBudget {budget}")  # fmt: skip
+    return Condition(BUDGET_RESERVED, True, ClaimState.RESERVED,
+                     f"ε={claim.epsilon:g}, δ={claim.delta:g} reserved from PrivacyBudget {budget}")  # fmt: skip
+
+
+def training(job: str, pending: str, running: bool, reserved: Condition) -> Outcome:
+    if running:
+        text = f"Job {job} is training with DP-SGD"
+        return _outcome(Phase.TRAINING, False, "Training", text, reserved, Condition(TRAINED, False, "Training", text))
+    text = f"Job {job} created; {pending or 'its pod has not started'}"
+    return _outcome(Phase.TRAINING, False, "TrainingPending", text, reserved, Condition(TRAINED, False, "Pending", text))
+
+
+def training_stopped(job: str, why: str, reserved: Condition) -> Outcome:
+    text = f"Job {job} cannot run and is deleted ({why}); its claim is released once it is gone"
+    return _outcome(Phase.FAILED, False, "TrainingCannotStart", text, reserved,
+                    Condition(TRAINED, False, "TrainingCannotStart", text), progress=Progress.STALLED, warning=True)  # fmt: skip
+
+
+def training_failed(job: str, error: str, reserved: Condition) -> Outcome:
+    text = f"Job {job} failed: {error}"
+    return _outcome(Phase.FAILED, False, "TrainingFailed", text, reserved,
+                    Condition(TRAINED, False, "TrainingFailed", text), progress=Progress.STALLED, warning=True)  # fmt: skip
+
+
+def trained_condition(result: Mapping[str, Any] | None, epsilon: float | None) -> Condition:
+    if result is None:
+        return Condition(TRAINED, True, "Succeeded", "the training finished; its pod's report is no longer available")
+    spent = f", ε={epsilon:.6g}" if epsilon is not None else ""
+    return Condition(TRAINED, True, "Succeeded",
+                     f"{int(result.get('steps') or 0)} DP-SGD steps{spent}, validation accuracy {result.get('accuracy')}")  # fmt: skip
+
+
+def compressing(job: str) -> Outcome:
+    text = f"Job {job} is pruning and quantising the trained model"
+    return _outcome(Phase.COMPRESSING, False, "Compressing", text, Condition(COMPRESSED, False, "Compressing", text))
+
+
+def compression_failed(job: str, error: str) -> Outcome:
+    text = f"Job {job} failed: {error}"
+    return _outcome(Phase.FAILED, False, "CompressionFailed", text,
+                    Condition(COMPRESSED, False, "CompressionFailed", text), progress=Progress.STALLED, warning=True)  # fmt: skip
+
+
+def compressed_condition(result: Mapping[str, Any] | None) -> Condition:
+    if result is None:
+        return Condition(COMPRESSED, True, "Succeeded", "compressed; the pod's report is no longer available")
+    return Condition(
+        COMPRESSED,
+        True,
+        "Succeeded",
+        f"{result.get('sizeBytes')} → {result.get('compressedSizeBytes')} bytes "
+        f"(sparsity {result.get('sparsity')}, {result.get('quantization')}), accuracy {result.get('compressedAccuracy')}",
+    )
+
+
+def serving(deployment: Mapping[str, Any] | None, replicas: int, failure: str, current: bool) -> Outcome:
+    """Deploying until the Deployment has ``replicas`` available pods of its current template."""
+    if deployment is None:
+        return _outcome(Phase.DEPLOYING, False, "Deploying", "the serving Deployment is being created")
+    status = deployment.get("status") or {}
+    name = deployment["metadata"]["name"]
+    observed = (status.get("observedGeneration") or 0) >= (deployment["metadata"].get("generation") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if current and observed and replicas == 0:
+        return _outcome(Phase.SERVING, True, "ScaledToZero", f"Deployment {name} has 0 replicas", progress=Progress.DONE)
+    if current and observed and updated >= replicas and available >= replicas:
+        return _outcome(Phase.SERVING, True, "Serving", f"{available}/{replicas} replicas available", progress=Progress.DONE)
+    if failure:
+        return _outcome(Phase.DEPLOYING, False, "ServingFailed", failure, progress=Progress.STALLED, warning=True)
+    return _outcome(Phase.DEPLOYING, False, "Deploying", f"Deployment {name}: {available}/{replicas} replicas available")
+
+
+def while_serving(outcome: Outcome, serving: str | None, available: bool) -> Outcome:
+    """``outcome`` of a version not serving yet, with Ready True while version ``serving`` still answers.
+
+    Reconciling and Stalled still say where the spec's version stands, so a GitOps tool waits for it.
+    """
+    if not serving or not available or outcome.ready.status:
+        return outcome
+    ready = Condition(READY, True, "Serving", f"version {serving} serves; the spec's version: {outcome.ready.message}")
+    return Outcome(outcome.phase, ready, outcome.conditions, outcome.fields, outcome.warning, outcome.progress)
+
+
+def with_fields(outcome: Outcome, conditions: tuple[Condition, ...], fields: Mapping[str, Any]) -> Outcome:
+    """``outcome`` with the conditions and fields of the stages before it."""
+    merged = {**fields, **outcome.fields}
+    return Outcome(outcome.phase, outcome.ready, (*conditions, *outcome.conditions), merged, outcome.warning,
+                   outcome.progress)  # fmt: skip
+
+
+def blocked(outcome: Outcome, reason: str, message: str) -> Outcome:
+    """``outcome`` with Ready False for ``reason``: something only a person can resolve (Stalled)."""
+    return Outcome(outcome.phase, Condition(READY, False, reason, message), outcome.conditions, outcome.fields,
+                   True, Progress.STALLED)  # fmt: skip

@@ -1,0 +1,189 @@
+"""A SecureModel's spec, parsed once into typed values, and the versions it hashes to (pure).
+
+:func:`parse` fills in every default the CRD declares, so a spec that sets a field to its
+default and one that omits it are equal. :class:`Versions` hashes a canonical form that
+leaves out every field at its default: a later CRD that adds a defaulted field therefore
+changes no existing model's version, claim or serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+# Bumped only when the meaning of a hashed field changes on purpose (every model then trains anew).
+CANONICAL_FORM_VERSION: Final = 1
+
+
+def _canonical(value: Any) -> Any:
+    """A dataclass as a dict of its non-default fields (nested), anything else as it is."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for item in dataclasses.fields(value):
+            current = getattr(value, item.name)
+            if item.default is not dataclasses.MISSING and current == item.default:
+                continue
+            if item.default_factory is not dataclasses.MISSING and current == item.default_factory():
+                continue
+            out[item.name] = _canonical(current)
+        return out
+    if isinstance(value, tuple):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def digest(*parts: Any) -> str:
+    """``v`` + 8 hex digits of the SHA-256 of the canonical JSON of ``parts``."""
+    canonical = json.dumps(
+        [CANONICAL_FORM_VERSION, *(_canonical(part) for part in parts)], sort_keys=True, separators=(",", ":")
+    )
+    return "v" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    architecture: str | None = None
+    entrypoint: str | None = None
+    image: str | None = None
+    params: str = "{}"  # canonical JSON of the builder's keyword arguments
+
+    @property
+    def params_dict(self) -> dict[str, Any]:
+        return dict(json.loads(self.params))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str
+    samples: int | None = None
+    validation_split: float = 0.2
+
+
+@dataclass(frozen=True)
+class PrivacySpec:
+    budget_ref: str
+    epsilon: float
+    delta: float = 1.0e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.1
+    optimizer: str = "sgd"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CompressionSpec:
+    sparsity: float = 0.0
+    quantization: str = "none"
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    replicas: int = 1
+    clients: tuple[str, ...] = ()
+    certificate_lifetime: str = "720h"
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    gpus: int = 0
+    cpu: str = "1"
+    memory: str = "2Gi"
+
+
+@dataclass(frozen=True)
+class Versions:
+    """``training`` hashes what the trained artifact depends on (model, data, training, privacy):
+    one claim and one train Job each. ``version`` adds compression: one compress Job each.
+    Serving and resources change neither."""
+
+    training: str
+    version: str
+
+
+@dataclass(frozen=True)
+class ModelSpecs:
+    """The whole spec of a SecureModel, defaults filled in."""
+
+    model: ModelSpec
+    data: DataSpec
+    privacy: PrivacySpec
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    compression: CompressionSpec = field(default_factory=CompressionSpec)
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+
+    @property
+    def versions(self) -> Versions:
+        trained = (self.model, self.data, self.training, self.privacy)
+        return Versions(digest(*trained), digest(*trained, self.compression))
+
+
+def _client_name(entry: Any) -> str:
+    return str(entry["name"]) if isinstance(entry, Mapping) else str(entry)
+
+
+def parse(spec: Mapping[str, Any]) -> ModelSpecs:
+    """The typed spec, with the CRD's defaults for every field the stored object leaves out.
+
+    Raises:
+        KeyError: if a required field is missing (the CRD schema makes that impossible in the cluster).
+    """
+    model = spec["model"]
+    data = spec["data"]
+    privacy = spec["privacy"]
+    training = spec.get("training") or {}
+    compression = spec.get("compression") or {}
+    serving = spec.get("serving") or {}
+    resources = spec.get("resources") or {}
+    return ModelSpecs(
+        model=ModelSpec(
+            architecture=model.get("architecture"),
+            entrypoint=model.get("entrypoint"),
+            image=model.get("image"),
+            params=json.dumps(model.get("params") or {}, sort_keys=True, separators=(",", ":")),
+        ),
+        data=DataSpec(
+            source=str(data["source"]),
+            samples=int(data["samples"]) if data.get("samples") is not None else None,
+            validation_split=float(data.get("validationSplit", DataSpec.validation_split)),
+        ),
+        privacy=PrivacySpec(
+            budget_ref=str(privacy["budgetRef"]),
+            epsilon=float(privacy["epsilon"]),
+            delta=float(privacy.get("delta", PrivacySpec.delta)),
+            max_grad_norm=float(privacy.get("maxGradNorm", PrivacySpec.max_grad_norm)),
+            accountant=str(privacy.get("accountant", PrivacySpec.accountant)),
+        ),
+        training=TrainingSpec(
+            epochs=int(training.get("epochs", TrainingSpec.epochs)),
+            batch_size=int(training.get("batchSize", TrainingSpec.batch_size)),
+            learning_rate=float(training.get("learningRate", TrainingSpec.learning_rate)),
+            optimizer=str(training.get("optimizer", TrainingSpec.optimizer)),
+            seed=int(training.get("seed", TrainingSpec.seed)),
+        ),
+        compression=CompressionSpec(
+            sparsity=float((compression.get("pruning") or {}).get("sparsity", CompressionSpec.sparsity)),
+            quantization=str(compression.get("quantization", CompressionSpec.quantization)),
+        ),
+        serving=ServingSpec(
+            replicas=int(serving.get("replicas", ServingSpec.replicas)),
+            clients=tuple(_client_name(entry) for entry in serving.get("clients") or ()),
+            certificate_lifetime=str(serving.get("certificateLifetime", ServingSpec.certificate_lifetime)),
+        ),
+        resources=ResourcesSpec(
+            gpus=int(resources.get("gpus", ResourcesSpec.gpus)),
+            cpu=str(resources.get("cpu", ResourcesSpec.cpu)),
+            memory=str(resources.get("memory", ResourcesSpec.memory)),
+        ),
+    )
