@@ -302,8 +302,8 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> dict[
     write_result(settings.output_dir, result)
     try:
         for rnd in range(1, settings.rounds + 1):
-            started = time.monotonic()
             nodes = wait_for_silos(grid, settings)
+            started = time.monotonic()
             outcome = fit_round(grid, context, settings, rnd, nodes, weights, header)
             for node_id in set(settings.silos) - nodes:
                 outcome.dropped.setdefault(node_id, "not online")
