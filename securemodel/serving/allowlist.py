@@ -122,8 +122,8 @@ def parse_allow_list(content: bytes) -> AllowList:
     """Parse and check an allow-list file; ``ValueError`` saying what is wrong if it is not valid."""
     try:
         document = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"not JSON: {err}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"not JSON: {type(err).__name__}: {err}") from None
     _keys(document, "the file", required={"version", "clients"})
     if document["version"] != VERSION:
         raise ValueError(f"version {document['version']!r} is not supported; this server reads version {VERSION}")

@@ -111,5 +111,8 @@ class ServingServer:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._reload_interval)
-            self.tls.refresh()
-            self.gate.refresh()
+            try:
+                self.tls.refresh()
+                self.gate.refresh()
+            except Exception:  # the timer must outlive any surprise: it is what applies a revocation
+                log.exception("checking the TLS files and the allow-list failed; trying again")

@@ -80,6 +80,7 @@ SERIAL = {"serial": "1f"}
     ("content", "error"),
     [
         (b"[1", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON: RecursionError"),  # must not stop the reload timer
         (b"[]", "the file must be an object"),
         (b'{"clients": []}', "the file lacks version"),
         (b'{"version": 2, "clients": []}', "version 2 is not supported"),
