@@ -61,10 +61,10 @@ NO_CERTIFICATE = Verdict("-", None, Refusal(FORBIDDEN, "no client certificate"))
 class ClientGate:
     """Admits the requests of the clients on the allow-list at ``allow_list`` (if given), within their limits."""
 
-    def __init__(self, allow_list: Path | None, metrics: ServingMetrics, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, allow_list: Path | None, metrics: ServingMetrics) -> None:
         self._path = allow_list
         self._metrics = metrics
-        self._limiter = limiter or RateLimiter()
+        self._limiter = RateLimiter()
         self._peers: WeakKeyDictionary[ssl.SSLObject, tuple[Peer, ClientCounters]] = WeakKeyDictionary()
         self._list: AllowList | None = None
         self._fingerprint = b""
