@@ -5,8 +5,11 @@ Order of work, so that the result tells the operator what was spent:
 1. refuse an existing ``--output`` (artifacts are write-once), read the data key, import the
    model's builder: failures here happen before any data is read (``dataTouched: false``,
    the claim may be released);
-2. read the data (``dataTouched: true`` from here on), build the model (seeded), train with
+2. read the data (``dataTouched: true`` from here on), build the model, train with
    :func:`securemodel.workers.dpsgd.train_dp_sgd` (see there for the privacy guarantee);
+   ``--seed`` governs the train/validation split and the weight initialisation only: DP-SGD's
+   sampling and noise come from a secret per-run source (:mod:`.secret_random`), so two runs
+   with identical arguments start from the same weights and end with different ones;
 3. measure validation accuracy with the same predictor the serve worker uses, write the fp32
    payload (:mod:`securemodel.models.serialization`) encrypted with the data key.
 
@@ -82,7 +85,6 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
         max_grad_norm=args.max_grad_norm,
         learning_rate=args.learning_rate,
         optimizer=args.optimizer,
-        seed=args.seed,
     )
     output = Path(args.output)
     if output.exists():

@@ -1,4 +1,4 @@
-"""DP-SGD honours the operator's σ, q and steps exactly, clips per example, and is reproducible."""
+"""DP-SGD honours the operator's σ, q and steps exactly, clips per example, and draws secret noise and batches."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from securemodel.workers.dpsgd import (
 torch.set_num_threads(1)  # the unit tests share two cores with everything else
 
 CPU = torch.device("cpu")
-MODES: list[ClippingMode] = ["ghost", "hooks"]
+MODES: list[ClippingMode] = ["bookkeeping", "opacus-hooks"]
 
 
-def config(**changes: float | int | str) -> DPSGDConfig:
+def config(**changes: float | str) -> DPSGDConfig:
     base = {"noise_multiplier": 1.0, "sample_rate": 0.1, "steps": 10, "max_grad_norm": 1.0, "learning_rate": 0.1}
     return DPSGDConfig(**{**base, **changes})  # type: ignore[arg-type]
 
@@ -126,18 +126,21 @@ def test_each_example_gradient_is_clipped_to_max_grad_norm(mode: ClippingMode) -
     assert moved.norm().item() <= clip
 
 
-def test_same_seed_gives_identical_weights_and_another_seed_does_not() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_identical_runs_draw_different_batches_and_noise(mode: ClippingMode) -> None:
+    # Same data, same initial weights, same arguments, even the same global torch seed: the
+    # sampling and the noise must still differ, or whoever knows the arguments could replay them.
     x, y = toy_data(200)
 
-    def run(seed: int) -> list[torch.Tensor]:
-        torch.manual_seed(seed)
-        model = build_model(ModelSpec("mlp", params={"hidden": [8]}), (6,), 2)
-        train_dp_sgd(model, x, y, config(steps=15, seed=seed), device=CPU)
-        return [p.detach().clone() for p in model.parameters()]
+    def run() -> tuple[list[int], list[torch.Tensor]]:
+        torch.manual_seed(3)
+        model = BatchRecorder(6, 2)
+        train_dp_sgd(model, x, y, config(steps=15), device=CPU, mode=mode)
+        return model.sizes, [p.detach().clone() for p in model.parameters()]
 
-    first, again, other = run(3), run(3), run(4)
-    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
-    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    (sizes, first), (other_sizes, second) = run(), run()
+    assert sizes != other_sizes  # 15 Binomial(200, 0.1) batch sizes: equal with probability < 1e-9
+    assert not any(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 def test_breast_cancer_at_epsilon_4_is_clearly_better_than_chance() -> None:
@@ -157,12 +160,32 @@ def test_breast_cancer_at_epsilon_4_is_clearly_better_than_chance() -> None:
     assert (predicted == data.y_val).mean() >= max(0.85, majority + 0.2)
 
 
-def test_clipping_mode_is_ghost_only_where_every_layer_supports_it() -> None:
-    assert clipping_mode_for(build_model(ModelSpec("mlp"), (30,), 2)) == "ghost"
-    assert clipping_mode_for(build_model(ModelSpec("cnn"), (8, 8), 10)) == "hooks"
+class Scaled(nn.Module):
+    """A linear layer times a learned scalar: a parameter outside any layer book-keeping supports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(6, 2)
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.scale
+
+
+def test_book_keeping_where_every_parameter_sits_in_a_supported_layer_and_opacus_elsewhere() -> None:
+    assert clipping_mode_for(build_model(ModelSpec("mlp"), (30,), 2)) == "bookkeeping"
+    assert clipping_mode_for(build_model(ModelSpec("cnn"), (8, 8), 10)) == "bookkeeping"
     tied = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     tied[1].weight = tied[0].weight
-    assert clipping_mode_for(tied) == "hooks"
+    assert clipping_mode_for(tied) == "opacus-hooks"
+    assert clipping_mode_for(nn.Sequential(nn.Linear(4, 4), nn.Conv1d(4, 4, 1, groups=2))) == "opacus-hooks"
+
+    x, y = toy_data(100)
+    model = Scaled()
+    before = model.scale.detach().clone()
+    report = train_dp_sgd(model, x, y, config(steps=3), device=CPU)
+    assert report.clipping_mode == "opacus-hooks" and report.steps == 3
+    assert not torch.equal(model.scale.detach(), before)
 
 
 def test_models_that_mix_examples_are_refused_before_training() -> None:
