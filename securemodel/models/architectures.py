@@ -1,9 +1,10 @@
 """The built-in architectures the worker image ships, selected by ``spec.model.architecture``.
 
 Every builder has the signature of a custom entrypoint,
-``build(input_shape, num_classes, **params) -> torch.nn.Module``, and builds only layers that
-Opacus computes per-sample gradients for (Linear, Conv2d; no BatchNorm, whose statistics mix
-examples and would break the per-example privacy guarantee).
+``build(input_shape, num_classes, **params) -> torch.nn.Module``, and puts every parameter in a
+layer the train worker's book-keeping DP-SGD clips per example (Linear, Conv2d, Embedding,
+LayerNorm; no BatchNorm, whose statistics mix examples and would break the per-example privacy
+guarantee), each layer seeing the batch on its first dimension.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Final
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS: Final[dict[str, Callable[[], nn.Module]]] = {
@@ -93,4 +96,102 @@ def build_cnn(
     return nn.Sequential(*layers)
 
 
-BUILTIN: Final[dict[str, Callable[..., nn.Module]]] = {"mlp": build_mlp, "cnn": build_cnn}
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over ``(batch, length, width)`` from two Linear layers (qkv and output).
+
+    The same function as ``torch.nn.MultiheadAttention`` without masking or dropout, but built so
+    that every parameter sits in a Linear layer, which DP-SGD's book-keeping supports.
+    """
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        mixed = F.scaled_dot_product_attention(q, k, v)  # (batch, heads, length, width / heads)
+        return self.out(mixed.transpose(1, 2).reshape(batch, length, width))
+
+
+class EncoderBlock(nn.Module):
+    """A pre-LayerNorm transformer encoder block: ``x + attention(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, width: int, heads: int, hidden: int, activation: str) -> None:
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(width)
+        self.attention = SelfAttention(width, heads)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), _activation(activation), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class TokenTransformer(nn.Module):
+    """A transformer encoder classifying fixed-length sequences of token ids; see :func:`build_transformer`."""
+
+    position_ids: torch.Tensor
+
+    def __init__(
+        self, length: int, num_classes: int, vocabulary: int, width: int, heads: int, layers: int, hidden: int,
+        activation: str,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.vocabulary = vocabulary
+        self.tokens = nn.Embedding(vocabulary, width)
+        self.positions = nn.Embedding(length, width)
+        self.blocks = nn.Sequential(*(EncoderBlock(width, heads, hidden, activation) for _ in range(layers)))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+        self.register_buffer("position_ids", torch.arange(length), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x.long()
+        if x.is_floating_point() and not torch.equal(ids.to(x.dtype), x):
+            raise ValueError("token ids must be whole numbers")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocabulary):
+            raise ValueError(f"token ids must lie in [0, {self.vocabulary})")
+        positions = self.position_ids.expand(len(ids), -1)  # batch-first, as per-example clipping needs
+        h = self.blocks(self.tokens(ids) + self.positions(positions))
+        return self.head(self.norm(h).mean(dim=1))
+
+
+def build_transformer(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    vocabulary: int = 256,
+    width: int = 64,
+    heads: int = 4,
+    layers: int = 2,
+    hidden: int = 128,
+    activation: str = "gelu",
+) -> nn.Module:
+    """A small transformer encoder for sequence classification: token ids in, class logits out.
+
+    ``input_shape`` is ``(length,)``: each sample is ``length`` token ids in ``[0, vocabulary)``
+    (any numeric dtype holding whole numbers, so the float32 batches of the workers and OIP
+    requests in FP32 or INT64 all work; other values raise ValueError). Token and learned
+    position embeddings of ``width``, ``layers`` pre-LayerNorm encoder blocks (``heads``-head
+    self-attention without masking, a ``hidden``-wide MLP with ``activation``), a final
+    LayerNorm, the mean over positions and a linear head. No dropout and no BatchNorm.
+    """
+    if len(input_shape) != 1 or input_shape[0] < 1:
+        raise ValueError(f"transformer needs samples of shape (length,) of token ids; got {input_shape}")
+    vocabulary, width, heads, layers, hidden = _positive_ints(
+        "vocabulary, width, heads, layers and hidden", [vocabulary, width, heads, layers, hidden]
+    )
+    return TokenTransformer(input_shape[0], num_classes, vocabulary, width, heads, layers, hidden, activation)
+
+
+BUILTIN: Final[dict[str, Callable[..., nn.Module]]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "transformer": build_transformer,
+}

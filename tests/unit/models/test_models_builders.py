@@ -57,7 +57,7 @@ def test_mlp_hidden_layers_are_as_declared() -> None:
 @pytest.mark.parametrize(
     ("spec", "input_shape", "message"),
     [
-        (ModelSpec("transformer"), (4,), "unknown architecture 'transformer'; built-ins are ['cnn', 'mlp']"),
+        (ModelSpec("resnet"), (4,), "unknown architecture 'resnet'; built-ins are ['cnn', 'mlp', 'transformer']"),
         (ModelSpec("cnn"), (30,), "cnn needs image-shaped samples"),
         (ModelSpec("mlp", params={"hidden": [0]}), (4,), "hidden must be a list of positive integers"),
         (ModelSpec("mlp", params={"activation": "swishy"}), (4,), "unknown activation 'swishy'"),
