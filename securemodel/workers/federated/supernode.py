@@ -89,7 +89,8 @@ def run_client(args: argparse.Namespace) -> int:
         settings = silo_settings(args)
         deadline = time.monotonic() + args.restart_window
         while True:
-            process = subprocess.Popen(supernode_command(args, settings), env=flower_environment())
+            home = str(settings.progress_file.parent / "flwr-home")  # Flower's app cache: a writable directory
+            process = subprocess.Popen(supernode_command(args, settings), env=flower_environment(FLWR_HOME=home))
             code = process.wait()
             # flower-supernode exits when the SuperLink refuses it, e.g. before its key is registered.
             if stopping or time.monotonic() > deadline:
