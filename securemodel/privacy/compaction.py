@@ -2,15 +2,19 @@
 
 A PrivacyBudget lives in one etcd object (1.5 MiB by default, the request
 limit of etcd, for spec, status and metadata together). A ledger entry with a
-DP-SGD mechanism and its chain digests takes about 560 bytes of JSON, so a
-ledger reaches 1 MiB (leaving room for the rest) near 1,900 entries
-(``bench/composition.py`` measures it). :func:`compact` folds the oldest
-settled entries into the compacted record
+DP-SGD mechanism, both settlement marks and its chain digests takes about 570
+bytes of JSON, so leaving 64 KiB for the rest of the object about 2,600 entries
+fit (``bench/composition.py`` measures it). Every write parses, verifies,
+hashes and serialises the whole ledger, and every watch event carries it, so
+the operator compacts well before that: above :data:`COMPACT_ABOVE` entries.
+
+:func:`compact` folds the oldest settled entries into the compacted record
 (:class:`~securemodel.privacy.claims.Compacted`), which keeps what the budget
 needs of them exactly: their mechanisms counted per identical mechanism (so
 the composition does not change), their summed epsilon and delta, and their
-keys (about 50 bytes each, so a folded consumer cannot claim twice). The
-record continues the hash chain from the last folded entry's digest.
+keys (about 50 bytes each, so a folded consumer cannot claim twice): with
+compaction about 27,000 entries fit. The record continues the hash chain from
+the last folded entry's digest.
 
 Only a prefix of final entries (Committed, Released, Rejected) is folded: a
 Waiting or Reserved entry and everything after it stay, so a long-running
