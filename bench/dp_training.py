@@ -1,22 +1,25 @@
-"""DP training benchmark: DP-SGD step time ÷ non-private step time, same model, same batch size, one run.
+"""DP training benchmark: DP-SGD step time ÷ non-private step time, and peak memory, same model and batch, one run.
 
-For the built-in MLP and CNN (digits-shaped 8×8 inputs, 10 classes) at batch sizes 64, 256 and
-1024, on a synthetic dataset of 16 × 1024 examples, it times a training step of:
+For the built-in ``mlp`` and ``cnn`` (digits-shaped 8×8 inputs, 10 classes) and ``transformer``
+(defaults: 32 token ids from 256, width 64, 2 blocks; 10 classes) at batch sizes 64, 256 and
+1024, on synthetic data of 16 × 1024 examples, it times a training step of:
 
 * ``non-private``: plain SGD on a uniformly drawn batch of exactly B examples;
-* ``securemodel``: the train worker's DP-SGD (:func:`securemodel.workers.dpsgd.train_dp_sgd`)
-  at q = B/N, in the clipping mode it picks for the model, and also forced to the other mode;
-* ``opacus README``: Opacus as its README shows it, ``PrivacyEngine().make_private`` on a
-  ``DataLoader`` (hooks mode, Poisson sampling), iterating the private loader.
+* ``bookkeeping``: the train worker's DP-SGD (:func:`securemodel.workers.dpsgd.train_dp_sgd`) at
+  q = B/N in book-keeping mode, secret sampling and noise included;
+* ``Opacus ghost`` and ``Opacus hooks``: Opacus as its README shows it, ``PrivacyEngine().make_private``
+  on a ``DataLoader`` (Poisson sampling) with ``grad_sample_mode="ghost"`` (and its criterion) or
+  the default hooks, iterating the private loader.
 
 Each step is timed on its own, sampling and batch assembly included (the train worker's steps
-by timestamps from its progress hook, which fires once per noisy step); after warm-up steps,
+by timestamps from its progress counter, which moves once per noisy step); after warm-up steps,
 every variant runs ``--repeats`` times, interleaved so that load drifting on a shared machine
-hits all alike, and the median step time is kept. Bounded by ``--steps`` per run.
+hits all alike, and the median step time is kept. Peak memory is measured apart, in a fresh
+process per model, batch and variant (two steps): the growth of the peak resident set size
+over the size right before the first step (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``),
+or on CUDA ``torch.cuda.max_memory_allocated``.
 
-The ratios are also drawn, per model and batch size, in ``docs/img/dp_training.png`` (``--plot``).
-
-    python -m bench.dp_training [--steps 20] [--repeats 3] [--device cpu] [--threads 1] [--json out.json]
+    python -m bench.dp_training [--repeats 3] [--device cpu] [--threads 1] [--json out.json]
         [--plot docs/img/dp_training.png]
 """
 
@@ -25,13 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import opacus
@@ -42,24 +47,89 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bench.plots import IMG_DIR, Panel, bar_charts
 from securemodel.models import ModelSpec, build_model
-from securemodel.workers.dpsgd import ClippingMode, DPSGDConfig, DPSGDProgress, clipping_mode_for, train_dp_sgd
+from securemodel.workers.dpsgd import DPSGDConfig, DPSGDProgress, train_dp_sgd
 
-N = 16 * 1024
-INPUT_SHAPE = (8, 8)
-CLASSES = 10
-BATCHES = (64, 256, 1024)
-MODELS = {"mlp": ModelSpec("mlp"), "cnn": ModelSpec("cnn")}
-WARMUP = 3
+N: Final[int] = 16 * 1024
+CLASSES: Final[int] = 10
+BATCHES: Final[tuple[int, ...]] = (64, 256, 1024)
+# model -> (spec, per-sample input shape, timed steps per measurement)
+MODELS: Final[dict[str, tuple[ModelSpec, tuple[int, ...], int]]] = {
+    "mlp": (ModelSpec("mlp"), (8, 8), 20),
+    "cnn": (ModelSpec("cnn"), (8, 8), 8),
+    "transformer": (ModelSpec("transformer"), (32,), 3),
+}
+VARIANTS: Final[tuple[str, ...]] = ("non-private", "bookkeeping", "Opacus ghost", "Opacus hooks")
+WARMUP: Final[int] = 2
 SIGMA, CLIP, LR = 1.0, 1.0, 0.05
 
+Step = Callable[[], None]
 
-def fresh_model(spec: ModelSpec, device: torch.device) -> nn.Module:
+
+def make_data(name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic inputs (normal features, or token ids for the transformer) and labels, fixed per model."""
+    spec, shape, _ = MODELS[name]
+    rng = np.random.default_rng(0)
+    if spec.architecture == "transformer":
+        x = rng.integers(0, 256, (N, *shape)).astype(np.float32)
+    else:
+        x = rng.normal(size=(N, *shape)).astype(np.float32)
+    return torch.from_numpy(x).to(device), torch.from_numpy(rng.integers(0, CLASSES, N)).to(device)
+
+
+def fresh_model(name: str, device: torch.device) -> nn.Module:
+    spec, shape, _ = MODELS[name]
     torch.manual_seed(0)
-    return build_model(spec, INPUT_SHAPE, CLASSES).to(device)
+    return build_model(spec, shape, CLASSES).to(device)
+
+
+def non_private(name: str, x: torch.Tensor, y: torch.Tensor, batch: int) -> Step:
+    model = fresh_model(name, x.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    criterion = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        index = torch.randint(0, N, (batch,), generator=generator).to(x.device)
+        optimizer.zero_grad()
+        criterion(model(x[index]), y[index]).backward()
+        optimizer.step()
+
+    return step
+
+
+def opacus_readme(name: str, x: torch.Tensor, y: torch.Tensor, batch: int, mode: str) -> Step:
+    model = fresh_model(name, x.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch)
+    criterion: Any = nn.CrossEntropyLoss()
+    engine = PrivacyEngine()
+    if mode == "ghost":
+        model, optimizer, criterion, loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, criterion=criterion, noise_multiplier=SIGMA,
+            max_grad_norm=CLIP, grad_sample_mode="ghost",
+        )  # fmt: skip
+    else:
+        model, optimizer, loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=SIGMA, max_grad_norm=CLIP
+        )
+    batches = iter(loader)
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            features, labels = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            features, labels = next(batches)
+        optimizer.zero_grad()
+        criterion(model(features), labels).backward()
+        optimizer.step()
+
+    return step
 
 
 class StepClock(DPSGDProgress):
-    """Progress that timestamps every noisy step the train worker's loop takes (via its step hook)."""
+    """Progress that timestamps every noisy step the train worker's loop takes."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -79,56 +149,15 @@ class StepClock(DPSGDProgress):
             self.stamps.append(time.perf_counter())
 
 
-def time_non_private(spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int) -> list[float]:
-    model = fresh_model(spec, x.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    criterion = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(0)
-
-    def step() -> None:
-        index = torch.randint(0, N, (batch,), generator=generator).to(x.device)
-        optimizer.zero_grad()
-        criterion(model(x[index]), y[index]).backward()
-        optimizer.step()
-
-    return _step_times(step, steps, x.device)
-
-
-def time_securemodel(
-    spec: ModelSpec, x: np.ndarray, y: np.ndarray, batch: int, steps: int, device: torch.device, mode: ClippingMode
-) -> list[float]:
-    clock = StepClock(device)
+def time_bookkeeping(name: str, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int) -> list[float]:
+    clock = StepClock(x.device)
     config = DPSGDConfig(SIGMA, batch / N, WARMUP + steps, CLIP, LR)
-    train_dp_sgd(fresh_model(spec, device), x, y, config, device=device, progress=clock, mode=mode)
+    model = fresh_model(name, x.device)
+    train_dp_sgd(model, x.cpu().numpy(), y.cpu().numpy(), config, device=x.device, progress=clock, mode="bookkeeping")
     return list(np.diff(clock.stamps)[WARMUP:])
 
 
-def time_opacus_readme(spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int) -> list[float]:
-    model = fresh_model(spec, x.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch)
-    engine = PrivacyEngine()
-    model, optimizer, loader = engine.make_private(
-        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=SIGMA, max_grad_norm=CLIP
-    )
-    criterion = nn.CrossEntropyLoss()
-    batches = iter(loader)
-
-    def step() -> None:
-        nonlocal batches
-        try:
-            features, labels = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            features, labels = next(batches)
-        optimizer.zero_grad()
-        criterion(model(features), labels).backward()
-        optimizer.step()
-
-    return _step_times(step, steps, x.device)
-
-
-def _step_times(step: Callable[[], None], steps: int, device: torch.device) -> list[float]:
+def time_steps(step: Step, steps: int, device: torch.device) -> list[float]:
     for _ in range(WARMUP):
         step()
     times = []
@@ -141,52 +170,90 @@ def _step_times(step: Callable[[], None], steps: int, device: torch.device) -> l
     return times
 
 
+def measure(name: str, variant: str, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int) -> list[float]:
+    """Step times (s) of one variant: a fresh model, warm-up, then ``steps`` timed steps."""
+    if variant == "bookkeeping":
+        return time_bookkeeping(name, x, y, batch, steps)
+    if variant == "non-private":
+        return time_steps(non_private(name, x, y, batch), steps, x.device)
+    return time_steps(opacus_readme(name, x, y, batch, variant.split()[-1]), steps, x.device)
+
+
+def peak_memory(name: str, variant: str, batch: int, device: torch.device) -> float:
+    """MiB the peak memory grows by over two steps, measured in this (fresh) process; see the module doc."""
+    x, y = make_data(name, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # the peak RSS restarts from the current RSS
+        base = _status_kib("VmRSS") * 1024
+    if variant == "bookkeeping":
+        train_dp_sgd(fresh_model(name, device), x.cpu().numpy(), y.cpu().numpy(),
+                     DPSGDConfig(SIGMA, batch / N, 2, CLIP, LR), device=device, mode="bookkeeping")  # fmt: skip
+    else:
+        step = (
+            non_private(name, x, y, batch)
+            if variant == "non-private"
+            else opacus_readme(name, x, y, batch, variant.split()[-1])
+        )
+        step()
+        step()
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _status_kib("VmHWM") * 1024
+    return (peak - base) / 2**20
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    assert match is not None
+    return int(match.group(1))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+def memory_in_fresh_process(name: str, variant: str, batch: int, args: argparse.Namespace) -> float:
+    command = [sys.executable, "-m", "bench.dp_training", "--device", args.device, "--threads", str(args.threads),
+               "--memory-of", name, variant, str(batch)]  # fmt: skip
+    return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant (median step kept)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--plot", type=Path, default=IMG_DIR / "dp_training.png", help="write the figure here")
+    parser.add_argument("--memory-of", nargs=3, metavar=("MODEL", "VARIANT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # Opacus' secure-RNG and backward-hook notices
     device = torch.device(args.device)
-    rng = np.random.default_rng(0)
-    x_np = rng.normal(size=(N, *INPUT_SHAPE)).astype(np.float32)
-    y_np = rng.integers(0, CLASSES, N)
-    x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    if args.memory_of:
+        name, variant, batch = args.memory_of
+        print(peak_memory(name, variant, int(batch), device))
+        return
 
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for name, spec in MODELS.items():
-        auto = clipping_mode_for(build_model(spec, INPUT_SHAPE, CLASSES))
-        other: ClippingMode = "hooks" if auto == "ghost" else "ghost"
+    for name, (_, _, steps) in MODELS.items():
+        x, y = make_data(name, device)
         for batch in BATCHES:
-            variants: dict[str, Callable[[], list[float]]] = {
-                "non-private": partial(time_non_private, spec, x, y, batch, args.steps),
-                f"securemodel ({auto})": partial(time_securemodel, spec, x_np, y_np, batch, args.steps, device, auto),
-                f"securemodel ({other})": partial(time_securemodel, spec, x_np, y_np, batch, args.steps, device, other),
-                "opacus README (hooks)": partial(time_opacus_readme, spec, x, y, batch, args.steps),
-            }
-            samples: dict[str, list[float]] = {variant: [] for variant in variants}
+            samples: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
             for _ in range(args.repeats):  # interleaved, so drifting load hits every variant alike
-                for variant, measure in variants.items():
-                    samples[variant] += measure()
+                for variant in VARIANTS:
+                    samples[variant] += measure(name, variant, x, y, batch, steps)
             times = {variant: statistics.median(values) for variant, values in samples.items()}
-            base = times["non-private"]
+            memory = {variant: memory_in_fresh_process(name, variant, batch, args) for variant in VARIANTS}
             row = {
                 "model": name,
                 "batch": batch,
-                "clippingMode": auto,
                 "ms": {k: round(v * 1e3, 3) for k, v in times.items()},
-                "ratio": {k: round(v / base, 2) for k, v in times.items() if k != "non-private"},
+                "ratio": {k: round(v / times["non-private"], 2) for k, v in times.items() if k != "non-private"},
+                "peakMiB": {k: round(v, 1) for k, v in memory.items()},
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -197,7 +264,7 @@ def main() -> None:
         "torch": torch.__version__,
         "opacus": opacus.__version__,
         "python": platform.python_version(),
-        "steps": args.steps,
+        "steps": {name: steps for name, (_, _, steps) in MODELS.items()},
         "repeats": args.repeats,
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
@@ -210,19 +277,17 @@ def main() -> None:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    """One panel per model: the DP ÷ non-private step-time ratios of every variant, by batch size."""
+    """One panel per model: the DP ÷ non-private step-time ratio of every variant, by batch size."""
     panels = []
     for name in MODELS:
         rows = [row for row in result["rows"] if row["model"] == name]
-        ours, other, readme = rows[0]["ratio"]
-        labels = {ours: "securemodel, chosen mode", other: "securemodel, other mode", readme: "Opacus README (hooks)"}
+        fastest, slowest = rows[0]["ms"]["non-private"], rows[-1]["ms"]["non-private"]
         panels.append(
             Panel(
-                title=f"{name} (chosen mode {rows[0]['clippingMode']}): non-private step "
-                f"{rows[0]['ms']['non-private']:.2f}–{rows[-1]['ms']['non-private']:.2f} ms",
+                title=f"{name}: non-private step {fastest:.1f}–{slowest:.1f} ms",
                 ylabel="DP step time ÷ non-private step time (×)",
                 categories=[f"batch {row['batch']}" for row in rows],
-                series={label: [row["ratio"][key] for row in rows] for key, label in labels.items()},
+                series={variant: [row["ratio"][variant] for row in rows] for variant in VARIANTS[1:]},
                 value_format="{:.1f}×",
                 reference=1.0,
                 reference_label="non-private (1×)",
@@ -233,22 +298,26 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The results as a markdown table (ratio = DP step time ÷ non-private step time)."""
+    """The results as a markdown table (ratio = DP step time ÷ non-private step time; memory = peak growth)."""
+    header = (
+        "| model | batch | non-private ms/step | book-keeping | ratio | Opacus ghost | ratio | Opacus hooks | ratio "
+        "| peak MiB: non-private / book-keeping / ghost / hooks |"
+    )
     lines = [
         f"device {result['device']}, {result['threads']} thread(s), torch {result['torch']}, "
-        f"opacus {result['opacus']}; median step of {result['repeats']} × {result['steps']} steps",
+        f"opacus {result['opacus']}; median step of {result['repeats']} runs × {result['steps']} steps",
         "",
-        "| model | batch | non-private ms/step | securemodel (mode) | ratio | other mode | ratio "
-        "| Opacus README (hooks) | ratio |",
-        "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: |",
+        header,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in result["rows"]:
-        ms, ratio = row["ms"], row["ratio"]
-        ours, other, readme = (k for k in ms if k != "non-private")
+        ms, ratio, mib = row["ms"], row["ratio"], row["peakMiB"]
         lines.append(
-            f"| {row['model']} | {row['batch']} | {ms['non-private']:.2f} | {ours} {ms[ours]:.2f} ms | "
-            f"**{ratio[ours]:.2f}×** | {other} {ms[other]:.2f} ms | {ratio[other]:.2f}× | "
-            f"{ms[readme]:.2f} ms | {ratio[readme]:.2f}× |"
+            f"| {row['model']} | {row['batch']} | {ms['non-private']:.2f} | {ms['bookkeeping']:.2f} ms | "
+            f"**{ratio['bookkeeping']:.2f}×** | {ms['Opacus ghost']:.2f} ms | {ratio['Opacus ghost']:.2f}× | "
+            f"{ms['Opacus hooks']:.2f} ms | {ratio['Opacus hooks']:.2f}× | "
+            + " / ".join(f"{mib[v]:.0f}" for v in VARIANTS)
+            + " |"
         )
     return "\n".join(lines)
 

@@ -157,7 +157,7 @@ class TokenTransformer(nn.Module):
             raise ValueError("token ids must be whole numbers")
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocabulary):
             raise ValueError(f"token ids must lie in [0, {self.vocabulary})")
-        positions = self.position_ids.expand(len(ids), -1)  # batch-first, as per-example clipping needs
+        positions = self.position_ids.repeat(len(ids), 1)  # batch-first, as per-example clipping needs
         h = self.blocks(self.tokens(ids) + self.positions(positions))
         return self.head(self.norm(h).mean(dim=1))
 
