@@ -4,7 +4,7 @@ N claimants of ε=1 each arrive at once on one ``fcfs`` PrivacyBudget of ε=N/2,
 granted and half wait. Two ways in:
 
 ``ledger``
-    N threads each run one ledger transaction (:func:`securemodel.operator.ledger.transact`)
+    N threads each run one ledger transaction (:func:`securemodel.operator.budget.ledger.transact`)
     at the same moment, with no coordination but the API server's optimistic concurrency:
     every lost race is a 409 Conflict and a retry from a fresh read.
 ``operator``
@@ -45,7 +45,7 @@ from typing import Any
 import kubernetes
 
 from securemodel.api import GROUP, VERSION
-from securemodel.operator.ledger import BudgetRef, Transaction, submitting, transact
+from securemodel.operator.budget.ledger import BudgetRef, Transaction, submitting, transact
 from securemodel.privacy import Consumer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -353,7 +353,7 @@ runs on it too. N claimants of ε=1 arrive at once on one `fcfs` budget of ε=N/
 granted, half wait. Median of {repeat} runs.
 
 - **ledger**: N threads each run one ledger transaction at the same moment
-  (`securemodel.operator.ledger.transact`), coordinated by nothing but the API server's optimistic
+  (`securemodel.operator.budget.ledger.transact`), coordinated by nothing but the API server's optimistic
   concurrency: each lost race is a 409 Conflict and a retry from a fresh read.
 - **operator**: N SecureModels (builtin://wine, RDP) are created by N threads at once; the running
   operator sizes, calibrates and claims for each, batching the claims that queue up on a budget

@@ -19,9 +19,13 @@ for target in operator worker; do
   current=$(buildah inspect --type image --format '{{.FromImageID}}' "securemodel-$target:dev")
   [ -z "$previous" ] || [ "$previous" = "$current" ] || buildah rmi "$previous" >/dev/null 2>&1 || true
 done
+# The e2e tests' custom user image (tests/e2e/forger): a small layer on the operator image.
+buildah bud -q --layers --network host --build-arg FROM_IMAGE=securemodel-operator:dev \
+  -t securemodel-forger:test -f "$REPO_ROOT/tests/e2e/forger/Containerfile" "$REPO_ROOT/tests/e2e/forger" >/dev/null
 if [ -S "$CONTAINERD_SOCK" ]; then
   load_image securemodel-operator:dev
   load_image securemodel-worker:dev
+  load_image securemodel-forger:test
 else
   log "the cluster is not running: images built, not loaded (make cluster, then make images)"
 fi

@@ -57,11 +57,15 @@ SPEC = obj(
     "The privacy budget of one dataset.",
     {
         "epsilon": epsilon(
-            "Total ε the dataset may ever release, summed over every granted claim (> 0). "
-            "It may be raised at any time, but not lowered below status.epsilonCommitted + "
-            "status.epsilonReserved (the ValidatingAdmissionPolicy in deploy/ rejects that)."
+            "Total ε the dataset may ever release (> 0): the composition (PLD accountant) of every Committed "
+            "and Reserved claim, at spec.delta, stays within it. It may be raised at any time, but not lowered "
+            "below status.epsilonCommitted + status.epsilonReserved (the ValidatingAdmissionPolicy rejects that)."
         ),
-        "delta": delta("δ allowed per claim (0 < δ < 1). A claim asking for more δ is rejected.", default=1.0e-5),
+        "delta": delta(
+            "The dataset's lifetime δ (0 < δ < 1): every claim composes within (epsilon, delta). A claim asking "
+            "for more δ than this is rejected.",
+            default=1.0e-5,
+        ),
         "policy": string(
             "Order in which waiting claims are granted: fcfs (first come, first served) or "
             "dpf (Dominant Private block Fairness, Luo et al., OSDI '21: smallest demand first, "
@@ -108,12 +112,26 @@ CONSUMER = obj(
     required=["kind", "namespace", "name", "uid"],
 )
 
+MECHANISM = obj(
+    "What the claim releases, composed into the budget's spend: DP-SGD (σ, q, steps) or a generic (ε, δ).",
+    {
+        "type": string("DPSGD or EpsilonDelta.", enum=["DPSGD", "EpsilonDelta"]),
+        "noiseMultiplier": number("DP-SGD: the noise multiplier σ the operator calibrated."),
+        "sampleRate": number("DP-SGD: the Poisson sample rate q."),
+        "steps": integer("DP-SGD: the steps (planned while Reserved, run once Committed).", fmt="int64"),
+        "epsilon": number("EpsilonDelta: ε."),
+        "delta": number("EpsilonDelta: δ."),
+    },
+    required=["type"],
+)
+
 CLAIM = obj(
     "One entry of the ledger.",
     {
         "consumer": CONSUMER,
-        "epsilon": number("ε claimed."),
+        "epsilon": number("ε claimed: the consumer's own guarantee (spent, once Committed)."),
         "delta": number("δ claimed."),
+        "mechanism": MECHANISM,
         "state": string(
             "Waiting, Reserved (held by a running consumer), Committed (spent for good), "
             "Released (returned before any pod read the data) or Rejected.",
@@ -121,8 +139,35 @@ CLAIM = obj(
         ),
         "updated": string("When the state last changed.", fmt="date-time"),
         "reason": string("Why the claim was rejected (Rejected claims only).", enum=list(RejectionReason)),
+        "dispatched": string(
+            "When the operator recorded, before creating it, that the consumer's train Job may exist.", fmt="date-time"
+        ),
+        "started": string(
+            "When the operator saw a container of the consumer's train Job run (the kubelet's report): from then "
+            "on the claim can only end Committed.",
+            fmt="date-time",
+        ),
+        "previous": string("The digest of the entry before this one (hash chain)."),
+        "digest": string("HMAC-SHA256 of the previous digest and this entry (hash chain)."),
     },
     required=["consumer", "epsilon", "delta", "state", "updated"],
+)
+
+COMPACTED = obj(
+    "Settled entries folded into one record, so the ledger fits in one object: their mechanisms with counts, "
+    "their keys (a folded consumer cannot claim twice) and their chain digest.",
+    {
+        "entries": integer("How many entries were folded.", fmt="int64"),
+        "keys": array("The folded claims' keys.", string("A claim key.")),
+        "mechanisms": array(
+            "The folded mechanisms with their counts.",
+            obj("A mechanism and how many folded entries ran it.", {"mechanism": MECHANISM, "count": integer("Count.")}),
+        ),
+        "epsilonSummed": number("ε the folded entries would charge summed."),
+        "deltaSummed": number("δ the folded entries would charge summed."),
+        "previous": string("The chain digest before the record."),
+        "digest": string("The record's chain digest."),
+    },
 )
 
 STATUS = obj(
@@ -130,9 +175,15 @@ STATUS = obj(
     {
         "phase": phase("Available while ε is left to grant, Exhausted when none is.", list(Phase)),
         "observedGeneration": observed_generation(),
-        "epsilonCommitted": number("ε spent for good."),
-        "epsilonReserved": number("ε held by running consumers."),
-        "epsilonAvailable": number("epsilon - committed - reserved."),
+        "epsilonCommitted": number("ε spent for good: the composition of the Committed claims at spec.delta."),
+        "epsilonReserved": number(
+            "ε held by running consumers: the composition of Committed and Reserved claims, less epsilonCommitted."
+        ),
+        "epsilonAvailable": number("spec.epsilon - epsilonCommitted - epsilonReserved: the headroom."),
+        "epsilonSummed": number("What plain summing of the Committed and Reserved claims' ε would charge."),
+        "deltaSummed": number("What plain summing of the Committed and Reserved claims' δ would charge."),
+        "ledgerHead": string("The hash chain's head: it seals the ledger's end and epsilonUnlocked."),
+        "compacted": COMPACTED,
         "epsilonUnlocked": number(
             "Under policy dpf: the ε unlocked so far by arriving claims (kept here so an operator "
             "restart never unlocks twice)."

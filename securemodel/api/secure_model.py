@@ -500,6 +500,10 @@ STATUS = obj(
                 "sampleRate": number("Poisson sample rate q = batchSize / training examples."),
                 "steps": integer("Optimiser steps the training runs (and, after it, ran).", fmt="int64"),
                 "accountant": string("Accountant used."),
+                "neighbouring": string(
+                    "The neighbouring relation ε is stated for: add-remove (one person's record added to or removed "
+                    "from the training data). The number of training examples is public (it sets q)."
+                ),
             },
         ),
         "model": obj(

@@ -30,6 +30,7 @@ from securemodel.privacy.mechanisms import EpsilonDelta, Mechanism, mechanism_fr
 from securemodel.privacy.scheduling import Policy, validate_policy
 
 DEFAULT_POLICY: Policy = "fcfs"
+EXHAUSTED_BELOW = 1e-3
 
 
 @dataclass(frozen=True)
@@ -297,8 +298,9 @@ class Totals:
 
     @property
     def exhausted(self) -> bool:
-        """Nothing left to grant (the ``Exhausted`` condition)."""
-        return self.available <= 0
+        """Nothing left to grant (the ``Exhausted`` condition): less than :data:`EXHAUSTED_BELOW` of ε, the
+        residue that composing at a discretised privacy loss leaves of a budget spent to its end."""
+        return self.available < EXHAUSTED_BELOW
 
 
 @functools.lru_cache(maxsize=4096)

@@ -312,6 +312,21 @@ def test_changing_serving_reconciles_clients_without_retraining(served: dict[str
     assert model["status"]["model"]["digest"] == served["status"]["model"]["digest"]
 
 
+def test_a_deployment_scaled_by_hand_and_an_edited_service_are_put_back(served: dict[str, Any], namespace: str) -> None:
+    kubectl("-n", namespace, "scale", f"deployment/{MODEL}", "--replicas=0")
+    patch = {"spec": {"ports": [{"name": "https", "port": 9999, "targetPort": "https"}]}}
+    kubectl("-n", namespace, "patch", f"service/{MODEL}", "--type=merge", "-p", json.dumps(patch))
+
+    def restored() -> bool:
+        deployment = get(namespace, "deployment", MODEL)
+        ports = {p["name"]: p["port"] for p in get(namespace, "service", MODEL)["spec"]["ports"]}
+        return deployment["spec"]["replicas"] == SPEC["serving"]["replicas"] and ports.get("https") == 8443
+
+    wait_until(restored, 60, "the Deployment's replicas and the Service's port restored")
+    wait_until(lambda: condition(get(namespace, "securemodel", MODEL), "Ready").get("status") == "True", 120,
+               "the model Ready again")  # fmt: skip
+
+
 def test_a_new_training_version_takes_over_while_the_old_one_keeps_answering(
     served: dict[str, Any], namespace: str
 ) -> None:
@@ -396,7 +411,7 @@ def test_a_spec_change_mid_training_lets_the_training_finish_and_charges_it_befo
     first_job = kubectl("-n", namespace, "get", "jobs", "-l", f"securemodel.io/model-uid={uid}", "-o", "name").stdout.split()
     patch = {"spec": {"training": {"epochs": 61}}}
     kubectl("-n", namespace, "patch", f"securemodel/{name}", "--type=merge", "-p", json.dumps(patch))
-    note = wait_until(lambda: (lambda r: r if "trains once training version" in r.get("message", "") else None)(
+    note = wait_until(lambda: (lambda r: r if "runs to its end and is charged" in r.get("message", "") else None)(
         condition(get(namespace, "securemodel", name), "Ready")), 60, "the model saying the change waits")  # fmt: skip
     assert note["status"] == "False"  # nothing serves this model yet
 

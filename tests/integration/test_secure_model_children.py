@@ -1,9 +1,10 @@
 """The training stage creates a model's children only once its ε is reserved, once, and a restart duplicates none.
 
-The models name a worker image that does not exist, so no worker pod ever starts: the train
+The models ask for a GPU the node does not have, so no worker pod is ever scheduled: the train
 Job stays pending and nothing reads data (the claim stays Reserved).
 """
 
+import json
 import signal
 import subprocess
 import time
@@ -12,11 +13,12 @@ from typing import Any
 
 import kubernetes
 
-from securemodel.operator import children
+from securemodel.operator.secure_model import children
+from securemodel.operator.secure_model.spec import parse
 from test_budget_operator import apply, budget, claims, get, model
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-NO_IMAGE = {"image": "securemodel-worker:does-not-exist"}
+PENDING = {"gpus": 1}
 
 
 def owned(api_client: kubernetes.client.ApiClient, namespace: str, uid: str) -> dict[str, list[str]]:
@@ -47,12 +49,12 @@ def test_children_only_after_the_claim_is_reserved_and_never_twice(
 ) -> None:
     operator = start_operator(namespace)
     apply(kubectl, namespace, budget("b", 1.0))
-    apply(kubectl, namespace, model("first", "b", 1.0, model=NO_IMAGE, serving={"clients": ["frontend"]}))
+    apply(kubectl, namespace, model("first", "b", 1.0, resources=PENDING, serving={"clients": ["frontend"]}))
     wait_for(lambda: condition(get(api_client, namespace, "securemodels", "first"), "BudgetReserved").get("status")
              == "True", what="first's claim reserved")  # fmt: skip
-    apply(kubectl, namespace, model("second", "b", 0.5, model=NO_IMAGE))
+    apply(kubectl, namespace, model("second", "b", 0.5, resources=PENDING))
     first = get(api_client, namespace, "securemodels", "first")
-    version = children.Versions.of(first["spec"]).training
+    version = parse(first["spec"]).versions.training
     expected = {
         "jobs": [f"first-train-{version}"],
         "secrets": ["first-ca", "first-client-frontend", "first-data-key", "first-tls"],
@@ -95,7 +97,7 @@ def test_deleting_a_model_whose_pod_never_started_releases_its_claim(
     wait_for: Callable[..., Any],
 ) -> None:
     start_operator(namespace)
-    apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 1.0, model=NO_IMAGE))
+    apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 1.0, resources=PENDING))
     wait_for(lambda: get(api_client, namespace, "securemodels", "m").get("status", {}).get("phase") == "Training",
              what="training")  # fmt: skip
     assert kubectl("delete", "-n", namespace, "securemodel/m", "--timeout=30s").returncode == 0
@@ -115,8 +117,8 @@ def test_a_new_training_version_claims_anew_and_gives_back_the_claim_it_left(
     wait_for: Callable[..., Any],
 ) -> None:
     start_operator(namespace)
-    apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 0.4, model=NO_IMAGE))
-    first = children.Versions.of(get(api_client, namespace, "securemodels", "m")["spec"])
+    apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 0.4, resources=PENDING))
+    first = parse(get(api_client, namespace, "securemodels", "m")["spec"]).versions
     wait_for(lambda: versions(claims(api_client, namespace, "b")) == [(first.training, "Reserved")],
              what="the first version's claim reserved")  # fmt: skip
     uid = get(api_client, namespace, "securemodels", "m")["metadata"]["uid"]
@@ -124,8 +126,8 @@ def test_a_new_training_version_claims_anew_and_gives_back_the_claim_it_left(
 
     # More epochs: a new training version. Its train pod never started, so the first Job goes and
     # its claim is given back; the new version claims for itself.
-    apply(kubectl, namespace, model("m", "b", 0.4, model=NO_IMAGE, training={"epochs": 2}))
-    second = children.Versions.of(get(api_client, namespace, "securemodels", "m")["spec"])
+    apply(kubectl, namespace, model("m", "b", 0.4, resources=PENDING, training={"epochs": 2}))
+    second = parse(get(api_client, namespace, "securemodels", "m")["spec"]).versions
     assert second.training != first.training
     wait_for(lambda: versions(claims(api_client, namespace, "b"))
              == [(first.training, "Released"), (second.training, "Reserved")], what="a claim per version")  # fmt: skip
@@ -152,16 +154,74 @@ def test_a_spec_change_while_waiting_replaces_the_waiting_claim(
     wait_for: Callable[..., Any],
 ) -> None:
     start_operator(namespace)
-    apply(kubectl, namespace, budget("b", 1.0), model("holder", "b", 0.8, model=NO_IMAGE))
+    apply(kubectl, namespace, budget("b", 1.0), model("holder", "b", 0.8, resources=PENDING))
     wait_for(lambda: [c["state"] for c in claims(api_client, namespace, "b")] == ["Reserved"], what="holder reserved")
-    apply(kubectl, namespace, model("w", "b", 0.5, model=NO_IMAGE))
+    apply(kubectl, namespace, model("w", "b", 0.5, resources=PENDING))
     wait_for(lambda: [c["state"] for c in claims(api_client, namespace, "b")] == ["Reserved", "Waiting"],
              what="w waiting")  # fmt: skip
-    first = children.Versions.of(get(api_client, namespace, "securemodels", "w")["spec"])
-    apply(kubectl, namespace, model("w", "b", 0.2, model=NO_IMAGE))  # now it fits
-    second = children.Versions.of(get(api_client, namespace, "securemodels", "w")["spec"])
+    first = parse(get(api_client, namespace, "securemodels", "w")["spec"]).versions
+    apply(kubectl, namespace, model("w", "b", 0.2, resources=PENDING))  # now it fits
+    second = parse(get(api_client, namespace, "securemodels", "w")["spec"]).versions
     wait_for(lambda: versions(claims(api_client, namespace, "b"))[1:]
              == [(first.training, "Released"), (second.training, "Reserved")], what="w's new claim granted")  # fmt: skip
     wait_for(lambda: condition(get(api_client, namespace, "securemodels", "w"), "BudgetReserved").get("status") == "True",
              what="w reserved")  # fmt: skip
     assert get(api_client, namespace, "privacybudgets", "b")["status"]["epsilonReserved"] == 1.0
+
+
+def test_deleted_secrets_and_volume_and_a_forged_status_are_undone_by_the_next_pass(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    start_operator(namespace)
+    apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 0.5, resources=PENDING, serving={"clients": ["frontend"]}))
+    uid = get(api_client, namespace, "securemodels", "m")["metadata"]["uid"]
+    version = parse(get(api_client, namespace, "securemodels", "m")["spec"]).versions.training
+    wait_for(lambda: owned(api_client, namespace, uid)["jobs"] == [f"m-train-{version}"], what="the train Job")
+    job = kubernetes.client.BatchV1Api(api_client).read_namespaced_job(f"m-train-{version}", namespace)
+    command = job.spec.template.spec.containers[0].command
+    ledger_before = claims(api_client, namespace, "b")
+
+    # Whoever may patch securemodels/status cannot lower the noise: nothing is read back from it.
+    forged = {"status": {"privacy": {"noiseMultiplier": 0.001, "steps": 1, "epsilonSpent": 0.0}}}
+    assert kubectl("patch", "-n", namespace, "securemodel/m", "--subresource=status", "--type=merge",
+                   "-p", json.dumps(forged)).returncode == 0  # fmt: skip
+    wait_for(lambda: get(api_client, namespace, "securemodels", "m")["status"]["privacy"].get("noiseMultiplier", 0) > 0.01,
+             what="the operator's calibration back in status")  # fmt: skip
+    job_after = kubernetes.client.BatchV1Api(api_client).read_namespaced_job(f"m-train-{version}", namespace)
+    assert job_after.metadata.uid == job.metadata.uid and job_after.spec.template.spec.containers[0].command == command
+    assert claims(api_client, namespace, "b") == ledger_before
+
+    core = kubernetes.client.CoreV1Api(api_client)
+    before = {name: core.read_namespaced_secret(name, namespace).metadata.uid for name in ("m-client-frontend", "m-tls")}
+    for name in before:
+        core.delete_namespaced_secret(name, namespace)
+    core.delete_namespaced_persistent_volume_claim("m-artifacts", namespace)
+    wait_for(lambda: all(name in owned(api_client, namespace, uid)["secrets"] for name in before)
+             and owned(api_client, namespace, uid)["pvcs"] == ["m-artifacts"]
+             and all(core.read_namespaced_secret(n, namespace).metadata.uid != u for n, u in before.items())
+             and core.read_namespaced_persistent_volume_claim("m-artifacts", namespace).metadata.deletion_timestamp is None,
+             what="the Secrets and the volume restored", timeout=90)  # fmt: skip
+
+
+def test_a_secret_of_the_models_name_that_it_does_not_own_is_reported_not_adopted(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    core = kubernetes.client.CoreV1Api(api_client)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "m-ca"}, "stringData": {"mine": "yes"}})
+    start_operator(namespace)
+    apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 0.5, resources=PENDING))
+    wait_for(lambda: condition(get(api_client, namespace, "securemodels", "m"), "Ready").get("reason") == "SecretConflict",
+             what="the conflict reported")  # fmt: skip
+    ready = condition(get(api_client, namespace, "securemodels", "m"), "Ready")
+    assert "m-ca" in ready["message"]
+    assert condition(get(api_client, namespace, "securemodels", "m"), "Stalled").get("status") == "True"
+    stored = core.read_namespaced_secret("m-ca", namespace)
+    assert stored.data == {"mine": "eWVz"} and not stored.metadata.owner_references

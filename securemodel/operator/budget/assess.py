@@ -1,30 +1,32 @@
 """What a PrivacyBudget's status says, decided from its spec and ledger alone (pure)."""
 
 from securemodel.api.privacy_budget import Phase
-from securemodel.operator.conditions import READY, Condition, Outcome
-from securemodel.privacy import BudgetSpec, Ledger, can_set_epsilon, epsilon_floor, status_fields, totals
+from securemodel.operator.conditions import READY, Condition, Outcome, Progress
+from securemodel.privacy import BudgetSpec, Ledger, LedgerTampered, can_set_epsilon, epsilon_floor, status_fields, totals
 
 EXHAUSTED = "Exhausted"
+TAMPERED = "LedgerTampered"
 
 
 def assess(spec: BudgetSpec, ledger: Ledger) -> Outcome:
     """The budget's whole status: the ledger with its totals, the phase, Ready and Exhausted.
 
     Exhausted when nothing is left to grant (available <= 0). Ready is False only when
-    ``spec.epsilon`` is below what the ledger holds (committed + reserved), which the
-    admission policy in deploy/ prevents; the ledger then grants nothing until it is raised.
+    ``spec.epsilon`` is below what the ledger holds (the composition of committed and reserved
+    claims at ``spec.delta``), which the admission policy prevents; the ledger then grants
+    nothing until it is raised.
     """
     sums = totals(ledger, spec)
     summary = (
-        f"ε {sums.available:g} of {spec.epsilon:g} available "
-        f"(committed {sums.committed:g}, reserved {sums.reserved:g})"
+        f"ε {sums.available:.4g} of {spec.epsilon:g} available "
+        f"(committed {sums.committed:.4g}, reserved {sums.reserved:.4g}; summed they would be {sums.summed_epsilon:.4g})"
     )
-    if not can_set_epsilon(ledger, spec.epsilon):
+    if not can_set_epsilon(ledger, spec.epsilon, spec.delta):
         ready = Condition(
             READY,
             False,
             "EpsilonBelowAllocated",
-            f"spec.epsilon {spec.epsilon:g} is below the {epsilon_floor(ledger):g} committed and reserved: "
+            f"spec.epsilon {spec.epsilon:g} is below the {epsilon_floor(ledger, spec.delta):g} committed and reserved: "
             f"raise it to at least that; nothing is granted meanwhile. {summary}",
         )
     else:
@@ -36,3 +38,11 @@ def assess(spec: BudgetSpec, ledger: Ledger) -> Outcome:
         fields=status_fields(ledger, spec),
         warning=sums.exhausted or not ready.status,
     )
+
+
+def tampered(error: LedgerTampered) -> Outcome:
+    """A ledger whose hash chain or history does not verify: no grant, no write of the ledger, until a person
+    restores it (the ledger as stored stays as evidence)."""
+    message = f"the ledger does not verify, so nothing is granted or settled: {error}"
+    return Outcome(phase=Phase.AVAILABLE, ready=Condition(READY, False, TAMPERED, message), warning=True,
+                   progress=Progress.STALLED)  # fmt: skip

@@ -8,9 +8,9 @@
   timer is needed.
 * :func:`budget_ledgers` indexes every budget's ledger in memory, and each change of a
   budget wakes the models waiting on it (see :mod:`securemodel.operator.secure_model`).
-* Deleting a budget with committed spend is blocked by kopf's finalizer unless the budget
-  carries ``securemodel.io/allow-delete-with-spend: "true"``: its ledger is the only record
-  of the privacy that dataset has released.
+* Deleting a budget whose ledger holds Reserved or Committed entries is blocked by kopf's
+  finalizer unless the budget carries ``securemodel.io/allow-delete-with-spend: "true"``: its
+  ledger is the only record of the privacy that dataset has released.
 """
 
 from collections.abc import Mapping
@@ -23,7 +23,7 @@ from securemodel.api.privacy_budget import ALLOW_DELETE_WITH_SPEND, KIND
 from securemodel.operator.budget.ledger import BudgetNotFound, BudgetRef
 from securemodel.operator.runtime import runtime
 from securemodel.operator.settings import DELETION_RECHECK_SECONDS, RETRY_BACKOFF
-from securemodel.privacy import BudgetSpec, Ledger, reconcile, totals
+from securemodel.privacy import BudgetSpec, ClaimState, Ledger, LedgerTampered, reconcile, totals
 
 
 def budget_key(ref: BudgetRef) -> tuple[str, BudgetRef]:
@@ -55,6 +55,8 @@ async def reconcile_ledger(namespace: str, name: str, memo: kopf.Memo, **_: Any)
         await runtime(memo).writer.apply(BudgetRef(namespace, name), reconcile)
     except BudgetNotFound:
         pass  # deleted meanwhile: nothing left to reconcile
+    except LedgerTampered as error:  # its conditions say so; checked again until a person restores the ledger
+        raise kopf.TemporaryError(f"the ledger does not verify: {error}", delay=DELETION_RECHECK_SECONDS) from error
 
 
 def deletion_guarded(annotations: Mapping[str, str], **_: Any) -> bool:
@@ -64,13 +66,15 @@ def deletion_guarded(annotations: Mapping[str, str], **_: Any) -> bool:
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, when=deletion_guarded, backoff=RETRY_BACKOFF)
 async def guard_spend(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, retry: int, **_: Any) -> None:
-    """Let the budget go only if nothing was ever committed from it; say why not on the first attempt."""
-    committed = totals(Ledger.from_status(status), BudgetSpec.from_dict(spec)).committed
-    if committed <= 0:
+    """Let the budget go only if its ledger holds nothing Reserved or Committed; say why not on the first attempt."""
+    ledger = Ledger.from_status(status)
+    held = [c for c in ledger.claims if c.state in (ClaimState.RESERVED, ClaimState.COMMITTED)]
+    if not held and ledger.compacted is None:
         return
+    sums = totals(ledger, BudgetSpec.from_dict(spec))
     message = (
-        f"not deleting: ε {committed:g} has been committed from this budget and its ledger is the only record "
-        f'of that spend; to delete it anyway, annotate it {ALLOW_DELETE_WITH_SPEND}="true"'
+        f"not deleting: its ledger holds ε {sums.committed:g} committed and {sums.reserved:g} reserved, and it is the "
+        f'only record of that spend; to delete it anyway, a data steward annotates it {ALLOW_DELETE_WITH_SPEND}="true"'
     )
     if retry == 0:
         kopf.event(body, type="Warning", reason="DeletionBlocked", message=message)

@@ -18,6 +18,7 @@ Inside the operator, transactions are batched per budget by
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,10 +29,25 @@ import kubernetes
 from securemodel.api import GROUP, VERSION
 from securemodel.api.privacy_budget import KIND
 from securemodel.operator import kube
-from securemodel.operator.budget.assess import assess
+from securemodel.operator.budget.assess import assess, tampered
 from securemodel.operator.settings import LEDGER_MAX_ATTEMPTS
-from securemodel.operator.conditions import Event, event_for, status_for, timestamp
-from securemodel.privacy import BudgetSpec, Consumer, Ledger, Outcome, commit, dispatch, mark_started, release, submit
+from securemodel.operator.conditions import Event, event_for, merge_conditions, status_for, timestamp
+from securemodel.privacy import (
+    BudgetSpec,
+    Consumer,
+    Ledger,
+    LedgerTampered,
+    Mechanism,
+    Outcome,
+    check_transition,
+    commit,
+    compacted_if_large,
+    dispatch,
+    mark_started,
+    release,
+    submit,
+    verify,
+)
 
 
 # A change of the ledger: the pure rules applied to (ledger, spec, now as RFC 3339).
@@ -75,14 +91,16 @@ class Transaction:
     attempts: int
 
 
-def submitting(consumer: Consumer, epsilon: float, delta: float) -> Change:
-    """The change that adds ``consumer``'s claim (idempotent per consumer key) and grants what fits."""
-    return lambda ledger, spec, now: submit(ledger, spec, consumer, epsilon, delta, now)
+def submitting(consumer: Consumer, epsilon: float, delta: float, mechanism: Mechanism | None = None) -> Change:
+    """The change that adds ``consumer``'s claim of ``mechanism`` (guaranteeing (``epsilon``, ``delta``);
+    idempotent per consumer key) and grants what fits."""
+    return lambda ledger, spec, now: submit(ledger, spec, consumer, epsilon, delta, now, mechanism=mechanism)
 
 
-def committing(key: str, epsilon_spent: float) -> Change:
-    """The change that commits the Reserved claim with ``key`` at ``epsilon_spent`` (idempotent)."""
-    return lambda ledger, spec, now: commit(ledger, spec, key, now, epsilon_spent)
+def committing(key: str, epsilon_spent: float, mechanism: Mechanism | None = None) -> Change:
+    """The change that commits the Reserved claim with ``key`` at ``epsilon_spent`` and the ``mechanism`` that
+    ran (None: the whole reservation stays charged); idempotent."""
+    return lambda ledger, spec, now: commit(ledger, spec, key, now, epsilon_spent, mechanism=mechanism)
 
 
 def releasing(key: str) -> Change:
@@ -100,23 +118,55 @@ def starting(key: str) -> Change:
     return lambda ledger, spec, now: mark_started(ledger, key, now)
 
 
-def transact(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, changes: Sequence[Change]) -> Transaction:
-    """Apply ``changes`` in order to the budget's ledger in one optimistic-concurrency write.
+def read_ledger(status: Mapping[str, Any] | None, previous: Ledger | None) -> Ledger:
+    """The ledger of a budget's ``status``, verified: its hash chain (:func:`securemodel.privacy.verify`; a
+    ledger with entries must be sealed) and, against ``previous`` (the last ledger this process read or
+    wrote), its history (:func:`securemodel.privacy.check_transition`: no entry removed, no final one changed).
+
+    Raises:
+        LedgerTampered: if either does not hold.
+    """
+    status = status or {}
+    ledger = verify(status, require_seal=bool(status.get("claims") or status.get("compacted")))
+    if previous is not None:
+        check_transition(previous, ledger)
+    return ledger
+
+
+def transact(
+    api: kubernetes.client.CustomObjectsApi,
+    ref: BudgetRef,
+    changes: Sequence[Change],
+    seen: dict[str, Ledger] | None = None,
+) -> Transaction:
+    """Apply ``changes`` in order to the budget's verified ledger in one optimistic-concurrency write.
 
     Writes nothing if the resulting status equals the stored one. Guarantee: the status
     written is the pure rules applied to the ledger and spec of the exact resourceVersion
-    it replaces.
+    it replaces, compacted once it grows large, and sealed (hash chain) again. ``seen`` holds
+    the last ledger this process read or wrote per budget uid; it is checked against and updated.
+    A ledger that does not verify (:func:`read_ledger`) is never written: the budget's
+    conditions say so (``LedgerTampered``) and :class:`LedgerTampered` is raised.
 
     Raises:
         BudgetNotFound: if the budget does not exist.
+        LedgerTampered: if the stored ledger does not verify.
         LedgerContention: after :data:`LEDGER_MAX_ATTEMPTS` conflicts in a row.
         kubernetes.client.ApiException: for any other error of the API server.
     """
     for attempt in range(1, LEDGER_MAX_ATTEMPTS + 1):
         budget = read_budget(api, ref)
         spec = BudgetSpec.from_dict(budget["spec"])
-        ledger = Ledger.from_status(budget.get("status"))
         now = datetime.now(UTC)
+        uid = budget["metadata"].get("uid", "")
+        try:
+            stored = read_ledger(budget.get("status"), (seen or {}).get(uid))
+        except LedgerTampered as error:
+            _report_tampering(api, ref, budget, error, now)
+            raise
+        if seen is not None:
+            seen[uid] = stored
+        ledger = compacted_if_large(stored)
         results: list[Outcome | ValueError] = []
         for change in changes:
             try:
@@ -152,8 +202,29 @@ def transact(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, changes: S
             if error.status == 404:
                 raise BudgetNotFound(f"{ref} does not exist") from None
             raise
+        if seen is not None:
+            seen[uid] = ledger
         return Transaction(written, ledger, tuple(results), tuple(events), attempt)
     raise LedgerContention(f"{ref}: gave up after {LEDGER_MAX_ATTEMPTS} conflicting writes in a row")
+
+
+def _report_tampering(
+    api: kubernetes.client.CustomObjectsApi, ref: BudgetRef, budget: Mapping[str, Any], error: LedgerTampered, now: datetime
+) -> None:
+    """Say in the budget's conditions that its ledger does not verify (the ledger itself is left as stored)."""
+    current = budget.get("status") or {}
+    outcome = tampered(error)
+    generation = budget["metadata"].get("generation", 0)
+    patch = {"conditions": merge_conditions(current.get("conditions") or [], (outcome.ready, *outcome.kstatus()),
+                                            generation, now)}  # fmt: skip
+    if all(current.get(key) == value for key, value in patch.items()):
+        return
+    with contextlib.suppress(kubernetes.client.ApiException):  # a conflict: the next transaction says it again
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ref.namespace, KIND.plural, ref.name,
+            {"metadata": {"resourceVersion": budget["metadata"]["resourceVersion"]}, "status": patch},
+            _content_type=kube.MERGE_PATCH,
+        )  # fmt: skip
 
 
 def read_budget(api: kubernetes.client.CustomObjectsApi, ref: BudgetRef) -> dict[str, Any]:

@@ -30,6 +30,8 @@ class LedgerWriter:
         self._post = post
         self._queues: dict[BudgetRef, list[tuple[Change, asyncio.Future[Ledger]]]] = {}
         self._drains: dict[BudgetRef, asyncio.Task[None]] = {}
+        # The last ledger read or written per budget uid: a stored one must be a permitted successor.
+        self._seen: dict[str, Ledger] = {}
 
     async def apply(self, ref: BudgetRef, change: Change) -> Ledger:
         """Apply ``change`` to the ledger of ``ref``; return the ledger as written (with its batch's later changes).
@@ -49,7 +51,7 @@ class LedgerWriter:
                 batch = queue[:]
                 del queue[:]
                 try:
-                    transaction = await asyncio.to_thread(transact, self._api, ref, [change for change, _ in batch])
+                    transaction = await asyncio.to_thread(transact, self._api, ref, [change for change, _ in batch], self._seen)
                 except Exception as error:  # every change of the batch failed with it: hand it to each caller
                     for _, future in batch:
                         if not future.done():

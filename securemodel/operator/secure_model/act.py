@@ -36,7 +36,7 @@ from securemodel.operator.budget.ledger import (
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.decide import Decision, LedgerAction, Snapshot, Verb
-from securemodel.privacy import ClaimState, Ledger, LedgerError
+from securemodel.privacy import ClaimState, Ledger, LedgerError, LedgerTampered
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +52,13 @@ def _change(action: LedgerAction) -> Change:
     match action.verb:
         case Verb.SUBMIT:
             assert action.consumer is not None
-            return submitting(action.consumer, action.epsilon, action.delta)
+            return submitting(action.consumer, action.epsilon, action.delta, action.mechanism)
         case Verb.DISPATCH:
             return dispatching(action.key)
         case Verb.START:
             return starting(action.key)
         case Verb.COMMIT:
-            return committing(action.key, action.epsilon)
+            return committing(action.key, action.epsilon, action.mechanism)
         case Verb.RELEASE:
             return releasing(action.key)
 
@@ -90,6 +90,9 @@ async def _ledger(current: Runtime, s: Snapshot, decision: Decision) -> Ledger |
         except LedgerError as error:  # the budget as stored does not allow it: decided again next pass
             logger.info("%s/%s: %s not applied: %s", s.owner.namespace, s.owner.name, action.verb, error)
             continue
+        except LedgerTampered as error:  # the budget says so in its conditions; nothing more is written to it
+            logger.warning("%s/%s: the ledger of %s does not verify: %s", s.owner.namespace, s.owner.name, ref, error)
+            return latest
         if action.verb is Verb.DISPATCH and decision.train is not None and decision.train[0] == action.key:
             await _create_train_job(current, s, latest, action.key, decision.train[1])
     return latest
@@ -127,6 +130,8 @@ def _owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
 
 
 async def _secrets(current: Runtime, s: Snapshot, decision: Decision) -> list[str]:
+    """Write the key Secrets in order, stopping at the first that fails (a certificate is never written
+    before the CA that signs it); a name taken by a Secret the model does not own is a conflict."""
     conflicts = []
     for write in decision.secrets:
         name = write.body["metadata"]["name"]
@@ -137,11 +142,13 @@ async def _secrets(current: Runtime, s: Snapshot, decision: Decision) -> list[st
             except kubernetes.client.ApiException as error:
                 if error.status not in (404, 409):  # changed or gone meanwhile: decided again next pass
                     raise
+                break
             continue
         if await asyncio.to_thread(kube.create, current.client, write.body) is None:
             existing = await asyncio.to_thread(kube.read, current.client, "Secret", s.owner.namespace, name)
             if existing is not None and not _owned_by(existing, s.owner.uid):
                 conflicts.append(name)
+            break
     for name in decision.delete_secrets:
         await asyncio.to_thread(kube.delete, current.client, "Secret", s.owner.namespace, name)
     return conflicts

@@ -33,9 +33,9 @@ from securemodel.operator.secure_model.calibration import Plan
 from securemodel.operator.secure_model.children import Owner, Run
 from securemodel.operator.secure_model.jobs import JobPhase, JobView, PodView, job_view, pod_view
 from securemodel.operator.secure_model.keys import UnreadableAuthority, Write, removed_clients, wanted_secrets
-from securemodel.operator.secure_model.settlement import Act, settle
+from securemodel.operator.secure_model.settlement import Act, Settlement, settle
 from securemodel.operator.secure_model.spec import ModelSpecs, Versions
-from securemodel.privacy import Calibration, Claim, ClaimState, Consumer, Ledger, dp_sgd_epsilon
+from securemodel.privacy import Calibration, Claim, ClaimState, Consumer, DpSgd, Ledger, Mechanism, dp_sgd_epsilon
 
 KIND = "SecureModel"
 
@@ -60,6 +60,7 @@ class LedgerAction:
     delta: float = 0.0
     gone: str | None = None
     version: str = ""
+    mechanism: Mechanism | None = None  # SUBMIT: what is claimed; COMMIT: what ran (None: the whole claim)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Decision:
     secrets: tuple[Write, ...] = ()
     delete_secrets: tuple[str, ...] = ()
     unhold: tuple[tuple[str, str, bool], ...] = ()  # train pods to take the settlement finalizer off: (pod, claim key, ran)
-    delete_jobs: tuple[str, ...] = ()  # on deletion: the train Jobs, so their pods end and are let go
+    delete_jobs: tuple[str, ...] = ()  # train Jobs to delete: a released claim's, or all on deletion
     outcome: Outcome | None = None
     settled: bool = True  # on deletion: no live claim and no train pod is left
 
@@ -119,15 +120,22 @@ def _label(obj: Mapping[str, Any], key: str) -> str:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(key, "")
 
 
+def _controlled_by(pod: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    uid = job["metadata"].get("uid")
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in pod["metadata"].get("ownerReferences") or ())
+
+
 def train_views(s: Snapshot, version: str) -> tuple[JobView | None, tuple[PodView, ...]]:
-    """The train Job of ``version`` and its pods, and the train pods of ``version`` whose Job is gone."""
+    """The train Job of ``version`` with the pods it controls, and the other train pods of ``version``
+    (whose Job is gone, or that only carry its labels): those count as runs, never as reports."""
     name = children.train_job_name(s.owner.name, version)
     pods = [p for p in s.pods if _label(p, children.COMPONENT_LABEL) == "train" and _label(p, children.VERSION_LABEL) == version]
-    views = [pod_view(p, "train", "TrainResult") for p in pods]
     job = s.jobs.get(name)
     if job is None:
-        return None, tuple(views)
-    return job_view(job, views), ()
+        return None, tuple(pod_view(p, "train", "TrainResult") for p in pods)
+    own = [pod_view(p, "train", "TrainResult") for p in pods if _controlled_by(p, job)]
+    others = tuple(pod_view(p, "train", "TrainResult") for p in pods if not _controlled_by(p, job))
+    return job_view(job, own), others
 
 
 def compress_view(s: Snapshot, versions: Versions) -> JobView | None:
@@ -167,13 +175,15 @@ class _Work:
         self.unhold: list[tuple[str, str, bool]] = []
         self.delete_jobs: list[str] = []
 
-    def settle(self, claim: Claim, job: JobView | None, orphans: tuple[PodView, ...], act: Act, epsilon: float) -> None:
-        key = claim.consumer.key
+    def settle(self, claim: Claim, job: JobView | None, orphans: tuple[PodView, ...], ending: Settlement) -> None:
+        key, act = claim.consumer.key, ending.act
         ran = any(p.ran for p in (*(job.pods if job else ()), *orphans))
         if ran and claim.started is None and claim.state is ClaimState.RESERVED:
             self.ledger.append(LedgerAction(Verb.START, key))
         if act is Act.COMMIT:
-            self.ledger.append(LedgerAction(Verb.COMMIT, key, epsilon=epsilon))
+            run = claim.mechanism if isinstance(claim.mechanism, DpSgd) else None
+            ran_mechanism = DpSgd(run.noise_multiplier, run.sample_rate, ending.steps) if run and ending.steps is not None else None
+            self.ledger.append(LedgerAction(Verb.COMMIT, key, epsilon=ending.epsilon, mechanism=ran_mechanism))
         elif act is Act.RELEASE:
             gone = children.train_job_name(claim.consumer.name, claim.consumer.version) if claim.dispatched else None
             self.ledger.append(LedgerAction(Verb.RELEASE, key, gone=gone, version=claim.consumer.version))
@@ -195,12 +205,29 @@ class _Work:
                 self.unhold.append((view.name, f"{s.owner.uid}/{_label(pod, children.VERSION_LABEL)}", view.ran))
 
 
-def credit_for(s: Snapshot, claim: Claim) -> Callable[[int], float] | None:
-    """ε of ``steps`` at the operator's own σ and q for ``claim`` (the spec's version only)."""
+def run_of(s: Snapshot, claim: Claim) -> Run | None:
+    """σ, q and steps of ``claim``: the DP-SGD mechanism recorded in the ledger when it was claimed, else
+    (a claim from before mechanisms were recorded) the operator's calibration of the spec's version."""
+    if isinstance(claim.mechanism, DpSgd):
+        return Run(claim.mechanism.noise_multiplier, claim.mechanism.sample_rate, claim.mechanism.steps)
     if s.calibration is None or s.plan is None or claim.consumer.version != s.versions.training:
         return None
-    sigma, rate, delta, accountant = s.calibration.noise_multiplier, s.plan.sample_rate, claim.delta, s.plan.accountant
+    return Run(s.calibration.noise_multiplier, s.plan.sample_rate, s.plan.steps)
+
+
+def credit_for(s: Snapshot, claim: Claim) -> Callable[[int], float] | None:
+    """ε of ``steps`` at the operator's own σ and q for ``claim``."""
+    run = run_of(s, claim)
+    if run is None:
+        return None
+    sigma, rate, delta, accountant = run.noise_multiplier, run.sample_rate, claim.delta, s.spec.privacy.accountant
     return lambda steps: 0.0 if steps == 0 else float(dp_sgd_epsilon(sigma, rate, steps, delta, accountant))
+
+
+def _settle(s: Snapshot, claim: Claim, job: JobView | None, orphans: tuple[PodView, ...], *, wanted: bool) -> Settlement:
+    run = run_of(s, claim)
+    return settle(claim, job, orphans, wanted=wanted, deleting=s.deleting, own_code=s.own_code,
+                  planned_steps=run.steps if run else None, credit=credit_for(s, claim))  # fmt: skip
 
 
 def decide(s: Snapshot) -> Decision:
@@ -225,7 +252,21 @@ def decide(s: Snapshot) -> Decision:
         outcome = _serve(s, work, served, outcome, current=False)
     _record_results(s, work)
     work.release_pods(s)
+    work.delete_jobs += _released_jobs(s)
     return work.decision(outcome)
+
+
+def _released_jobs(s: Snapshot) -> list[str]:
+    """Suspended train Jobs whose claim is now Released: the ledger is their record; they go."""
+    assert s.ledger is not None
+    names = []
+    for name, job in s.jobs.items():
+        if _label(job, children.COMPONENT_LABEL) != "train" or not (job.get("spec") or {}).get("suspend"):
+            continue
+        claim = s.ledger.claim(f"{s.owner.uid}/{_label(job, children.VERSION_LABEL)}")
+        if claim is not None and claim.state is ClaimState.RELEASED:
+            names.append(name)
+    return names
 
 
 def _drifted_pvc(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
@@ -242,9 +283,8 @@ def _settle_left(s: Snapshot, work: _Work) -> tuple[str, str] | None:
         if version == s.versions.training or claim.state not in (ClaimState.WAITING, ClaimState.RESERVED):
             continue
         job, orphans = train_views(s, version)
-        ending = settle(claim, job, orphans, wanted=False, deleting=False, own_code=s.own_code,
-                        planned_steps=None, credit=None)  # fmt: skip
-        work.settle(claim, job, orphans, ending.act, ending.epsilon)
+        ending = _settle(s, claim, job, orphans, wanted=False)
+        work.settle(claim, job, orphans, ending)
         if ending.act is Act.KEEP and claim.dispatched is not None:
             finishing = (children.train_job_name(s.owner.name, version), version)
     return finishing
@@ -259,19 +299,22 @@ def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple
         if finishing is not None:
             return outcomes.finishing_left(*finishing)
         if s.finalized:
-            consumer = s.consumer
+            consumer, plan = s.consumer, s.plan
+            assert plan is not None
+            mechanism = DpSgd(s.calibration.noise_multiplier, plan.sample_rate, plan.steps)
             work.ledger.append(LedgerAction(Verb.SUBMIT, consumer.key, consumer, s.spec.privacy.epsilon,
-                                            s.spec.privacy.delta))  # fmt: skip
+                                            s.spec.privacy.delta, mechanism=mechanism))  # fmt: skip
         return outcomes.claiming(budget, s.versions.training)
     return outcomes.claim_outcome(budget, claim)
 
 
 def _privacy_fields(s: Snapshot, claim: Claim) -> dict[str, Any]:
     """``status.privacy``: the operator's calibration of the claim, and what was committed."""
-    fields: dict[str, Any] = {"epsilonClaimed": claim.epsilon, "delta": claim.delta, "neighbouring": "add-remove"}
-    if s.calibration is not None and s.plan is not None:
-        fields |= {"noiseMultiplier": s.calibration.noise_multiplier, "sampleRate": s.plan.sample_rate,
-                   "steps": s.plan.steps, "accountant": s.plan.accountant}  # fmt: skip
+    fields: dict[str, Any] = {"epsilonClaimed": claim.epsilon, "delta": claim.delta, "neighbouring": "add-remove",
+                              "accountant": s.spec.privacy.accountant}  # fmt: skip
+    run = run_of(s, claim)
+    if run is not None:
+        fields |= {"noiseMultiplier": run.noise_multiplier, "sampleRate": run.sample_rate, "steps": run.steps}
     if claim.state is ClaimState.COMMITTED:
         fields["epsilonSpent"] = claim.epsilon
     return {"privacy": fields}
@@ -285,16 +328,15 @@ def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
     job, orphans = train_views(s, training)
     job_name = children.train_job_name(s.owner.name, training)
     if claim.state is ClaimState.RESERVED:
-        ending = settle(claim, job, orphans, wanted=True, deleting=False, own_code=s.own_code,
-                        planned_steps=s.plan.steps if s.plan else None, credit=credit_for(s, claim))  # fmt: skip
+        ending = _settle(s, claim, job, orphans, wanted=True)
         if ending.act is Act.DISPATCH:
-            if s.calibration is None or s.plan is None:
+            run = run_of(s, claim)
+            if run is None:
                 return outcomes.calibration_failed(s.spec.privacy.budget_ref, s.calibration_error or "not calibrated")
-            run = Run(s.calibration.noise_multiplier, s.plan.sample_rate, s.plan.steps)
             work.ledger.append(LedgerAction(Verb.DISPATCH, claim.consumer.key))
             work.train = (claim.consumer.key, children.train_job(s.owner, s.spec, training, run, s.image))
             return outcomes.with_fields(outcomes.training(job_name, "", False, reserved), (), privacy)
-        work.settle(claim, job, orphans, ending.act, ending.epsilon)
+        work.settle(claim, job, orphans, ending)
         if ending.act in (Act.STOP, Act.RELEASE):
             return outcomes.with_fields(outcomes.training_stopped(job_name, ending.why, reserved), (), privacy)
         if ending.act is Act.KEEP:
@@ -454,9 +496,8 @@ def decide_deletion(s: Snapshot) -> Decision:
             continue
         live = True
         job, orphans = train_views(s, claim.consumer.version)
-        ending = settle(claim, job, orphans, wanted=False, deleting=True, own_code=s.own_code,
-                        planned_steps=s.plan.steps if s.plan else None, credit=credit_for(s, claim))  # fmt: skip
-        work.settle(claim, job, orphans, ending.act, ending.epsilon)
+        ending = _settle(s, claim, job, orphans, wanted=False)
+        work.settle(claim, job, orphans, ending)
     work.stop.clear()  # the Jobs are deleted instead
     work.delete_jobs += [name for name, job in s.jobs.items() if _label(job, children.COMPONENT_LABEL) == "train"]
     work.release_pods(s)

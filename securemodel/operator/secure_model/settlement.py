@@ -43,6 +43,7 @@ class Settlement:
     act: Act
     epsilon: float = 0.0  # to commit
     why: str = ""
+    steps: int | None = None  # a credited commit: the steps the project's own code ran
 
 
 def settle(
@@ -96,25 +97,28 @@ def settle(
         if deleting:
             return Settlement(Act.COMMIT, claim.epsilon, "the model is deleted while its training runs")
         return Settlement(Act.KEEP)
-    return _credited(claim, job, pods, own_code, planned_steps, credit) or whole
+    return _credited(claim, job, orphans, own_code, planned_steps, credit) or whole
 
 
 def _credited(
     claim: Claim,
     job: JobView | None,
-    pods: tuple[PodView, ...],
+    orphans: tuple[PodView, ...],
     own_code: bool,
     planned_steps: int | None,
     credit: Callable[[int], float] | None,
 ) -> Settlement | None:
-    """The ε of the steps a successful run of the project's own code reported, if that may be trusted."""
+    """The ε of the steps a successful run of the project's own code reported, if that may be trusted:
+    exactly one pod of the Job ran, it exited 0, and no other pod of the claim ran."""
     if not own_code or credit is None or planned_steps is None or job is None or job.phase is not JobPhase.SUCCEEDED:
         return None
-    ran = [pod for pod in pods if pod.ran]
+    if any(pod.ran for pod in orphans):
+        return None
+    ran = [pod for pod in job.pods if pod.ran]
     if len(ran) != 1 or ran[0].exit_code != 0 or ran[0].result is None:
         return None
     steps = ran[0].result.get("steps")
     if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= planned_steps:
         return None
     epsilon = min(float(credit(steps)), claim.epsilon)
-    return Settlement(Act.COMMIT, epsilon, f"{steps} of {planned_steps} planned steps ran")
+    return Settlement(Act.COMMIT, epsilon, f"{steps} of {planned_steps} planned steps ran", steps)

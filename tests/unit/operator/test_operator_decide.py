@@ -45,7 +45,7 @@ def ledger(*claims: Claim) -> Ledger:
 
 def job(name: str, component: str, version: str, **status: Any) -> dict[str, Any]:
     labels = {children.UID_LABEL: "uid-m", children.COMPONENT_LABEL: component, children.VERSION_LABEL: version}
-    return {"metadata": {"name": name, "labels": labels}, "spec": {}, "status": status}
+    return {"metadata": {"name": name, "uid": f"uid-{name}", "labels": labels}, "spec": {}, "status": status}
 
 
 def pod(job_name: str, component: str, version: str, *, state: dict[str, Any], phase: str = "Running",
@@ -56,7 +56,8 @@ def pod(job_name: str, component: str, version: str, *, state: dict[str, Any], p
         state = {"terminated": {**state.get("terminated", {}), "message": json.dumps(result)}}
     finalizers = [children.SETTLEMENT_FINALIZER] if held and component == "train" else []
     status = {"phase": phase, "containerStatuses": [{"name": component, "containerID": "c://1", "state": state}]}
-    return {"metadata": {"name": f"{job_name}-p", "labels": labels, "finalizers": finalizers},
+    owner = [{"kind": "Job", "name": job_name, "uid": f"uid-{job_name}", "controller": True}]
+    return {"metadata": {"name": f"{job_name}-p", "labels": labels, "finalizers": finalizers, "ownerReferences": owner},
             "spec": {"nodeName": "node"}, "status": status}  # fmt: skip
 
 
@@ -256,6 +257,15 @@ def test_pods_that_ran_are_let_go_only_with_their_claim_recorded() -> None:
     decision = decide(state)
     assert [verb for verb, _ in verbs(decision)] == [Verb.START, Verb.COMMIT]
     assert decision.unhold == ((held["metadata"]["name"], CONSUMER.key, True),)
+
+
+def test_a_pod_that_only_carries_the_jobs_labels_never_lowers_the_charge() -> None:
+    real = pod(TRAIN, "train", V.training, state=DONE, phase="Succeeded", result=TRAIN_RESULT)
+    fake = {**pod(TRAIN, "train", V.training, state=DONE, phase="Succeeded", result={**TRAIN_RESULT, "steps": 1}),
+            "metadata": {**real["metadata"], "name": "fake", "ownerReferences": []}}  # fmt: skip
+    state = snapshot(ledger=ledger(claim(ClaimState.RESERVED, dispatched="t1", started="t2")),
+                     jobs={TRAIN: job(TRAIN, "train", V.training, succeeded=1)}, pods=(real, fake))  # fmt: skip
+    assert verbs(decide(state)) == [(Verb.COMMIT, 2.0)]
 
 
 def test_deletion_commits_a_running_training_and_waits_for_its_pods() -> None:

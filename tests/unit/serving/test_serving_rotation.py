@@ -27,8 +27,9 @@ from securemodel.crypto.pki import (
     service_dns_names,
     tls_secret_data,
 )
-from securemodel.operator import keys
-from securemodel.operator.children import Owner, ca_secret_name, client_secret_name, secret_bytes, tls_secret_name
+from securemodel.operator.secure_model import keys
+from securemodel.operator.secure_model.spec import parse
+from securemodel.operator.secure_model.children import Owner, ca_secret_name, client_secret_name, secret_bytes, tls_secret_name
 from securemodel.serving.server import ServingServer
 from securemodel.serving.tls import client_context
 
@@ -182,7 +183,9 @@ def test_the_operators_ca_rollover_refuses_no_client(tmp_path: Path) -> None:
     re-issued Secret; a client certificate from an unrelated CA is refused."""
     now = datetime.now(UTC)
     owner = Owner(MODEL, NAMESPACE, "uid")
-    spec = {"serving": {"clients": ["frontend"], "certificateLifetime": "1h"}}  # the CA lives 10h
+    spec = parse({"model": {"architecture": "mlp"}, "data": {"source": "builtin://iris"},
+                  "privacy": {"budgetRef": "b", "epsilon": 1.0},
+                  "serving": {"clients": ["frontend"], "certificateLifetime": "1h"}})  # the CA lives 10h
     stored: dict[str, Any] = {}
 
     def tick(before_now: timedelta) -> None:
