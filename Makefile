@@ -12,7 +12,7 @@ export KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 export PATH := $(CURDIR)/.cluster/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv crds bench cluster cluster-down images test test-unit test-integration test-e2e demo
+.PHONY: help deps venv crds deploy bench cluster cluster-down images test test-unit test-integration test-e2e demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,8 +31,12 @@ venv: $(VENV)/.ok ## the Python virtual environment (cached by pyproject.toml), 
 	@ln -sfn $(VENV) .venv
 	@$(PY) -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null
 
-crds: venv ## regenerate crds/ from the schemas in securemodel/api
+crds: venv ## regenerate crds/ from the schemas in securemodel/api, and the chart's copy and deploy/ with them
 	$(PY) -m securemodel.api.crdgen
+	$(PY) hack/render-deploy.py
+
+deploy: venv ## render deploy/ from the chart (needs the cluster's helm: make cluster)
+	$(PY) hack/render-deploy.py
 
 cluster: deps ## bring up the local single-node Kubernetes (idempotent); kubeconfig in .cluster/
 	@hack/cluster-up.sh

@@ -21,7 +21,7 @@ step kubectl apply -n clinic-a -f examples/
 kubectl wait -n clinic-a --for=jsonpath='{.status.observedGeneration}'=1 pbudget,smodel,fround --all --timeout=120s >/dev/null
 echo "waiting for the SecureModel to be trained, compressed and served (a few minutes)..."
 kubectl wait -n clinic-a smodel/tumor-classifier --for=jsonpath='{.status.phase}'=Serving --timeout=900s >/dev/null
-step kubectl get securemodel -n clinic-a
+step kubectl get securemodel-all -n clinic-a
 step kubectl get smodel tumor-classifier -n clinic-a -o jsonpath='{.status.privacy}{"\n"}{.status.model}{"\n"}'
 step kubectl get events -n clinic-a --field-selector involvedObject.kind=SecureModel
 

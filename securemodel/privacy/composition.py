@@ -32,11 +32,15 @@ from below:
   the grid would over-charge (one generic claim of the whole budget must fit
   the budget). Both being upper bounds, we return the smaller.
 
-Discretisation: :data:`DISCRETIZATION` = 1e-3 (dp-accounting's default is
-1e-4). Pessimistic rounding makes a coarser grid only looser: for the example's
-15 DP-SGD claims it charges 9.3436 where 1e-4 charges 9.3430, at a tenth of
-the time and memory. The figure depends slightly (last digits) on the order in
-which the cache composed the multiset; every order gives an upper bound.
+Discretisation: :data:`DISCRETIZATION` = 1e-4, the grid the operator calibrates
+noise on (:data:`securemodel.privacy.accounting.PLD_VALUE_DISCRETIZATION_INTERVAL`).
+Pessimistic rounding makes a coarser grid only looser, and that matters at the
+boundary: at 1e-3 the example's claim calibrated to ε = 2 composes to 2.00009,
+so it would not fit a budget of exactly ε = 2 (measured); on the calibration's
+own grid it composes to what it was calibrated for. 1e-3 would cost a tenth of
+the time and memory (15 claims: 9.3436 instead of 9.3430). The figure depends
+slightly (last digits) on the order in which the cache composed the multiset;
+every order gives an upper bound.
 
 Cost: composing is a convolution per distinct mechanism not already in a
 cached composition. Identical mechanisms are self-composed once
@@ -58,11 +62,12 @@ from typing import Final, TypeAlias
 from dp_accounting.pld import common as pld_common
 from dp_accounting.pld import privacy_loss_distribution as pld_module
 
+from securemodel.privacy.accounting import PLD_VALUE_DISCRETIZATION_INTERVAL
 from securemodel.privacy.mechanisms import DpSgd, EpsilonDelta, Mechanism, sort_key
 
 PLD: TypeAlias = pld_module.PrivacyLossDistribution
 
-DISCRETIZATION: Final[float] = 1e-3
+DISCRETIZATION: Final[float] = PLD_VALUE_DISCRETIZATION_INTERVAL
 # Composed PLDs kept: each is about 0.3-2 MB at this discretisation.
 _PLD_CACHE_SIZE: Final = 16
 _EPSILON_CACHE_SIZE: Final = 4096

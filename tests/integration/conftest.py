@@ -58,12 +58,18 @@ def admission_policy(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -
 
 @pytest.fixture
 def namespace(namespace: str, api_client: kubernetes.client.ApiClient) -> Iterator[str]:
-    """The test's namespace; before it is deleted, the operator's finalizers are taken off its objects.
+    """The test's namespace; before it is deleted, the operator's finalizers are taken off its objects
+    (and the settlement finalizer off its train pods).
 
     Tests stop the operator before this teardown (``start_operator`` depends on it), so
     nothing would remove them and the namespace would never finish terminating.
     """
     yield namespace
+    core = kubernetes.client.CoreV1Api(api_client)
+    for pod in core.list_namespaced_pod(namespace).items:
+        if pod.metadata.finalizers:
+            with contextlib.suppress(kubernetes.client.ApiException):
+                core.patch_namespaced_pod(pod.metadata.name, namespace, {"metadata": {"finalizers": None}})
     custom = kubernetes.client.CustomObjectsApi(api_client)
     for kind in KINDS:
         for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural)["items"]:
@@ -153,17 +159,18 @@ class Operator:
 def start_operator(
     tmp_path: Path, kubeconfig: Path, wait_for: Callable[..., Any], namespace: str
 ) -> Iterator[Callable[..., Operator]]:
-    """``start_operator(namespace, config=...)``: run the operator until the test ends.
+    """``start_operator(namespace, config=..., *args)``: run the operator until the test ends.
 
-    It serves ``namespace``, or all namespaces when that is None (as it does in the cluster).
+    It serves ``namespace``, or all namespaces when that is None (as it does in the cluster), and
+    elects its leader with a Lease in ``namespace`` (else ``--lease-namespace`` in ``args``).
     It stops before the test's namespace is torn down.
     """
     running: list[Operator] = []
 
-    def start(namespace: str | None, config: Path = kubeconfig) -> Operator:
+    def start(namespace: str | None, config: Path = kubeconfig, *args: str) -> Operator:
         port = _free_port()
         log = tmp_path / f"operator-{len(running)}.log"
-        scope = ["--namespace", namespace] if namespace else []
+        scope = [*(["--namespace", namespace] if namespace else []), *args]
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [str(OPERATOR), *scope, "--health", f"http://127.0.0.1:{port}/healthz"],

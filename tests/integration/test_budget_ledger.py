@@ -30,7 +30,7 @@ def apply_budget(kubectl: Kubectl, namespace: str, name: str, epsilon: float, po
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "PrivacyBudget",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"epsilon": epsilon, "delta": 1e-5, "policy": policy},
+        "spec": {"epsilon": epsilon, "delta": 1e-3, "policy": policy},  # a lifetime δ that 100 claims fit
     }
     result = kubectl("apply", "-o", "json", "-f", "-", stdin=json.dumps(manifest))
     assert result.returncode == 0, result.stderr
@@ -167,7 +167,7 @@ def test_epsilon_cannot_be_lowered_below_what_the_ledger_holds(
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "PrivacyBudget",
             "metadata": {"name": "wine", "namespace": namespace},
-            "spec": {"epsilon": epsilon, "delta": 1e-5, "policy": "fcfs"},
+            "spec": {"epsilon": epsilon, "delta": 1e-3, "policy": "fcfs"},
         }
         return kubectl("apply", *extra, "-f", "-", stdin=json.dumps(manifest))
 

@@ -1,23 +1,25 @@
 """The operator claims SecureModels' ε from PrivacyBudgets in a real API server, exactly.
 
-Every model trains on builtin://wine (143 training examples) for one epoch with the RDP
-accountant, so calibrating its noise takes well under a second.
+Every model trains on builtin://wine (143 training examples) for one epoch with the PLD
+accountant (three steps), so calibrating its noise takes about a second. Budgets compose the
+claims' DP-SGD mechanisms, so their sizes are worked out from the same calibration here.
 """
 
 import json
 import signal
 import subprocess
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any
 
 import kubernetes
+import pytest
 
+from ledger_support import commit_claim, submit_claim
 from securemodel.api import GROUP, VERSION
 from securemodel.operator.budget.ledger import BudgetRef
-from ledger_support import commit_claim, submit_claim
 from securemodel.operator.settings import FINALIZER
-from securemodel.privacy import Consumer
+from securemodel.privacy import BudgetSpec, Consumer, DpSgd, Ledger, calibrate_dp_sgd, submit, totals
+from securemodel.privacy.composition import composed_epsilon, multiset
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -32,7 +34,7 @@ def model(name: str, budget_ref: str, epsilon: float, **overrides: Any) -> dict[
     spec: dict[str, Any] = {
         "model": {"architecture": "mlp"},
         "data": {"source": "builtin://wine"},
-        "privacy": {"budgetRef": budget_ref, "epsilon": epsilon, "accountant": "rdp"},
+        "privacy": {"budgetRef": budget_ref, "epsilon": epsilon, "accountant": "prv"},
         "training": {"epochs": 1, "batchSize": 64},
     }
     for section, values in overrides.items():
@@ -77,11 +79,27 @@ def decided(api_client: kubernetes.client.ApiClient, namespace: str, count: int)
     return models if len(models) == done == count else []
 
 
-def held(status: dict[str, Any]) -> Fraction:
-    return sum(
-        (Fraction(repr(c["epsilon"])) for c in status.get("claims", ()) if c["state"] in ("Reserved", "Committed")),
-        Fraction(0),
-    )
+def held(budget: dict[str, Any]) -> float:
+    """The composed ε of the budget's Committed and Reserved claims, recomputed from its ledger."""
+    sums = totals(Ledger.from_status(budget.get("status")), BudgetSpec.from_dict(budget["spec"]))
+    return sums.committed + sums.reserved
+
+
+def wine_mechanism(epsilon: float) -> DpSgd:
+    """The DP-SGD run the operator calibrates for model() at ``epsilon`` (builtin://wine, one epoch)."""
+    calibration = calibrate_dp_sgd(epsilon, 1e-5, 143, 64, 1, "prv")
+    return DpSgd(calibration.noise_multiplier, calibration.sample_rate, calibration.steps)
+
+
+def replayed(api_client: kubernetes.client.ApiClient, namespace: str, name: str) -> list[str]:
+    """The states the pure ledger rules give the budget's claims, submitted in the ledger's order with their
+    recorded mechanisms: what the operator's transactions must have written."""
+    budget = get(api_client, namespace, "privacybudgets", name)
+    spec, ledger = BudgetSpec.from_dict(budget["spec"]), Ledger()
+    for claim in Ledger.from_status(budget["status"]).claims:
+        ledger = submit(ledger, spec, claim.consumer, claim.epsilon, claim.delta, claim.updated,
+                        mechanism=claim.mechanism).ledger  # fmt: skip
+    return [str(c.state) for c in ledger.claims]
 
 
 def test_twenty_models_on_a_budget_for_five_survive_a_killed_operator(
@@ -92,7 +110,10 @@ def test_twenty_models_on_a_budget_for_five_survive_a_killed_operator(
     watch_budget: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    apply(kubectl, namespace, budget("wine", 5.0))
+    # A budget that five of these claims compose within, and six do not.
+    run = multiset({wine_mechanism(1.0): 1})
+    five, six = (composed_epsilon(multiset({next(iter(run)): n}), 1e-5) for n in (5, 6))
+    apply(kubectl, namespace, budget("wine", round((five + six) / 2, 4)))
     since = get(api_client, namespace, "privacybudgets", "wine")["metadata"]["resourceVersion"]
     watch = watch_budget(namespace, "wine", since)
     first = start_operator(namespace)
@@ -126,6 +147,7 @@ def test_twenty_models_on_a_budget_for_five_survive_a_killed_operator(
         assert item["status"]["privacy"]["epsilonClaimed"] == 1
         assert item["status"]["privacy"]["steps"] == 3 and item["status"]["privacy"]["noiseMultiplier"] > 0
         assert FINALIZER in item["metadata"]["finalizers"]
+        assert by_uid[item["metadata"]["uid"]]["mechanism"]["type"] == "DPSGD"
 
     # Deleting a reserved model releases its claim, and the first waiting claim (fcfs) gets it.
     gone = next(c for c in ledger if c["state"] == "Reserved")["consumer"]
@@ -145,7 +167,7 @@ def test_twenty_models_on_a_budget_for_five_survive_a_killed_operator(
     assert len(versions) >= 3
     for version in versions:
         status = version.get("status") or {}
-        assert held(status) <= Fraction(repr(version["spec"]["epsilon"])), status
+        assert held(version) <= version["spec"]["epsilon"], status
         uids = [c["consumer"]["uid"] for c in status.get("claims", ())]
         assert len(uids) == len(set(uids))
 
@@ -157,8 +179,11 @@ def test_dpf_grants_more_of_many_small_and_a_few_large_claims_than_fcfs(
     start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    """PrivateKube's single-block microbenchmark in miniature: two elephants arrive first, then ten mice."""
-    apply(kubectl, namespace, budget("fcfs", 10.0), budget("dpf", 10.0, policy="dpf"))
+    """PrivateKube's single-block microbenchmark in miniature: two elephants arrive first, then ten mice.
+
+    The budget (5.5) holds two elephants composed but not the mice behind them, or one elephant and all mice.
+    """
+    apply(kubectl, namespace, budget("fcfs", 5.5), budget("dpf", 5.5, policy="dpf"))
     start_operator(namespace)
     workload = [4.0, 4.0] + [0.5] * 10
     for number, epsilon in enumerate(workload):  # one arrival at a time: arrival order is the policy's input
@@ -172,11 +197,14 @@ def test_dpf_grants_more_of_many_small_and_a_few_large_claims_than_fcfs(
         policy: [c["epsilon"] for c in claims(api_client, namespace, policy) if c["state"] == "Reserved"]
         for policy in ("fcfs", "dpf")
     }
-    assert granted["fcfs"] == [4, 4, 0.5, 0.5, 0.5, 0.5], "the elephants took most of the budget"
-    assert sorted(granted["dpf"]) == [0.5] * 10 + [4], "every mouse, and one elephant once enough was unlocked"
+    for policy in ("fcfs", "dpf"):  # exactly what the pure rules decide for this arrival order
+        assert [c["state"] for c in claims(api_client, namespace, policy)] == replayed(api_client, namespace, policy)
+    assert granted["fcfs"][:2] == [4, 4], "the elephants took most of the budget"
+    assert granted["dpf"].count(0.5) == 10, "every mouse"
     assert len(granted["dpf"]) > len(granted["fcfs"])
-    dpf = get(api_client, namespace, "privacybudgets", "dpf")["status"]
-    assert (dpf["epsilonUnlocked"], dpf["epsilonReserved"], dpf["epsilonAvailable"]) == (10, 9, 1)
+    dpf = get(api_client, namespace, "privacybudgets", "dpf")
+    assert dpf["status"]["epsilonUnlocked"] == 5.5
+    assert dpf["status"]["epsilonReserved"] == pytest.approx(held(dpf)) and held(dpf) <= 5.5
 
 
 def test_models_report_missing_budgets_refusals_and_calibration_failures_then_recover(
@@ -195,7 +223,8 @@ def test_models_report_missing_budgets_refusals_and_calibration_failures_then_re
         model("greedy", "wine", 3.5),
         model("careless", "wine", 1.0, privacy={"delta": 1e-3}),
         model("hasty", "wine", 1.0, data={"source": "builtin://iris"}, training={"batchSize": 121}),
-        model("mounted", "wine", 1.0, data={"source": "pvc://clinic/train.npz", "samples": 1000}),
+        model("mounted", "wine", 1.0, data={"source": "pvc://clinic/train.npz", "samples": 1000,
+                                             "schema": {"label": {"classes": ["a", "b", "c"]}}}),
     )
 
     def condition(name: str) -> tuple[str, str] | None:
@@ -219,24 +248,22 @@ def test_models_report_missing_budgets_refusals_and_calibration_failures_then_re
     assert "batchSize 121 exceeds the 120 training examples of builtin://iris" in message
     mounted = get(api_client, namespace, "securemodels", "mounted")["status"]["privacy"]
     assert mounted["sampleRate"] == 64 / 800 and mounted["steps"] == 13, "q over the 800 training examples"
-    wait_for(
-        lambda: FINALIZER not in get(api_client, namespace, "securemodels", "greedy")["metadata"].get("finalizers", []),
-        what="the finalizer taken off a model whose claim is over",
-    )
     assert sorted(c["consumer"]["name"] for c in claims(api_client, namespace, "wine")) == [
         "careless", "greedy", "mounted"
     ]  # fmt: skip
 
     # Fixing the spec, creating the budget, and raising ε each let a model through.
-    fixed = model("hasty", "wine", 2.5, data={"source": "builtin://iris"}, training={"batchSize": 32})
+    fixed = model("hasty", "wine", 2.9, data={"source": "builtin://iris"}, training={"batchSize": 32})
     apply(kubectl, namespace, fixed)
     apply(kubectl, namespace, budget("later", 1.0))
     wait_for(lambda: condition("orphan") == ("True", "Reserved"), what="orphan granted by the new budget")
-    wait_for(lambda: condition("hasty") == ("False", "Waiting"), what="hasty waiting: 2 of 3 left, it asks 2.5")
+    wait_for(lambda: condition("hasty") == ("False", "Waiting"), what="hasty waiting: with mounted's ε 1 it composes above 3")
     apply(kubectl, namespace, budget("wine", 4.0))
     wait_for(lambda: condition("hasty") == ("True", "Reserved"), what="hasty granted after ε was raised")
-    status = get(api_client, namespace, "privacybudgets", "wine")["status"]
-    assert (status["epsilonReserved"], status["epsilonAvailable"], status["phase"]) == (3.5, 0.5, "Available")
+    wine = get(api_client, namespace, "privacybudgets", "wine")
+    status = wine["status"]
+    assert 2.9 < status["epsilonReserved"] == pytest.approx(held(wine)) < 3.9 == status["epsilonSummed"]
+    assert status["epsilonAvailable"] == pytest.approx(4.0 - status["epsilonReserved"]) and status["phase"] == "Available"
     assert status["observedGeneration"] == 2
     # A refused claim is final for its version only: asking for less is a new version, which claims anew.
     apply(kubectl, namespace, model("greedy", "wine", 0.5))
@@ -273,7 +300,7 @@ def test_a_budget_with_committed_spend_is_only_deleted_with_the_override(
 
     (event,) = wait_for(blocked, what="a DeletionBlocked Event")
     assert event.type == "Warning" and event.involved_object.name == "spent"
-    assert "ε 1.5 has been committed from this budget" in event.message
+    assert "ledger holds ε 1.5 committed" in event.message
     assert 'securemodel.io/allow-delete-with-spend="true"' in event.message
     assert get(api_client, namespace, "privacybudgets", "spent")["metadata"]["deletionTimestamp"]
 

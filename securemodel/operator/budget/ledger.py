@@ -179,6 +179,7 @@ def transact(
         current = budget.get("status") or {}
         assessed = assess(spec, ledger)
         status = status_for(assessed, current, budget["metadata"].get("generation", 0), now)
+        status["display"] = KIND.display(status)
         if all(current.get(key) == value for key, value in status.items()):
             return Transaction(budget, ledger, tuple(results), (), attempt)
         decided = [decision for r in results if isinstance(r, Outcome) for decision in r.decisions]

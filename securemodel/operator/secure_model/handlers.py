@@ -119,6 +119,7 @@ async def write_status(current: Runtime, body: kopf.Body, outcome: Outcome, writ
     """
     known = {**(body.get("status") or {}), **written}
     status = status_for(outcome, known, body["metadata"].get("generation", 0), datetime.now(UTC))
+    status["display"] = KIND.display({**known, **status})
     if kube.merge_contains(known, status):
         return dict(written)
     metadata = body["metadata"]
