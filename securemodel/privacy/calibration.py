@@ -106,6 +106,14 @@ def calibrate_noise(
     Cost: about 6 to 12 accountant evaluations; with ``prv``, 1 to 20 s and a
     few hundred MB at most for sigma near 0.6 and 10^4 steps.
 
+    Why not ``dp_accounting.calibrate_dp_mechanism``: it gives the same guarantee
+    (the returned sigma meets the target) and, for the example's run (eps 2,
+    delta 1e-5, q = 64/455, 143 steps, ``prv``), the same sigma to 2e-6 relative
+    (3.53759 here, 3.53759 there), but took 13 accountant evaluations where this
+    search takes 8 (measured 2026-11-26): its bisection starts from a fixed
+    bracket, this one from a geometric search around sigma = 1 refined by Brent's
+    method, and each PLD evaluation costs up to seconds.
+
     Raises:
         CalibrationError: if even ``SIGMA_MAX`` gives epsilon > target.
         ValueError: if a parameter is out of range.
