@@ -12,12 +12,17 @@ For the built-in ``mlp`` and ``cnn`` (digits-shaped 8×8 inputs, 10 classes) and
   the default hooks, iterating the private loader.
 
 Each step is timed on its own, sampling and batch assembly included (the train worker's steps
-by timestamps from its progress counter, which moves once per noisy step); after warm-up steps,
+by timestamps from its progress counter, which moves once per noisy step). On the CPU the clock
+is the training thread's CPU time (``time.thread_time``; torch runs on that one thread with
+``--threads 1``), not wall time, so that other processes on a shared machine do not count; on
+CUDA it is wall time after a synchronisation. After warm-up steps,
 every variant runs ``--repeats`` times, interleaved so that load drifting on a shared machine
 hits all alike, and the median step time is kept. Peak memory is measured apart, in a fresh
-process per model, batch and variant (two steps): the growth of the peak resident set size
-over the size right before the first step (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``),
-or on CUDA ``torch.cuda.max_memory_allocated``.
+process per model whose allocations above 128 KiB are returned to the system when freed
+(``MALLOC_MMAP_THRESHOLD_``), for every variant (after one unmeasured run) and batch in turn,
+over two steps: the growth of the peak resident set size over the size right before the first
+step (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``), or on CUDA of
+``torch.cuda.max_memory_allocated``.
 
     python -m bench.dp_training [--repeats 3] [--device cpu] [--threads 1] [--json out.json]
         [--plot docs/img/dp_training.png]
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -144,9 +150,9 @@ class StepClock(DPSGDProgress):
     def steps(self, value: int) -> None:
         _sync(self.device)
         if value == 0:
-            self.stamps = [time.perf_counter()]
+            self.stamps = [_clock(self.device)]
         else:
-            self.stamps.append(time.perf_counter())
+            self.stamps.append(_clock(self.device))
 
 
 def time_bookkeeping(name: str, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int) -> list[float]:
@@ -163,10 +169,10 @@ def time_steps(step: Step, steps: int, device: torch.device) -> list[float]:
     times = []
     for _ in range(steps):
         _sync(device)
-        start = time.perf_counter()
+        start = _clock(device)
         step()
         _sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(_clock(device) - start)
     return times
 
 
@@ -180,7 +186,7 @@ def measure(name: str, variant: str, x: torch.Tensor, y: torch.Tensor, batch: in
 
 
 def peak_memory(name: str, variant: str, batch: int, device: torch.device) -> float:
-    """MiB the peak memory grows by over two steps, measured in this (fresh) process; see the module doc."""
+    """MiB the peak memory grows by over two steps of ``variant``; see the module doc."""
     x, y = make_data(name, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -214,10 +220,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def memory_in_fresh_process(name: str, variant: str, batch: int, args: argparse.Namespace) -> float:
+def _clock(device: torch.device) -> float:
+    """Seconds: this thread's CPU time on the CPU, wall time on CUDA (see the module doc)."""
+    return time.perf_counter() if device.type == "cuda" else time.thread_time()
+
+
+def memory_in_fresh_process(name: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """``{variant: {batch: peak MiB}}`` of model ``name``, measured by a fresh process (see the module doc)."""
     command = [sys.executable, "-m", "bench.dp_training", "--device", args.device, "--threads", str(args.threads),
-               "--memory-of", name, variant, str(batch)]  # fmt: skip
-    return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+               "--memory-of", name]  # fmt: skip
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -227,27 +241,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--plot", type=Path, default=IMG_DIR / "dp_training.png", help="write the figure here")
-    parser.add_argument("--memory-of", nargs=3, metavar=("MODEL", "VARIANT", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-of", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # Opacus' secure-RNG and backward-hook notices
     device = torch.device(args.device)
     if args.memory_of:
-        name, variant, batch = args.memory_of
-        print(peak_memory(name, variant, int(batch), device))
+        peaks: dict[str, dict[str, float]] = {}
+        for variant in VARIANTS:
+            peak_memory(args.memory_of, variant, BATCHES[0], device)  # one-time initialisation, not counted
+            peaks[variant] = {str(b): peak_memory(args.memory_of, variant, b, device) for b in BATCHES}
+        print(json.dumps(peaks))
         return
 
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for name, (_, _, steps) in MODELS.items():
         x, y = make_data(name, device)
+        peaks = memory_in_fresh_process(name, args)
         for batch in BATCHES:
             samples: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
             for _ in range(args.repeats):  # interleaved, so drifting load hits every variant alike
                 for variant in VARIANTS:
                     samples[variant] += measure(name, variant, x, y, batch, steps)
             times = {variant: statistics.median(values) for variant, values in samples.items()}
-            memory = {variant: memory_in_fresh_process(name, variant, batch, args) for variant in VARIANTS}
+            memory = {variant: peaks[variant][str(batch)] for variant in VARIANTS}
             row = {
                 "model": name,
                 "batch": batch,
@@ -303,9 +321,12 @@ def markdown(result: dict[str, Any]) -> str:
         "| model | batch | non-private ms/step | book-keeping | ratio | Opacus ghost | ratio | Opacus hooks | ratio "
         "| peak MiB: non-private / book-keeping / ghost / hooks |"
     )
-    lines = [
+    setting = (
         f"device {result['device']}, {result['threads']} thread(s), torch {result['torch']}, "
-        f"opacus {result['opacus']}; median step of {result['repeats']} runs × {result['steps']} steps",
+        f"opacus {result['opacus']}; median step of {result['repeats']} runs × {result['steps']} steps"
+    )
+    lines = [
+        setting,
         "",
         header,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -21,9 +21,9 @@ parameter is then, exactly:
 
 Norms. ``‖G_iᵀ A_i‖²_F`` is computed either by instantiating ``G_iᵀ A_i`` or as the ghost norm
 ``⟨A_i A_iᵀ, G_i G_iᵀ⟩`` (for Embedding: ``Σ_{t,s} [id_t = id_s] ⟨G_i,t, G_i,s⟩``, always ghost),
-chosen per layer by which costs fewer multiplications, clipped sum included: ghost iff
-``T²(p + d) < p·d``, as in mixed ghost clipping. All other gradients are instantiated (they
-are of the layer's output width). Example ``i``'s norm over all parameters together is
+chosen per layer by mixed ghost clipping's rule, ghost iff ``2T² < p·d`` (the two Gram
+matrices are smaller than the instantiated gradient). All other gradients are instantiated
+(they are of the layer's output width). Example ``i``'s norm over all parameters together is
 ``n_i = sqrt(Σ ‖∇‖²)`` and its clipping factor ``c_i = min(1, C / (n_i + 1e-6))`` (Opacus' formula).
 
 Clipped sum. ``Σ_i c_i ∇_i`` from the recorded ``A`` and ``G`` — ``(c ⊙ G)ᵀ A`` as one product
@@ -362,10 +362,15 @@ def _merge(parts: list[_Part]) -> list[_Part]:
 
 
 def _ghost_is_cheaper(part: _Factors) -> bool:
-    """Mixed ghost clipping's rule: ghost norm + clipped product ``T²(p+d) + Tpd`` vs instantiation ``Tpd + pd``."""
+    """Mixed ghost clipping's rule (Bu et al. 2022): ghost norm iff ``2T² < p·d``.
+
+    That compares the ghost norm's two Gram matrices with the instantiated gradient per example
+    (memory); on the CPU it also measured faster than the rule by multiplications
+    ``T²(p + d) < p·d``, which instantiates more (``docs/benchmarks.md``).
+    """
     _, t, p = part.a.shape
     d = part.g.shape[2]
-    return t * t * (p + d) < p * d
+    return 2 * t * t < p * d
 
 
 def _instantiate(part: _Part) -> _Part:
