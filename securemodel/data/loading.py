@@ -41,6 +41,7 @@ from typing import Final
 import numpy as np
 
 from securemodel.data.builtin import BUILTIN_BOUNDS, BUILTIN_CLASSES
+from securemodel.data.tokens import TOKEN_DATASETS, read_token_dataset
 from securemodel.data.encoding import TableEncoding
 from securemodel.data.masking import Masking, check_columns
 from securemodel.data.sources import (
@@ -132,7 +133,9 @@ def load_dataset(
         expected = dataset_size(replace(parsed, shard=None), samples)
         standardization: Standardization | None = None
         encoding: TableEncoding | None = None
-        if isinstance(parsed, BuiltinSource):
+        if isinstance(parsed, BuiltinSource) and parsed.name in TOKEN_DATASETS:
+            x, y, num_classes = read_token_dataset(parsed.name)  # token ids: nothing to scale
+        elif isinstance(parsed, BuiltinSource):
             x, y, num_classes = _read_builtin(parsed.name)
             standardization = Standardization.from_bounds(*_builtin_bounds(parsed.name, x.shape[1:]))
         elif schema is None:

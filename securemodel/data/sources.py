@@ -36,6 +36,7 @@ BUILTIN_SIZES: Final[dict[str, int]] = {
     "digits": 1797,
     "iris": 150,
     "wine": 178,
+    "topics": 4096,  # token sequences (securemodel.data.tokens), for the transformer
 }
 
 # The seed of the shard rule: fixed, so every silo and the operator agree on the shards.

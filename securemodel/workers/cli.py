@@ -7,6 +7,7 @@ operator image can import it); each subcommand's implementation is imported when
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -83,9 +84,11 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--params", type=json_object, default={}, help="builder keyword arguments as JSON")
     train.add_argument("--data-source", required=True, help="builtin://<name>[?shard=i&of=n] or pvc://<claim>/<path>")
     train.add_argument("--data-samples", type=count, help="examples in a pvc:// file (spec.data.samples)")
+    train.add_argument("--data-schema", type=json.loads, help="spec.data.schema as JSON (required with pvc://)")
+    train.add_argument("--data-masking", type=json.loads, help="spec.data.masking as JSON")
     train.add_argument("--validation-split", type=fraction, default=0.2)
     train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    train.add_argument("--seed", type=int, default=0, help="model initialization, sampling, noise and the split")
+    train.add_argument("--seed", type=int, default=0, help="model initialization and the train/validation split (DP-SGD's sampling and noise are always secret)")
     dp_arguments(train)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if available")
     train.add_argument("--output", type=Path, required=True, help="path of the new encrypted model artifact")

@@ -21,6 +21,8 @@ from typing import Any
 from securemodel.compression import compress_state
 from securemodel.crypto.artifacts import ArtifactExistsError, read_artifact, read_data_key, write_artifact
 from securemodel.data.loading import load_dataset
+from securemodel.data.masking import Masking
+from securemodel.data.tables import TableSchema
 from securemodel.models import ARTIFACT_KIND, ModelPredictor, PayloadError, dump_compressed, load_record
 from securemodel.workers.report import describe_error, emit
 
@@ -54,6 +56,8 @@ def _compress(args: argparse.Namespace) -> dict[str, Any]:
         seed=data["seed"],
         data_root=args.data_root,
         samples=data.get("samples"),
+        schema=TableSchema.from_spec(data["schema"]) if data.get("schema") else None,
+        masking=Masking.from_spec(data["masking"]) if data.get("masking") else None,
     )
     accuracy = ModelPredictor(record, "fp32").accuracy(dataset.x_val, dataset.y_val)
 

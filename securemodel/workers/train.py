@@ -30,6 +30,8 @@ import torch
 
 from securemodel.crypto.artifacts import ArtifactExistsError, read_data_key, write_artifact
 from securemodel.data.loading import load_dataset
+from securemodel.data.masking import Masking
+from securemodel.data.tables import TableSchema
 from securemodel.models import (
     ARTIFACT_KIND,
     ModelPredictor,
@@ -100,6 +102,8 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
         "validationSplit": args.validation_split,
         "seed": args.seed,
         "samples": args.data_samples,
+        "schema": args.data_schema,
+        "masking": args.data_masking,
     }
     data = load_dataset(
         args.data_source,
@@ -107,6 +111,8 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
         seed=args.seed,
         data_root=args.data_root,
         samples=args.data_samples,
+        schema=TableSchema.from_spec(args.data_schema) if args.data_schema else None,
+        masking=Masking.from_spec(args.data_masking) if args.data_masking else None,
     )
     torch.manual_seed(args.seed)
     model = build_model(spec, data.input_shape, data.num_classes)

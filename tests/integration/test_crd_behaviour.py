@@ -64,12 +64,15 @@ def test_the_examples_apply_cleanly_and_reapply_unchanged(kubectl: Kubectl, name
 
 def test_the_category_and_the_short_names_find_the_kinds(kubectl: Kubectl, namespace: str) -> None:
     assert kubectl("apply", "-n", namespace, "-f", str(REPO / "examples")).returncode == 0
-    everything = kubectl("get", "securemodel", "-n", namespace, "-o", "name")
+    everything = kubectl("get", "securemodel-all", "-n", namespace, "-o", "name")
     assert sorted(everything.stdout.split()) == [
         "federatedround.securemodel.io/tumor-classifier-round-1",
         "privacybudget.securemodel.io/breast-cancer",
         "securemodel.securemodel.io/tumor-classifier",
     ]
+    # The kind's singular name, as a newcomer types it, names the kind (the category does not shadow it).
+    one = kubectl("get", "securemodel", "tumor-classifier", "-n", namespace, "-o", "name")
+    assert one.stdout.strip() == "securemodel.securemodel.io/tumor-classifier", one.stderr
     for short, name in [
         ("pbudget", "breast-cancer"),
         ("smodel", "tumor-classifier"),

@@ -73,7 +73,7 @@ def test_existing_objects_get_status_a_ready_condition_and_events(
     assert (budget["epsilonCommitted"], budget["epsilonReserved"], budget["epsilonAvailable"]) == (0, 0, 10)
     rounds = read(api_client, namespace, "federatedrounds", "tumor-classifier-round-1")["status"]
     assert [p["state"] for p in rounds["participants"]] == ["Pending"] * 3
-    shown = kubectl("get", "securemodel", "-n", namespace).stdout
+    shown = kubectl("get", "securemodel-all", "-n", namespace).stdout
     assert "Available" in shown and "WaitingForBudget" in shown and "Pending" in shown
 
 
@@ -98,7 +98,7 @@ def test_a_spec_change_is_observed_without_a_new_transition(
     before = next(c for c in first["status"]["conditions"] if c["type"] == "Ready")
     after = next(c for c in second["status"]["conditions"] if c["type"] == "Ready")
     assert after["observedGeneration"] == 2
-    assert after["message"] == "ε 4 of 4 available (committed 0, reserved 0)"
+    assert after["message"] == "ε 4 of 4 available (committed 0, reserved 0; summed they would be 0)"
     assert after["lastTransitionTime"] == before["lastTransitionTime"]
 
 

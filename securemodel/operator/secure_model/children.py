@@ -314,6 +314,10 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
     args += ["--params", model.params, "--data-source", data.source]
     if data.samples is not None:
         args += ["--data-samples", str(data.samples)]
+    if data.schema:
+        args += ["--data-schema", data.schema]
+    if data.masking:
+        args += ["--data-masking", data.masking]
     args += [
         "--validation-split", repr(data.validation_split),
         "--seed", str(spec.training.seed),

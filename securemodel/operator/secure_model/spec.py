@@ -61,6 +61,8 @@ class DataSpec:
     source: str
     samples: int | None = None
     validation_split: float = 0.2
+    schema: str = ""  # canonical JSON of spec.data.schema ("" when absent)
+    masking: str = ""  # canonical JSON of spec.data.masking ("" when absent)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,10 @@ class ModelSpecs:
         return Versions(digest(*trained), digest(*trained, self.compression))
 
 
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) if value else ""
+
+
 def _client_name(entry: Any) -> str:
     return str(entry["name"]) if isinstance(entry, Mapping) else str(entry)
 
@@ -157,6 +163,8 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             source=str(data["source"]),
             samples=int(data["samples"]) if data.get("samples") is not None else None,
             validation_split=float(data.get("validationSplit", DataSpec.validation_split)),
+            schema=_canonical_json(data.get("schema")),
+            masking=_canonical_json(data.get("masking")),
         ),
         privacy=PrivacySpec(
             budget_ref=str(privacy["budgetRef"]),

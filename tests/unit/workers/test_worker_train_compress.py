@@ -230,7 +230,8 @@ def test_train_and_compress_on_a_pvc_file(ws: Workspace, capsys: pytest.CaptureF
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 5)).astype(np.float32)
     np.savez(volume / "silo" / "train.npz", x=x, y=(x[:, 0] + x[:, 1] > 0).astype(np.int64))
-    source = ["--data-source", "pvc://silo-data/silo/train.npz", "--data-samples", "300", "--data-root", str(volume)]
+    source = ["--data-source", "pvc://silo-data/silo/train.npz", "--data-samples", "300", "--data-root", str(volume),
+              "--data-schema", json.dumps({"label": {"classes": ["negative", "positive"]}})]
 
     status, trained, _ = ws.train("model.enc", capsys, *source, "--sample-rate", "0.2", "--steps", "60")
     assert status == 0, trained
