@@ -111,6 +111,7 @@ class Decision:
     delete_jobs: tuple[str, ...] = ()  # train Jobs to delete: a released claim's, or all on deletion
     outcome: Outcome | None = None
     settled: bool = True  # on deletion: no live claim and no train pod is left
+    quiet: bool = False  # the outcome is about to change (a claim is being made): not worth publishing
 
 
 # --- reading the children ------------------------------------------------------------------------
@@ -174,6 +175,7 @@ class _Work:
         self.delete_secrets: list[str] = []
         self.unhold: list[tuple[str, str, bool]] = []
         self.delete_jobs: list[str] = []
+        self.quiet = False
 
     def settle(self, claim: Claim, job: JobView | None, orphans: tuple[PodView, ...], ending: Settlement) -> None:
         key, act = claim.consumer.key, ending.act
@@ -193,7 +195,7 @@ class _Work:
     def decision(self, outcome: Outcome | None, *, settled: bool = True) -> Decision:
         return Decision(tuple(self.ledger), tuple(self.apply), tuple(self.create), self.train, tuple(self.stop),
                         tuple(self.secrets), tuple(self.delete_secrets), tuple(self.unhold), tuple(self.delete_jobs),
-                        outcome, settled)  # fmt: skip
+                        outcome, settled, self.quiet)  # fmt: skip
 
     def release_pods(self, s: Snapshot) -> None:
         """Let go of the train pods that can run no more; one that ran only once its claim records it (act checks)."""
@@ -237,7 +239,7 @@ def decide(s: Snapshot) -> Decision:
         return decide_deletion(s)
     budget = s.spec.privacy.budget_ref
     if s.ledger is None:
-        return work.decision(outcomes.budget_missing(budget))
+        return work.decision(outcomes.with_fields(outcomes.budget_missing(budget), (), {"version": s.versions.version}))
     finishing = _settle_left(s, work)
     served = _served_versions(s)
     claim = s.ledger.claim(s.consumer.key)
@@ -253,7 +255,7 @@ def decide(s: Snapshot) -> Decision:
     _record_results(s, work)
     work.release_pods(s)
     work.delete_jobs += _released_jobs(s)
-    return work.decision(outcome)
+    return work.decision(outcomes.with_fields(outcome, (), {"version": s.versions.version}))
 
 
 def _released_jobs(s: Snapshot) -> list[str]:
@@ -298,6 +300,9 @@ def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple
             return outcomes.calibration_failed(budget, s.calibration_error or "not calibrated")
         if finishing is not None:
             return outcomes.finishing_left(*finishing)
+        # Claimed in this pass (once kopf's finalizer is on, so deleting the model settles it): the
+        # ledger's answer, Waiting or Reserved, is what the status shows next, not this moment.
+        work.quiet = True
         if s.finalized:
             consumer, plan = s.consumer, s.plan
             assert plan is not None

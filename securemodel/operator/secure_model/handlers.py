@@ -160,7 +160,7 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
                 names = ", ".join(acted.conflicts)
                 outcome = outcomes.blocked(outcome, "SecretConflict",
                                            f"Secret {names} exists and is not this model's: rename or delete it")  # fmt: skip
-            if not stopped:
+            if not stopped and not decision.quiet:
                 written = await write_status(current, body, outcome, written)
             idle = outcome.progress is not Progress.WORKING and not decision.ledger
             await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)

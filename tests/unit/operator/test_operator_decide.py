@@ -192,6 +192,7 @@ def test_decide(state: Snapshot, phase: str, progress: Progress, ledger_verbs: l
     assert kinds(decision.apply) == applied
     assert (decision.train is not None) == train
     assert list(decision.stop) == stopped
+    assert decision.outcome.fields["version"] == state.versions.version  # the version the status describes
 
 
 def test_the_train_job_runs_the_operators_calibration_whatever_a_status_or_report_says() -> None:
