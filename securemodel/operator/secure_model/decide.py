@@ -310,7 +310,8 @@ def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple
             work.ledger.append(LedgerAction(Verb.SUBMIT, consumer.key, consumer, s.spec.privacy.epsilon,
                                             s.spec.privacy.delta, mechanism=mechanism))  # fmt: skip
         return outcomes.claiming(budget, s.versions.training)
-    return outcomes.claim_outcome(budget, claim)
+    found = outcomes.claim_outcome(budget, claim)
+    return None if found is None else outcomes.with_fields(found, (), _privacy_fields(s, claim))
 
 
 def _privacy_fields(s: Snapshot, claim: Claim) -> dict[str, Any]:
