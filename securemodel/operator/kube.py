@@ -93,6 +93,12 @@ def delete(client: kubernetes.client.ApiClient, kind: str, namespace: str, name:
         remove(name, namespace, propagation_policy="Foreground" if foreground else "Background")
 
 
+def secret_named(client: kubernetes.client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Secret ``name`` as stored now, read with list (the operator's role has no get on Secrets)."""
+    listed = kubernetes.client.CoreV1Api(client).list_namespaced_secret(namespace, field_selector=f"metadata.name={name}")
+    return serialize(client, listed.items[0]) if listed.items else None
+
+
 def pods(client: kubernetes.client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
     """The pods matching ``selector`` as stored now (a quorum list)."""
     listed = kubernetes.client.CoreV1Api(client).list_namespaced_pod(namespace, label_selector=selector)

@@ -107,7 +107,7 @@ def test_the_operator_works_with_the_deployed_cluster_role(
         ("delete", "securemodels.securemodel.io", "no"),
         ("create", "privacybudgets.securemodel.io", "no"),
         ("update", "privacybudgets.securemodel.io", "no"),
-        ("get", "secrets", "yes"),  # needed to grant the ML engineer get on client Secrets; list shows as much
+        ("get", "secrets", "yes"),  # to grant the ML engineer get on its client Secrets; list shows as much
         ("watch", "pods", "yes"),
         ("patch", "jobs.batch", "yes"),
         ("create", "pods", "no"),

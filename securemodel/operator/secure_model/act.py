@@ -145,7 +145,7 @@ async def _secrets(current: Runtime, s: Snapshot, decision: Decision) -> list[st
                 break
             continue
         if await asyncio.to_thread(kube.create, current.client, write.body) is None:
-            existing = await asyncio.to_thread(kube.read, current.client, "Secret", s.owner.namespace, name)
+            existing = await asyncio.to_thread(kube.secret_named, current.client, s.owner.namespace, name)
             if existing is not None and not _owned_by(existing, s.owner.uid):
                 conflicts.append(name)
             break

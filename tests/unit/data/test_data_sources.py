@@ -18,9 +18,15 @@ from securemodel.data.sources import (
 )
 
 
-def test_the_size_table_matches_scikit_learn() -> None:
+def test_the_size_table_matches_scikit_learn_and_the_token_datasets() -> None:
     datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is a worker dependency (.[worker])")
+    from securemodel.data.tokens import TOKEN_DATASETS, read_token_dataset
+
     for name, size in BUILTIN_SIZES.items():
+        if name in TOKEN_DATASETS:
+            x, y, _ = read_token_dataset(name)
+            assert len(x) == len(y) == size, name
+            continue
         bunch = getattr(datasets, f"load_{name}")()
         assert len(bunch.target) == len(bunch.data) == size, name
         assert len(set(bunch.target)) >= 2, f"{name} is not a classification dataset"

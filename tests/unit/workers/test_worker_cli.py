@@ -51,25 +51,6 @@ def test_train_rejects_bad_arguments(change: list[str], complaint: str, capsys: 
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [
-        ["fl-aggregate", "--clients", "clinic-a,clinic-b,clinic-c", "--min-clients", "2", "--threshold", "2",
-         "--output", "/a/global.enc"],
-        ["fl-client", "--name", "clinic-a", "--aggregator", "https://round-1-aggregator:8443",
-         "--data-source", "builtin://breast_cancer?shard=0&of=3", "--noise-multiplier", "1.0",
-         "--sample-rate", "0.1", "--steps", "30", "--max-grad-norm", "1.0"],
-    ],
-    ids=lambda argv: argv[0],
-)  # fmt: skip
-def test_federated_subcommands_print_their_configuration(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(argv) == 0
-    config = json.loads(capsys.readouterr().out)
-    assert config["command"] == argv[0]
-    if argv[0] == "fl-aggregate":
-        assert config["clients"] == ["clinic-a", "clinic-b", "clinic-c"]
-
-
-@pytest.mark.parametrize(
     ("argv", "missing"),
     [
         (["compress", "--output", "/a/small.enc", "--data-key-file", "/k"], "--input"),
