@@ -48,11 +48,22 @@ def _verbs(client: kubernetes.client.ApiClient, kind: str) -> tuple[Callable[...
 
 
 def apply(client: kubernetes.client.ApiClient, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Server-side apply ``obj`` as :data:`FIELD_MANAGER` (forcing: the operator owns what it sets)."""
+    """Server-side apply ``obj`` as :data:`FIELD_MANAGER` (forcing: the operator owns what it sets).
+
+    Where someone else's edit makes the merged object invalid (server-side apply keeps list items
+    another manager added, e.g. a Service port renumbered by hand next to the operator's), the
+    operator's fields are written with a merge patch instead, which replaces those lists whole.
+    """
     _, _, patch, _, _ = _verbs(client, obj["kind"])
     meta = obj["metadata"]
-    applied = patch(meta["name"], meta["namespace"], dict(obj), field_manager=FIELD_MANAGER, force=True,
-                    _content_type=APPLY_PATCH)  # fmt: skip
+    try:
+        applied = patch(meta["name"], meta["namespace"], dict(obj), field_manager=FIELD_MANAGER, force=True,
+                        _content_type=APPLY_PATCH)  # fmt: skip
+    except kubernetes.client.ApiException as error:
+        if error.status != 422:
+            raise
+        applied = patch(meta["name"], meta["namespace"], dict(obj), field_manager=FIELD_MANAGER,
+                        _content_type=MERGE_PATCH)  # fmt: skip
     return serialize(client, applied)
 
 

@@ -213,7 +213,10 @@ def test_the_budget_ledger_holds_the_committed_spend(served: dict[str, Any], nam
     assert claim["consumer"]["uid"] == served["metadata"]["uid"] and claim["consumer"]["version"]
     assert claim["state"] == "Committed"
     assert claim["epsilon"] == pytest.approx(served["status"]["privacy"]["epsilonSpent"], rel=1e-12)
-    assert budget["status"]["epsilonCommitted"] == pytest.approx(claim["epsilon"], rel=1e-12)
+    # The budget composes the claim's DP-SGD mechanism (the run's σ, q and steps) with the PLD accountant.
+    assert claim["mechanism"]["type"] == "DPSGD" and claim["mechanism"]["steps"] == served["status"]["privacy"]["steps"]
+    assert budget["status"]["epsilonCommitted"] == pytest.approx(claim["epsilon"], rel=1e-3)
+    assert budget["status"]["epsilonSummed"] == claim["epsilon"]
 
 
 def test_inference_over_mtls_matches_the_reported_accuracy_and_bad_certificates_are_refused(

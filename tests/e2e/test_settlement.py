@@ -125,11 +125,12 @@ def scale_operator(replicas: int) -> None:
 def test_a_pod_or_job_deleted_after_success_while_the_operator_was_down_is_charged_and_never_retrained(
     namespace: str,
 ) -> None:
-    apply(namespace, model("pod-deleted"), model("job-deleted"))
+    # Long enough (a minute or two: a wide network, 300 epochs) to stop the operator while both train.
+    wide, long = {"architecture": "mlp", "params": {"hidden": [1024, 1024]}}, {"epochs": 300}
+    apply(namespace, model("pod-deleted", model=wide, training=long), model("job-deleted", model=wide, training=long))
     uids = {name: get(namespace, "securemodel", name)["metadata"]["uid"] for name in ("pod-deleted", "job-deleted")}
     for uid in uids.values():
-        wait_until(lambda uid=uid: running(namespace, uid) or train_jobs(namespace, uid)
-                   and train_jobs(namespace, uid)[0]["status"].get("succeeded"), 240, "training under way")  # fmt: skip
+        wait_until(lambda uid=uid: running(namespace, uid), 240, "training under way", interval=1)
     scale_operator(0)
     try:
         for uid in uids.values():

@@ -159,8 +159,12 @@ async def act(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
     ledger = await _ledger(current, s, decision)
     await _unhold(current, s, decision, ledger)
     conflicts = await _secrets(current, s, decision)
-    for obj in decision.apply:
-        await asyncio.to_thread(kube.apply, current.client, obj)
+    for obj in decision.apply:  # one child that cannot be written does not hold back the others
+        try:
+            await asyncio.to_thread(kube.apply, current.client, obj)
+        except kubernetes.client.ApiException as error:
+            name = f'{obj["kind"]} {obj["metadata"]["name"]}'
+            logger.warning("%s/%s: %s not applied: %s %s", s.owner.namespace, s.owner.name, name, error.status, error.reason)
     for obj in decision.create:
         await asyncio.to_thread(kube.create, current.client, obj)
     batch = kubernetes.client.BatchV1Api(current.client)

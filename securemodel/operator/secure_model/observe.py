@@ -75,9 +75,11 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
     claim = ledger.claim(f"{owner.uid}/{spec.versions.training}") if ledger is not None else None
     epsilon, delta = (claim.epsilon, claim.delta) if claim is not None else (spec.privacy.epsilon, spec.privacy.delta)
     target, calibration, error = None, None, None
+    deleting = bool(metadata.get("deletionTimestamp"))
     try:
         target = plan(spec, epsilon, delta)
-        calibration = await current.calibrator.calibrate(target)
+        if not deleting:  # settling on deletion needs only the mechanisms the ledger recorded
+            calibration = await current.calibrator.calibrate(target)
     except ValueError as failure:  # the data cannot be sized, or the target ε cannot be met
         error = str(failure)
     image = children.worker_image(spec, WORKER_IMAGE)
@@ -85,7 +87,7 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
     return Snapshot(
         owner=owner,
         generation=int(metadata.get("generation") or 0),
-        deleting=bool(metadata.get("deletionTimestamp")),
+        deleting=deleting,
         finalized=FINALIZER in (metadata.get("finalizers") or ()),
         rotation=(metadata.get("annotations") or {}).get(ROTATE_ANNOTATION),
         spec=spec,
