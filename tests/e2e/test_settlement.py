@@ -125,16 +125,17 @@ def scale_operator(replicas: int) -> None:
 def test_a_pod_or_job_deleted_after_success_while_the_operator_was_down_is_charged_and_never_retrained(
     namespace: str,
 ) -> None:
-    # Long enough (a minute or two: a wide network, 300 epochs) to stop the operator while both train.
-    wide, long = {"architecture": "mlp", "params": {"hidden": [1024, 1024]}}, {"epochs": 300}
-    apply(namespace, model("pod-deleted", model=wide, training=long), model("job-deleted", model=wide, training=long))
+    # Long enough (a minute or two: a wide network, 300 epochs) to stop the operator while both train,
+    # and half a core each so both fit the node at once.
+    wide, long, half = {"architecture": "mlp", "params": {"hidden": [1024, 1024]}}, {"epochs": 100}, {"cpu": "500m"}
+    apply(namespace, *(model(name, model=wide, training=long, resources=half) for name in ("pod-deleted", "job-deleted")))
     uids = {name: get(namespace, "securemodel", name)["metadata"]["uid"] for name in ("pod-deleted", "job-deleted")}
     for uid in uids.values():
         wait_until(lambda uid=uid: running(namespace, uid), 240, "training under way", interval=1)
     scale_operator(0)
     try:
         for uid in uids.values():
-            wait_until(lambda uid=uid: train_jobs(namespace, uid)[0]["status"].get("succeeded"), 240, "training done")
+            wait_until(lambda uid=uid: train_jobs(namespace, uid)[0]["status"].get("succeeded"), 480, "training done")
         kubectl("-n", namespace, "delete", "pod", "-l", f"securemodel.io/model-uid={uids['pod-deleted']}", "--wait=false")
         kubectl("-n", namespace, "delete", "job", "-l", f"securemodel.io/model-uid={uids['job-deleted']}", "--wait=false")
         # The pods stay, terminating, until the operator has recorded them: none vanishes unseen.
