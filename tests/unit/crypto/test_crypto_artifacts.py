@@ -13,7 +13,10 @@ import pytest
 from securemodel.crypto.artifacts import (
     ArtifactError,
     ArtifactExistsError,
+    ArtifactBindingError,
+    ArtifactDigestError,
     ArtifactTamperedError,
+    Binding,
     new_data_key,
     read_artifact,
     read_data_key,
@@ -21,7 +24,9 @@ from securemodel.crypto.artifacts import (
 )
 
 PAYLOAD = b"model weights: " + bytes(range(256)) * 40
-HEADER = 4 + 1 + 1 + len("model")  # magic, version, kind length, kind
+HEADER = 4 + 1 + 2 + len('{"kind":"model"}')  # magic, format version, binding length, binding
+MODEL = {"uid": "0b6c1f9e-2d1a-4c1e-9a53-5c0e0b7d2f11", "training": "v1a2b3c4d", "version": "v5e6f7a8b",
+         "encoding": "compressed"}
 
 
 @pytest.fixture
@@ -88,7 +93,7 @@ def test_wrong_key_is_refused(artifact: Path) -> None:
 def test_an_artifact_of_another_kind_is_refused(tmp_path: Path, key: bytes) -> None:
     path = tmp_path / "update.smaf"
     write_artifact(path, PAYLOAD, key, kind="fl-update")
-    with pytest.raises(ArtifactTamperedError, match="header says kind 'fl-update', expected 'model'"):
+    with pytest.raises(ArtifactBindingError, match="kind: fl-update, expected model; the header is genuine"):
         read_artifact(path, key, kind="model")
 
 
@@ -98,6 +103,83 @@ def test_relabelling_the_kind_in_the_header_is_refused(tmp_path: Path, key: byte
     path.write_bytes(path.read_bytes().replace(b"mode1", b"model", 1))
     with pytest.raises(ArtifactTamperedError, match=tampered_message(path)):
         read_artifact(path, key, kind="model")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("uid", "7d3e2a10-0000-4000-8000-000000000000"),  # another SecureModel's artifact
+        ("training", "v00000001"),  # an older training of the same model
+        ("version", "v00000002"),  # another compression of the same training
+        ("encoding", "fp32"),  # the trained artifact at the compressed path
+    ],
+)
+def test_a_genuine_artifact_of_another_binding_is_refused_and_named(
+    tmp_path: Path, key: bytes, field: str, value: str
+) -> None:
+    path = tmp_path / "swapped.smaf"
+    write_artifact(path, PAYLOAD, key, kind="model", binding={**MODEL, field: value})
+    expected = re.escape(f"{field}: {value}, expected {MODEL[field]}; the header is genuine")
+    with pytest.raises(ArtifactBindingError, match=expected) as raised:
+        read_artifact(path, key, kind="model", binding=MODEL)
+    assert str(raised.value).startswith(f"artifact {path} was written for model (")
+    assert raised.value.authentic and raised.value.found == Binding.of("model", {**MODEL, field: value})
+    assert read_artifact(path, key, kind="model", binding={**MODEL, field: value}) == PAYLOAD
+
+
+def test_a_field_missing_from_the_binding_is_refused(tmp_path: Path, key: bytes) -> None:
+    path = tmp_path / "unbound.smaf"
+    write_artifact(path, PAYLOAD, key, kind="model")
+    with pytest.raises(ArtifactBindingError, match=r"encoding: \(none\), expected compressed"):
+        read_artifact(path, key, kind="model", binding=MODEL)
+
+
+def test_a_header_rewritten_to_the_expected_binding_fails_authentication(tmp_path: Path, key: bytes) -> None:
+    """The reader authenticates under the binding IT expects: editing the header to match gains nothing."""
+    path = tmp_path / "old.smaf"
+    write_artifact(path, PAYLOAD, key, kind="model", binding={**MODEL, "training": "v00000001"})
+    path.write_bytes(path.read_bytes().replace(b"v00000001", MODEL["training"].encode(), 1))
+    with pytest.raises(ArtifactTamperedError, match=tampered_message(path)) as raised:
+        read_artifact(path, key, kind="model", binding=MODEL)
+    assert not isinstance(raised.value, ArtifactBindingError)
+
+
+def test_a_forged_header_is_reported_as_not_authentic(tmp_path: Path, key: bytes) -> None:
+    path = tmp_path / "forged.smaf"
+    write_artifact(path, PAYLOAD, key, kind="model", binding=MODEL)
+    path.write_bytes(path.read_bytes().replace(b"compressed", b"fp32xxxxxx", 1))
+    with pytest.raises(ArtifactBindingError, match="the header fails authentication") as raised:
+        read_artifact(path, key, kind="model", binding=MODEL)
+    assert not raised.value.authentic
+
+
+def test_the_digest_recorded_at_writing_is_checked(tmp_path: Path, key: bytes) -> None:
+    first, second = tmp_path / "a.smaf", tmp_path / "b.smaf"
+    digest = write_artifact(first, PAYLOAD, key, kind="model", binding=MODEL)
+    other = write_artifact(second, PAYLOAD, key, kind="model", binding=MODEL)
+    assert read_artifact(first, key, kind="model", binding=MODEL, digest=digest) == PAYLOAD
+    message = re.escape(f"artifact {second} has digest {other}, not the {digest} recorded when it was written")
+    with pytest.raises(ArtifactDigestError, match=message):
+        read_artifact(second, key, kind="model", binding=MODEL, digest=digest)
+    with pytest.raises(ValueError, match="invalid artifact digest"):
+        read_artifact(first, key, kind="model", binding=MODEL, digest=digest.upper())
+
+
+def test_a_format_1_artifact_is_refused(artifact: Path, key: bytes) -> None:
+    blob = bytearray(artifact.read_bytes())
+    blob[4] = 1
+    artifact.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactTamperedError, match="format version 1, expected 2"):
+        read_artifact(artifact, key, kind="model")
+
+
+@pytest.mark.parametrize(
+    "binding", [{"kind": "x"}, {"Uid": "x"}, {"uid": ""}, {"uid": "a b"}, {"uid": "x" * 254}, {"uid": 1}]
+)
+def test_invalid_bindings_are_refused(tmp_path: Path, key: bytes, binding: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        write_artifact(tmp_path / "a", PAYLOAD, key, kind="model", binding=binding)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_existing_file_is_never_overwritten(artifact: Path, key: bytes) -> None:
