@@ -57,3 +57,41 @@ def dp_arguments(parser: argparse.ArgumentParser) -> None:
     dp.add_argument("--steps", type=count, required=True, help="noisy optimizer steps to run, no more")
     dp.add_argument("--max-grad-norm", type=positive, required=True, help="per-sample clipping norm C")
     dp.add_argument("--learning-rate", type=positive, default=0.1)
+
+
+def binding_arguments(parser: argparse.ArgumentParser, *, version: bool) -> None:
+    """What the model's artifacts are bound to (:func:`model_binding`), from the operator: the SecureModel's
+    ``metadata.uid``, its training version and (``version``) its version, i.e. training plus compression."""
+    binding = parser.add_argument_group("artifact binding (set by the operator)")
+    binding.add_argument("--model-uid", required=True, type=_field, help="metadata.uid of the SecureModel")
+    binding.add_argument("--training-version", required=True, type=_field, help="the spec's training version")
+    if version:
+        binding.add_argument("--model-version", required=True, type=_field, help="the spec's version")
+
+
+def model_binding(uid: str, training: str, encoding: str, version: str | None = None) -> dict[str, str]:
+    """The fields a model artifact is bound to (:mod:`securemodel.crypto.artifacts`).
+
+    The trained (``fp32``) artifact is bound to the model's uid and training version; a
+    ``compressed`` one also to the version (training plus compression) it was made for. A
+    reader that expects another model, version or encoding cannot authenticate the file.
+    """
+    if (encoding == "compressed") != (version is not None):
+        raise ValueError(f"a {encoding} artifact is bound to a version iff it is compressed")
+    binding = {"uid": uid, "training": training, "encoding": encoding}
+    return binding if version is None else {**binding, "version": version}
+
+
+def _field(text: str) -> str:
+    """A uid or version: letters, digits and ``-._:`` (what an artifact binding may hold)."""
+    if not text or len(text) > 253 or not all(c.isascii() and (c.isalnum() or c in "-._:") for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a uid or version (letters, digits and -._:)")
+    return text
+
+
+def artifact_digest(text: str) -> str:
+    """``sha256:`` and 64 lower-case hex digits, as ``write_artifact`` returns it."""
+    prefix, _, digits = text.partition(":")
+    if prefix != "sha256" or len(digits) != 64 or not all(c in "0123456789abcdef" for c in digits):
+        raise argparse.ArgumentTypeError(f"{text!r} is not sha256:<64 lower-case hex digits>")
+    return text

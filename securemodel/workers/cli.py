@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from securemodel.workers.arguments import count, dp_arguments, fraction, json_object
+from securemodel.workers.arguments import binding_arguments, count, dp_arguments, fraction, json_object
 from securemodel.workers.federated.arguments import add_aggregate_arguments, add_client_arguments
 from securemodel.workers.serve import add_serve_arguments, run_serve
 
@@ -92,6 +92,7 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     dp_arguments(train)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if available")
     train.add_argument("--output", type=Path, required=True, help="path of the new encrypted model artifact")
+    binding_arguments(train, version=False)
     _common_worker_arguments(train)
 
 
@@ -100,6 +101,7 @@ def _compress_arguments(compress: argparse.ArgumentParser) -> None:
     compress.add_argument("--output", type=Path, required=True, help="path of the new encrypted compressed artifact")
     compress.add_argument("--sparsity", type=fraction, default=0.0, help="fraction of weights set to zero")
     compress.add_argument("--quantization", choices=["int8", "none"], default="none")
+    binding_arguments(compress, version=True)
     _common_worker_arguments(compress)
 
 

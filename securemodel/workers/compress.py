@@ -24,6 +24,7 @@ from securemodel.data.loading import load_dataset
 from securemodel.data.masking import Masking
 from securemodel.data.tables import TableSchema
 from securemodel.models import ARTIFACT_KIND, ModelPredictor, PayloadError, dump_compressed, load_record
+from securemodel.workers.arguments import model_binding
 from securemodel.workers.report import describe_error, emit
 
 
@@ -46,7 +47,8 @@ def _compress(args: argparse.Namespace) -> dict[str, Any]:
     if output.exists():
         raise ArtifactExistsError(f"artifact {output} already exists; artifacts are never overwritten")
     key = read_data_key(args.data_key_file)
-    record = load_record(read_artifact(source, key, kind=ARTIFACT_KIND))
+    trained = model_binding(args.model_uid, args.training_version, "fp32")
+    record = load_record(read_artifact(source, key, kind=ARTIFACT_KIND, binding=trained))
     if record.encoding != "fp32":
         raise PayloadError(f"{source} is already compressed; compress the trained (fp32) artifact")
     data = record.info["data"]
@@ -65,7 +67,8 @@ def _compress(args: argparse.Namespace) -> dict[str, Any]:
     compression = {"sparsity": compressed.sparsity, "quantization": args.quantization}
     payload = dump_compressed(record.with_info(compression=compression), compressed)
     compressed_accuracy = ModelPredictor(load_record(payload), "compressed").accuracy(dataset.x_val, dataset.y_val)
-    digest = write_artifact(output, payload, key, kind=ARTIFACT_KIND)
+    binding = model_binding(args.model_uid, args.training_version, "compressed", args.model_version)
+    digest = write_artifact(output, payload, key, kind=ARTIFACT_KIND, binding=binding)
     return {
         **compression,
         "digest": digest,

@@ -1,9 +1,17 @@
 """``securemodel-worker serve``: decrypt the model in memory and serve it over mutual TLS until SIGTERM.
 
 The decrypted model never touches the disk, and the data key is read from its mounted Secret
-file, never from the command line or the environment. A tampered artifact or a wrong key stops
-the worker with the reason on stderr and exit status 1; so does an ``--allow-list`` file that is
-missing or invalid at start. Stdout carries the audit trail (one JSON line per request, see
+file, never from the command line or the environment.
+
+Before it opens any port, the worker checks that the file is exactly the artifact the operator
+means it to serve: its SHA-256 must be ``--artifact-digest`` (recorded from the compress Job's
+result) and it must authenticate as the compressed model of ``--model-uid``,
+``--training-version`` and ``--model-version`` (:mod:`securemodel.crypto.artifacts`). Any other
+file (an older version's artifact copied over this one, the trained fp32 artifact, another
+model's), a tampered one or a wrong key stops the worker with exit status 1, the reason on stderr
+and the termination message ``{"reason": "ArtifactRejected", "message": ...}``: no request is
+answered. An ``--allow-list`` or TLS files that are missing or invalid at start stop it the same
+way with reason ``ServeFailed``. Stdout carries the audit trail (one JSON line per request, see
 ``securemodel.serving.audit``) and nothing else; logs go to stderr.
 """
 
@@ -16,10 +24,13 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from securemodel.crypto.artifacts import ArtifactError, read_artifact, read_data_key
 from securemodel.serving.predictor import Predictor
 from securemodel.serving.server import ServingServer
+from securemodel.workers.arguments import artifact_digest, binding_arguments, model_binding
+from securemodel.workers.report import TERMINATION_LOG, write_refusal
 
 MODEL_KIND = "model"
 # Longer than the Service endpoints and kube-proxy take to stop routing to a terminating pod.
@@ -30,12 +41,18 @@ Loader = Callable[[bytes, str], Predictor]
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``securemodel-worker serve``."""
-    parser.add_argument("--artifact", type=Path, required=True, help="encrypted model artifact")
+    parser.add_argument("--artifact", type=Path, required=True, help="encrypted compressed model artifact")
+    parser.add_argument(
+        "--artifact-digest",
+        type=artifact_digest,
+        required=True,
+        help="sha256:<hex> the operator recorded for the artifact; a file with another digest is refused",
+    )
     parser.add_argument("--artifact-kind", default=MODEL_KIND, help="kind the artifact was written as")
+    binding_arguments(parser, version=True)  # --model-version is also reported in metadata and responses
     parser.add_argument("--data-key-file", type=Path, required=True, help="data key file of the mounted Secret")
     parser.add_argument("--tls-dir", type=Path, required=True, help="mounted Secret with tls.crt, tls.key and ca.crt")
     parser.add_argument("--model-name", required=True, help="model name in /v2/models/<name>")
-    parser.add_argument("--model-version", help="version reported in model metadata and inference responses")
     parser.add_argument("--port", type=int, default=8443, help="OIP v2 over mutual TLS")
     parser.add_argument("--metrics-port", type=int, default=9090, help="plain HTTP: /metrics and /v2/health/*")
     parser.add_argument(
@@ -58,14 +75,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DRAIN_SECONDS,
         help="after SIGTERM, seconds to answer while not ready, before stopping",
     )
+    parser.add_argument(
+        "--termination-log",
+        type=Path,
+        default=TERMINATION_LOG,
+        help="file a refusal to start is written to, if it exists",
+    )
 
 
-def load_predictor_from_artifact(
-    artifact: Path, data_key_file: Path, name: str, loader: Loader, *, kind: str
-) -> Predictor:
-    """Decrypt and authenticate the artifact in memory, then build the model from its bytes."""
-    payload = read_artifact(artifact, read_data_key(data_key_file), kind=kind)
-    return loader(payload, name)
+def load_predictor_from_artifact(args: argparse.Namespace, loader: Loader) -> Predictor:
+    """Check the artifact's digest, authenticate it as the compressed model ``args`` name, then build the model.
+
+    Decryption is in memory; raises ``ArtifactError`` (``ArtifactRejectedError`` for a file that
+    is not the one expected), ``OSError`` or, from ``loader``, ``ValueError``.
+    """
+    binding = model_binding(args.model_uid, args.training_version, "compressed", args.model_version)
+    key = read_data_key(args.data_key_file)
+    payload = read_artifact(args.artifact, key, kind=args.artifact_kind, binding=binding, digest=args.artifact_digest)
+    return loader(payload, args.model_name)
 
 
 async def serve_until_terminated(server: ServingServer, drain_seconds: float) -> None:
@@ -100,9 +127,10 @@ def serve_artifact(args: argparse.Namespace, loader: Loader) -> None:
             "no --allow-list: every client certificate of the model's CA is answered until it expires, unlimited"
         )
     try:
-        predictor = load_predictor_from_artifact(
-            args.artifact, args.data_key_file, args.model_name, loader, kind=args.artifact_kind
-        )
+        predictor = load_predictor_from_artifact(args, loader)
+    except (ArtifactError, OSError, ValueError) as err:
+        _refuse("ArtifactRejected", err, args.termination_log)
+    try:
         server = ServingServer(
             predictor,
             args.tls_dir,
@@ -113,6 +141,12 @@ def serve_artifact(args: argparse.Namespace, loader: Loader) -> None:
             allow_list=args.allow_list,
             audit=sys.stdout,
         )
-    except (ArtifactError, OSError, ValueError) as err:  # ssl.SSLError is an OSError
-        raise SystemExit(f"securemodel-worker serve: {err}") from None
+    except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+        _refuse("ServeFailed", err, args.termination_log)
     asyncio.run(serve_until_terminated(server, args.drain_seconds))
+
+
+def _refuse(reason: str, err: Exception, termination_log: Path) -> NoReturn:
+    """Write the termination message, then exit with status 1 and the reason on stderr."""
+    write_refusal(reason, str(err), termination_log)
+    raise SystemExit(f"securemodel-worker serve: {err}") from None

@@ -41,6 +41,7 @@ from securemodel.models import (
     dump_fp32,
     resolve_builder,
 )
+from securemodel.workers.arguments import model_binding
 from securemodel.workers.dpsgd import DPSGDConfig, DPSGDProgress, resolve_device, train_dp_sgd
 from securemodel.workers.report import describe_error, emit
 
@@ -135,5 +136,6 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
     accuracy = ModelPredictor(record, "validation").accuracy(data.x_val, data.y_val)
     training.update(accuracy=accuracy, validationExamples=len(data.y_val))
     record = record.with_info(data=data_spec, training=training)
-    digest = write_artifact(output, dump_fp32(record), key, kind=ARTIFACT_KIND)
+    binding = model_binding(args.model_uid, args.training_version, "fp32")
+    digest = write_artifact(output, dump_fp32(record), key, kind=ARTIFACT_KIND, binding=binding)
     return {**training, "digest": digest, "sizeBytes": output.stat().st_size, "artifact": str(output)}

@@ -329,6 +329,8 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
         "--max-grad-norm", repr(spec.privacy.max_grad_norm),
         "--device", "cuda" if spec.resources.gpus > 0 else "cpu",
         "--output", trained_artifact(training),
+        "--model-uid", owner.uid,
+        "--training-version", training,
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
         "--data-root", DATA_DIR,
     ]  # fmt: skip
@@ -360,6 +362,9 @@ def compress_job(owner: Owner, spec: ModelSpecs, versions: Versions, image: str)
         "--output", compressed_artifact(versions),
         "--sparsity", repr(spec.compression.sparsity),
         "--quantization", spec.compression.quantization,
+        "--model-uid", owner.uid,
+        "--training-version", versions.training,
+        "--model-version", versions.version,
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
     ]  # fmt: skip
     main = container("compress", image, args, _KEY_MOUNTS)
@@ -380,18 +385,30 @@ def serving_labels(owner: Owner) -> dict[str, str]:
     return {MODEL_LABEL: owner.name, COMPONENT_LABEL: "serve"}
 
 
-def deployment(owner: Owner, spec: ModelSpecs, versions: Versions, image: str) -> dict[str, Any]:
-    """The serving Deployment of ``version``'s compressed artifact (rolling: old pods serve until new ones are ready)."""
+def deployment(
+    owner: Owner, spec: ModelSpecs, versions: Versions, image: str, digest: str | None = None
+) -> dict[str, Any]:
+    """The serving Deployment of ``version``'s compressed artifact (rolling: old pods serve until new ones are ready).
+
+    The pods serve only the file whose SHA-256 is ``digest`` (the compress result's) and that
+    authenticates as this model's (uid) compressed artifact of ``versions``; anything else stops
+    them before they listen, with the termination message ``{"reason": "ArtifactRejected", ...}``.
+    Without ``digest`` the pods refuse to start (``--artifact-digest`` is required).
+    """
     args = [
         "securemodel-worker", "serve",
         "--artifact", compressed_artifact(versions),
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
         "--tls-dir", TLS_DIR,
         "--model-name", owner.name,
+        "--model-uid", owner.uid,
+        "--training-version", versions.training,
         "--model-version", versions.version,
         "--port", str(SERVE_PORT),
         "--metrics-port", str(METRICS_PORT),
     ]  # fmt: skip
+    if digest is not None:
+        args += ["--artifact-digest", digest]
     mounts = [
         {"name": "artifacts", "mountPath": ARTIFACTS_DIR, "readOnly": True},
         {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
@@ -411,7 +428,8 @@ def deployment(owner: Owner, spec: ModelSpecs, versions: Versions, image: str) -
         },
         startupProbe={"httpGet": {"path": "/v2/health/live", "port": "metrics"}, "periodSeconds": 1, "failureThreshold": 120},
         resources={"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        # A refused artifact exits with a one-line reason on stderr: it becomes the termination message.
+        # A refused artifact writes {"reason": "ArtifactRejected", "message": ...} to the termination log;
+        # any other failure to start leaves its one-line reason on stderr, which then becomes the message.
         terminationMessagePolicy="FallbackToLogsOnError",
     )
     volumes = _volumes(owner, artifacts_read_only=True)

@@ -1,5 +1,6 @@
 """The children a SecureModel owns: deterministic names, restricted pods, no secret on a command line."""
 
+import argparse
 import base64
 import json
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from securemodel.operator.secure_model import children, keys, outcomes
 from securemodel.operator.secure_model.decide import Snapshot, serve_failure
 from securemodel.operator.secure_model.jobs import JobPhase, job_view, pod_view
 from securemodel.operator.secure_model.spec import ModelSpecs, parse
+from securemodel.workers import cli
 
 OWNER = children.Owner("tumor", "clinic-a", "1234-uid")
 RAW: dict[str, Any] = {
@@ -25,6 +27,7 @@ RAW: dict[str, Any] = {
 }
 SPEC = parse(RAW)
 RUN = children.Run(noise_multiplier=1.25, sample_rate=0.140969, steps=15)
+DIGEST = "sha256:" + "ab" * 32
 
 
 def spec_with(**parts: Any) -> ModelSpecs:
@@ -37,8 +40,26 @@ def pods_of(spec: ModelSpecs = SPEC) -> list[dict[str, Any]]:
     return [
         children.train_job(OWNER, spec, versions.training, RUN, "img")["spec"]["template"]["spec"],
         children.compress_job(OWNER, spec, versions, "img")["spec"]["template"]["spec"],
-        children.deployment(OWNER, spec, versions, "img")["spec"]["template"]["spec"],
+        children.deployment(OWNER, spec, versions, "img", DIGEST)["spec"]["template"]["spec"],
     ]
+
+
+def worker_args(pod: dict[str, Any]) -> argparse.Namespace:
+    """The pod's command as the worker parses it (the real parser: a flag it does not know fails here)."""
+    command = pod["containers"][0]["command"]
+    assert command[0] == "securemodel-worker"
+    return cli.build_parser().parse_args(command[1:])
+
+
+def test_every_worker_command_parses_and_binds_the_artifacts_to_the_model_and_its_versions() -> None:
+    versions = SPEC.versions
+    train, compress, serve = (worker_args(pod) for pod in pods_of())
+    assert (train.command, compress.command, serve.command) == ("train", "compress", "serve")
+    assert train.model_uid == compress.model_uid == serve.model_uid == OWNER.uid
+    assert train.training_version == compress.training_version == serve.training_version == versions.training
+    assert compress.model_version == serve.model_version == versions.version
+    assert serve.artifact_digest == DIGEST and str(serve.artifact) == str(compress.output)
+    assert str(compress.input) == str(train.output)
 
 
 def test_names_are_deterministic_and_the_versions_ignore_serving_and_resources() -> None:
@@ -227,7 +248,7 @@ def test_serving_is_ready_only_with_all_replicas_available_and_reports_crashes()
                "status": {"containerStatuses": [{"name": "serve", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
                                                  "lastState": {"terminated": {
                                                      "exitCode": 1, "message": "artifact refused: authentication tag mismatch\n"}}}]}}
-    snapshot = Snapshot(OWNER, 1, False, True, None, SPEC, "img", True, None, None, None, None, {}, (crashed,), None, None,
+    snapshot = Snapshot(OWNER, 1, False, True, None, SPEC, "img", True, None, None, None, None, None, {}, (crashed,), None, None,
                         None, None, {}, NOW)
     failure = serve_failure(snapshot, "v1")
     assert "authentication tag mismatch" in failure

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import re
@@ -22,12 +23,15 @@ from cryptography import x509
 from serving_support import MODEL, AllowListVolume, Client, LinearModel, Pki, SecretVolume, plain_get
 
 from securemodel.crypto.artifacts import new_data_key, write_artifact
+from securemodel.workers.arguments import model_binding
 from securemodel.crypto.pki import tls_secret_data
 from securemodel.serving.tls import client_context
 from securemodel.workers.serve import MODEL_KIND, add_serve_arguments, serve_artifact
 
 HERE = Path(__file__).parent
 BATCH = np.ones((2, 4), dtype=np.float32)
+UID, TRAINING, VERSION = "0b6c1f9e-2d1a-4c1e-9a53-5c0e0b7d2f11", "v1a2b3c4d", "v5e6f7a8b"
+BINDING = model_binding(UID, TRAINING, "compressed", VERSION)
 
 # The worker, with the test's model loader in place of the worker image's (torch) one.
 WORKER = """
@@ -53,6 +57,12 @@ def serve_args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def bound(path: Path, digest: str) -> list[str]:
+    """The artifact flags the operator passes: the file, its recorded digest, the model and versions it serves."""
+    return [f"--artifact={path}", f"--artifact-digest={digest}", f"--model-uid={UID}",
+            f"--training-version={TRAINING}", f"--model-version={VERSION}"]  # fmt: skip
+
+
 @pytest.fixture
 def artifact(tmp_path: Path) -> tuple[Path, Path, bytes]:
     """An encrypted model artifact and the file holding its data key (as a mounted Secret)."""
@@ -61,8 +71,14 @@ def artifact(tmp_path: Path) -> tuple[Path, Path, bytes]:
     key_file.parent.mkdir()
     key_file.write_bytes(key)
     path = tmp_path / "model.smaf"
-    write_artifact(path, LinearModel.random().to_bytes(), key, kind=MODEL_KIND)
+    digest = write_artifact(path, LinearModel.random().to_bytes(), key, kind=MODEL_KIND, binding=BINDING)
+    (tmp_path / "model.digest").write_text(digest)
     return path, key_file, key
+
+
+def flags(path: Path) -> list[str]:
+    """:func:`bound` for the fixture's artifact, with the digest recorded when it was written."""
+    return bound(path, (path.parent / "model.digest").read_text())
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -97,7 +113,7 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
     port, metrics_port = free_port(), free_port()
     client_dir = pki.client_dir("frontend")
     argv = [
-        f"--artifact={path}",
+        *flags(path),
         f"--data-key-file={key_file}",
         f"--tls-dir={volume.root}",
         f"--model-name={MODEL}",
@@ -182,7 +198,7 @@ def test_worker_answers_the_clients_on_its_allow_list_and_follows_it(
     allow = AllowListVolume(tmp_path / "allow-list", {"frontend": [frontend]})
     port, metrics_port = free_port(), free_port()
     argv = [
-        f"--artifact={path}",
+        *flags(path),
         f"--data-key-file={key_file}",
         f"--tls-dir={volume.root}",
         f"--allow-list={allow.path}",
@@ -235,7 +251,7 @@ def test_an_invalid_allow_list_stops_the_worker_with_a_clear_error(
     allow_list = tmp_path / "allow-list.json"
     allow_list.write_text('{"version": 1, "clients": [{"name": "frontend"}]}')
     args = serve_args(
-        f"--artifact={path}",
+        *flags(path),
         f"--data-key-file={key_file}",
         f"--tls-dir={Pki(tmp_path).server_volume().root}",
         f"--allow-list={allow_list}",
@@ -253,13 +269,70 @@ def test_tampered_artifact_stops_the_worker_with_a_clear_error(
     blob[-20] ^= 0x01
     tampered = tmp_path / "tampered.smaf"
     tampered.write_bytes(bytes(blob))
+    digest = "sha256:" + hashlib.sha256(tampered.read_bytes()).hexdigest()  # a forger who also set the digest
+    log = tmp_path / "termination-log"
+    log.touch()
     args = serve_args(
-        f"--artifact={tampered}", f"--data-key-file={key_file}", f"--tls-dir={tmp_path}", f"--model-name={MODEL}"
-    )
-    with pytest.raises(
-        SystemExit, match=r"artifact .*tampered\.smaf failed authentication: modified, truncated or wrong key"
-    ):
+        *bound(tampered, digest), f"--data-key-file={key_file}", f"--tls-dir={tmp_path}", f"--model-name={MODEL}",
+        f"--termination-log={log}",
+    )  # fmt: skip
+    expected = r"artifact .*tampered\.smaf failed authentication: modified, truncated or wrong key"
+    with pytest.raises(SystemExit, match=expected):
         serve_artifact(args, LinearModel.from_bytes)
+    message = json.loads(log.read_text())
+    assert message["reason"] == "ArtifactRejected" and re.match(expected, message["message"])
+
+
+@pytest.mark.parametrize(
+    ("swap", "complaint"),
+    [
+        ("older-version", "version: v00000001, expected v5e6f7a8b; the header is genuine"),
+        ("trained-fp32", "encoding: fp32, expected compressed; version: (none), expected v5e6f7a8b; the header is"),
+        ("other-model", f"uid: 7d3e2a10-0000-4000-8000-000000000000, expected {UID}"),
+        ("same-binding-other-file", "not the sha256:"),
+    ],
+)
+def test_an_artifact_other_than_the_recorded_one_is_refused_before_listening(
+    tmp_path: Path, artifact: tuple[Path, Path, bytes], swap: str, complaint: str
+) -> None:
+    """The e2e scenario of issue 9 in one process: another genuine artifact of this model's key copied over
+    the served path. The worker exits 1 with an ArtifactRejected termination message and never listens."""
+    path, key_file, key = artifact
+    recorded = (tmp_path / "model.digest").read_text()
+    binding = {
+        "older-version": {**BINDING, "version": "v00000001"},
+        "trained-fp32": model_binding(UID, TRAINING, "fp32"),
+        "other-model": {**BINDING, "uid": "7d3e2a10-0000-4000-8000-000000000000"},
+        "same-binding-other-file": BINDING,
+    }[swap]
+    path.unlink()
+    write_artifact(path, LinearModel.random().to_bytes(), key, kind=MODEL_KIND, binding=binding)
+    log = tmp_path / "termination-log"
+    log.touch()
+    port, metrics_port = free_port(), free_port()
+    argv = [*bound(path, recorded), f"--data-key-file={key_file}", f"--tls-dir={Pki(tmp_path).server_volume().root}",
+            f"--model-name={MODEL}", f"--port={port}", f"--metrics-port={metrics_port}", f"--termination-log={log}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        while process.poll() is None:  # while it runs, nothing listens on either port
+            for candidate in (port, metrics_port):
+                with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", candidate), 1):
+                    pass
+            time.sleep(0.02)
+        audit, output = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1
+    message = json.loads(log.read_text())
+    assert message["reason"] == "ArtifactRejected" and complaint in message["message"]
+    assert message["message"].startswith(f"artifact {path} ")
+    assert complaint.encode() in output and audit == b""  # the reason on stderr; no request was answered
+    assert b"serving with certificate" not in output
 
 
 def test_a_data_key_of_the_wrong_length_is_refused(tmp_path: Path, artifact: tuple[Path, Path, bytes]) -> None:
@@ -267,7 +340,7 @@ def test_a_data_key_of_the_wrong_length_is_refused(tmp_path: Path, artifact: tup
     short = tmp_path / "short-key"
     short.write_bytes(b"0" * 16)
     args = serve_args(
-        f"--artifact={path}", f"--data-key-file={short}", f"--tls-dir={tmp_path}", f"--model-name={MODEL}"
+        *flags(path), f"--data-key-file={short}", f"--tls-dir={tmp_path}", f"--model-name={MODEL}"
     )
     with pytest.raises(SystemExit, match="holds 16 bytes, expected 32"):
         serve_artifact(args, LinearModel.from_bytes)
@@ -278,7 +351,7 @@ def test_missing_tls_files_stop_the_worker_with_a_clear_error(
 ) -> None:
     path, key_file, _ = artifact
     args = serve_args(
-        f"--artifact={path}",
+        *flags(path),
         f"--data-key-file={key_file}",
         f"--tls-dir={tmp_path / 'nowhere'}",
         f"--model-name={MODEL}",
@@ -288,7 +361,9 @@ def test_missing_tls_files_stop_the_worker_with_a_clear_error(
 
 
 def test_serve_arguments_and_defaults() -> None:
-    args = serve_args("--artifact=/m/model.smaf", "--data-key-file=/k/key", "--tls-dir=/tls", "--model-name=tumor")
+    args = serve_args(*bound(Path("/m/model.smaf"), "sha256:" + "0" * 64), "--data-key-file=/k/key",
+                      "--tls-dir=/tls", "--model-name=tumor")  # fmt: skip
     assert (args.port, args.metrics_port, args.artifact_kind) == (8443, 9090, "model")
+    assert str(args.termination_log) == "/dev/termination-log" and args.model_version == VERSION
     assert args.artifact == Path("/m/model.smaf") and args.tls_dir == Path("/tls")
     assert args.allow_list is None and args.reload_interval == 2.0

@@ -12,7 +12,8 @@ TRAIN = [
     "train", "--architecture", "mlp", "--params", '{"hidden": [64, 32]}',
     "--data-source", "builtin://breast_cancer", "--noise-multiplier", "1.1", "--sample-rate", "0.14",
     "--steps", "143", "--max-grad-norm", "1.0", "--output", "/artifacts/model.enc",
-    "--data-key-file", "/keys/data-key",
+    "--data-key-file", "/keys/data-key", "--model-uid", "0b6c1f9e-2d1a-4c1e-9a53-5c0e0b7d2f11",
+    "--training-version", "v1a2b3c4d",
 ]  # fmt: skip
 
 
@@ -56,9 +57,35 @@ def test_train_rejects_bad_arguments(change: list[str], complaint: str, capsys: 
         (["compress", "--output", "/a/small.enc", "--data-key-file", "/k"], "--input"),
         (["compress", "--input", "/a/model.enc", "--output", "/a/small.enc"], "--data-key-file"),
         (["serve", "--artifact", "/a/small.enc", "--tls-dir", "/tls", "--model-name", "m"], "--data-key-file"),
+        # the artifacts' binding and the served artifact's digest come from the operator, always
+        (TRAIN[:-4], "--model-uid, --training-version"),
+        (["compress", "--input", "/a/model.enc", "--output", "/a/small.enc"], "--model-version"),
+        (["serve", "--artifact", "/a/small.enc", "--tls-dir", "/tls", "--model-name", "m"], "--artifact-digest"),
     ],
 )
 def test_required_arguments_are_enforced(argv: list[str], missing: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(argv)
-    assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+    (complaint,) = [line for line in capsys.readouterr().err.splitlines() if "arguments are required" in line]
+    assert missing in complaint
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (["--model-uid", "a uid"], "--model-uid: 'a uid' is not a uid or version"),
+        (["--training-version", ""], "--training-version: '' is not a uid or version"),
+    ],
+)
+def test_binding_values_are_checked(change: list[str], complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(TRAIN + change)
+    assert complaint in capsys.readouterr().err
+
+
+def test_serve_refuses_a_malformed_digest(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--artifact", "/a", "--artifact-digest", "sha256:ABC", "--model-uid", "u",
+                  "--training-version", "v1", "--model-version", "v2", "--data-key-file", "/k", "--tls-dir", "/t",
+                  "--model-name", "m"])  # fmt: skip
+    assert "--artifact-digest: 'sha256:ABC' is not sha256:<64 lower-case hex digits>" in capsys.readouterr().err

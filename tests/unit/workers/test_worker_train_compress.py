@@ -19,6 +19,7 @@ from securemodel.crypto.artifacts import read_artifact
 from securemodel.data.loading import load_dataset
 from securemodel.models import ARTIFACT_KIND, load_predictor, load_record
 from securemodel.workers import cli
+from securemodel.workers.arguments import model_binding
 
 torch.set_num_threads(1)  # the unit tests share two cores with everything else
 
@@ -28,6 +29,14 @@ DP = ["--noise-multiplier", "2.63", "--sample-rate", str(64 / 456), "--steps", "
 # Stated tolerance: pruning half of the weights + int8 costs at most 5 points of validation accuracy here.
 ACCURACY_TOLERANCE = 0.05
 _modules = itertools.count()
+UID, TRAINING, VERSION = "0b6c1f9e-2d1a-4c1e-9a53-5c0e0b7d2f11", "v1a2b3c4d", "v5e6f7a8b"
+TRAINED = model_binding(UID, TRAINING, "fp32")
+COMPRESSED = model_binding(UID, TRAINING, "compressed", VERSION)
+# What the operator binds each command's artifacts to.
+BINDING_FLAGS = {
+    "train": ["--model-uid", UID, "--training-version", TRAINING],
+    "compress": ["--model-uid", UID, "--training-version", TRAINING, "--model-version", VERSION],
+}
 
 
 @dataclass
@@ -40,8 +49,9 @@ class Workspace:
     def run(self, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any], str]:
         """Run the CLI; returns (exit status, the result JSON, everything printed)."""
         status = cli.main(
-            [*argv, "--data-key-file", str(self.key_file), "--termination-log", str(self.termination_log)]
-        )
+            [*argv, *BINDING_FLAGS[argv[0]], "--data-key-file", str(self.key_file),
+             "--termination-log", str(self.termination_log)]
+        )  # fmt: skip
         captured = capsys.readouterr()
         output = captured.out + captured.err
         return status, json.loads(captured.out.strip().splitlines()[-1]), output
@@ -98,7 +108,7 @@ def test_train_then_compress(ws: Workspace, capsys: pytest.CaptureFixture[str]) 
     assert_no_key_material(ws, output)
 
     # the artifact is the encrypted fp32 payload; its predictor reproduces the reported accuracy
-    payload = read_artifact(model_file, ws.key, kind=ARTIFACT_KIND)
+    payload = read_artifact(model_file, ws.key, kind=ARTIFACT_KIND, binding=TRAINED)
     assert payload not in model_file.read_bytes()
     data = load_dataset("builtin://breast_cancer", validation_split=0.2, seed=0)
     assert load_predictor(payload, "m").accuracy(data.x_val, data.y_val) == trained["accuracy"]
@@ -116,7 +126,7 @@ def test_train_then_compress(ws: Workspace, capsys: pytest.CaptureFixture[str]) 
     assert compressed["accuracy"] == trained["accuracy"]
     assert compressed["compressedAccuracy"] >= compressed["accuracy"] - ACCURACY_TOLERANCE
     assert model_file.read_bytes() == before
-    small = load_predictor(read_artifact(ws.root / "small.enc", ws.key, kind=ARTIFACT_KIND), "m")
+    small = load_predictor(read_artifact(ws.root / "small.enc", ws.key, kind=ARTIFACT_KIND, binding=COMPRESSED), "m")
     assert small.encoding == "compressed"
     assert small.accuracy(data.x_val, data.y_val) == compressed["compressedAccuracy"]
     assert json.loads(ws.termination_log.read_text()) == compressed

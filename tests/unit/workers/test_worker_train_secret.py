@@ -15,6 +15,7 @@ from securemodel.crypto.artifacts import read_artifact
 from securemodel.models import ARTIFACT_KIND, load_record
 from securemodel.workers import cli
 from securemodel.workers import train as train_module
+from securemodel.workers.arguments import model_binding
 
 torch.set_num_threads(1)  # the unit tests share two cores with everything else
 
@@ -37,10 +38,11 @@ def test_identical_arguments_and_seed_start_alike_and_end_differently(
     results, payloads = [], []
     for name in ("a.enc", "b.enc"):
         argv = ["train", "--architecture", "mlp", "--data-source", "builtin://breast_cancer", "--seed", "7", *DP,
-                "--output", str(tmp_path / name), "--data-key-file", str(key_file)]  # fmt: skip
+                "--output", str(tmp_path / name), "--data-key-file", str(key_file), "--model-uid", "u1",
+                "--training-version", "v1"]  # fmt: skip
         assert cli.main(argv) == 0
         results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
-        payloads.append(read_artifact(tmp_path / name, key, kind=ARTIFACT_KIND))
+        payloads.append(read_artifact(tmp_path / name, key, kind=ARTIFACT_KIND, binding=model_binding("u1", "v1", "fp32")))
 
     (state_a, x_a, y_a), (state_b, x_b, y_b) = starts
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)  # same initialisation ...
