@@ -1,4 +1,4 @@
-"""FederatedRound: one round of federated training across silos, with secure aggregation."""
+"""FederatedRound: federated training across silos on Flower, with SecAgg+ and per-silo DP budgets."""
 
 from enum import StrEnum
 
@@ -30,7 +30,6 @@ class Phase(StrEnum):
 
     PENDING = "Pending"
     RUNNING = "Running"
-    AGGREGATING = "Aggregating"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
@@ -38,21 +37,34 @@ class Phase(StrEnum):
 class ParticipantState(StrEnum):
     """Where one silo stands in the round."""
 
-    PENDING = "Pending"
-    TRAINING = "Training"
-    SUBMITTED = "Submitted"
-    DROPPED = "Dropped"
+    PENDING = "Pending"  # no pod of the silo has run (waiting for consent, budget or the SuperLink)
+    TRAINING = "Training"  # its SuperNode runs
+    SUBMITTED = "Submitted"  # its masked update reached the aggregate of the round
+    DROPPED = "Dropped"  # it stopped answering in the round, or its pod ended before the round did
 
 
 MAX_CLIENTS = 100
+MAX_ROUNDS = 1000
 CLIENT_NAME_MAX_LENGTH = 22
 NAME_MAX_LENGTH = 40
+SHARES = "(has(self.secureAggregation.numShares) ? self.secureAggregation.numShares : size(self.clients))"
+THRESHOLD = (
+    "(has(self.secureAggregation.threshold) ? self.secureAggregation.threshold"
+    " : (has(self.minClients) ? self.minClients : size(self.clients)))"
+)
 
 MODEL = obj(
     "The global model the round starts from.",
     {
-        "secureModelRef": name_ref("A SecureModel in the round's namespace whose trained model starts the round."),
-        "fromRound": name_ref("A previous FederatedRound in the same namespace whose result starts this round."),
+        "secureModelRef": name_ref(
+            "A SecureModel in the round's namespace whose built-in architecture and parameters (spec.model) the "
+            "round trains from fresh weights; it must not use a custom image or entrypoint (that code would run "
+            "next to every silo's data)."
+        ),
+        "fromRound": name_ref(
+            "A previous FederatedRound in the same namespace whose global model starts this round; it must have "
+            "succeeded."
+        ),
     },
     rules=[
         rule(
@@ -71,12 +83,14 @@ CLIENT = obj(
             max_length=CLIENT_NAME_MAX_LENGTH,
         ),
         "namespace": string(
-            "Namespace the silo's pod runs in and its budget lives in (default: the round's namespace).",
+            "Namespace the silo's SuperNode runs in and its budget lives in (default: the round's namespace). A "
+            "budget of another namespace must consent in its spec.consumers (kind FederatedRound, the round's "
+            "namespace).",
             pattern=DNS_LABEL,
             max_length=63,
         ),
         "data": obj(
-            "The silo's local data.",
+            "The silo's local data; only the silo's pod mounts it.",
             {
                 "source": data_source("builtin://<dataset>[?shard=i&of=n] or pvc://<claim>/<path>."),
                 "samples": samples(),
@@ -84,13 +98,16 @@ CLIENT = obj(
             required=["source"],
             rules=DATA_SIZE_RULES,
         ),
-        "budgetRef": name_ref("The PrivacyBudget in the silo's namespace charged for its training."),
+        "budgetRef": name_ref(
+            "The PrivacyBudget in the silo's namespace charged for its training; its spec.data.sources must cover "
+            "the silo's data source."
+        ),
     },
     required=["name", "data", "budgetRef"],
 )
 
 SPEC = obj(
-    "One round of federated training. Immutable once created.",
+    "Federated training of one model across silos (FedAvg on Flower). Immutable once created.",
     {
         "model": MODEL,
         "clients": array(
@@ -101,8 +118,14 @@ SPEC = obj(
             list_type="map",
             map_keys=["name"],
         ),
+        "rounds": integer(
+            "FedAvg rounds; each silo's ε is calibrated for its steps over all of them.",
+            minimum=1,
+            maximum=MAX_ROUNDS,
+            default=1,
+        ),
         "minClients": integer(
-            "The round succeeds if at least this many silos submit (default: all of them).",
+            "A round succeeds if at least this many silos submit (default: all of them).",
             minimum=1,
             maximum=MAX_CLIENTS,
         ),
@@ -118,7 +141,7 @@ SPEC = obj(
         "privacy": obj(
             "Per-silo DP-SGD; each silo's ε is charged to its own budget.",
             {
-                "epsilon": epsilon("ε each silo spends in this round (> 0)."),
+                "epsilon": epsilon("ε each silo spends over all rounds (> 0)."),
                 "delta": delta("δ of each silo's guarantee (0 < δ < 1).", default=1.0e-5),
                 "maxGradNorm": MAX_GRAD_NORM,
                 "accountant": ACCOUNTANT,
@@ -126,12 +149,18 @@ SPEC = obj(
             required=["epsilon"],
         ),
         "secureAggregation": obj(
-            "Secure aggregation (Bonawitz et al., CCS '17): the aggregator learns only the sum.",
+            "Secure aggregation with Flower's SecAgg+ (Bell et al., CCS '20): the aggregator learns only the sum.",
             {
                 "enabled": boolean("Mask the updates so the aggregator sees only their sum.", default=True),
+                "numShares": integer(
+                    "Silos each silo's key is secret-shared with (default: every silo). Only with enabled.",
+                    minimum=3,
+                    maximum=MAX_CLIENTS,
+                ),
                 "threshold": integer(
-                    "Silos that must survive for the masks of dropped ones to be removed "
-                    "(default: minClients, or every client when that is unset). Only with enabled.",
+                    "Reconstruction threshold: shares needed to remove a dropped silo's masks; above half of "
+                    "numShares and at most minClients (default: minClients, or every client when that is unset). "
+                    "Only with enabled.",
                     minimum=2,
                     maximum=MAX_CLIENTS,
                 ),
@@ -139,15 +168,14 @@ SPEC = obj(
             default={},
         ),
         "timeout": duration(
-            "How long the round may take before it fails.", default="10m", at_least="1m", at_most="168h"
+            "How long one FedAvg round may take before the round fails.", default="10m", at_least="1m", at_most="168h"
         ),
     },
     required=["model", "clients", "privacy"],
     rules=[
         rule(
             "self == oldSelf",
-            "spec is immutable: a FederatedRound is one round; create a new one with spec.model.fromRound "
-            "to train further",
+            "spec is immutable: create a new FederatedRound with spec.model.fromRound to train further",
         ),
         rule(
             "!has(self.minClients) || self.minClients <= size(self.clients)",
@@ -167,10 +195,24 @@ SPEC = obj(
             field_path=".secureAggregation.threshold",
         ),
         rule(
-            "!has(self.secureAggregation.threshold) || self.secureAggregation.enabled",
-            "spec.secureAggregation.threshold is only allowed when secure aggregation is enabled",
+            "!has(self.secureAggregation.numShares) || self.secureAggregation.numShares <= size(self.clients)",
+            "spec.secureAggregation.numShares must not exceed the number of clients",
+            field_path=".secureAggregation.numShares",
+        ),
+        rule(
+            f"!self.secureAggregation.enabled || 2 * {THRESHOLD} > {SHARES}",
+            "spec.secureAggregation.threshold (default: minClients) must be above half of numShares (default: "
+            "every client): SecAgg+ is secure only when fewer than half of the shares can be put together",
             field_path=".secureAggregation.threshold",
-            reason="FieldValueForbidden",
+        ),
+        *(
+            rule(
+                f"!has(self.secureAggregation.{field}) || self.secureAggregation.enabled",
+                f"spec.secureAggregation.{field} is only allowed when secure aggregation is enabled",
+                field_path=f".secureAggregation.{field}",
+                reason="FieldValueForbidden",
+            )
+            for field in ("threshold", "numShares")
         ),
         rule(
             "!self.secureAggregation.enabled || (has(self.minClients) ? self.minClients : size(self.clients)) >= 2",
@@ -181,27 +223,55 @@ SPEC = obj(
     ],
 )
 
+PARTICIPANT = obj(
+    "One silo's part in the round, its claim and the DP-SGD mechanism the operator calibrated for it.",
+    {
+        "name": string("Silo name."),
+        "namespace": string("Namespace of the silo's SuperNode and budget."),
+        "budget": string("The silo's PrivacyBudget."),
+        "state": string("Where the silo stands now.", enum=list(ParticipantState)),
+        "rounds": array(
+            "The silo's state in each FedAvg round that ended.",
+            obj(
+                "The silo in one round.",
+                {
+                    "round": integer("Round number, from 1.", minimum=1),
+                    "state": string("Submitted or Dropped.", enum=list(ParticipantState)),
+                },
+                required=["round", "state"],
+            ),
+        ),
+        "claim": string("State of the silo's claim on its budget (Waiting, Reserved, Committed, Released, Rejected)."),
+        "epsilonClaimed": number("ε the silo's claim holds (the target its noise was calibrated for)."),
+        "epsilonSpent": number("ε committed to the silo's budget once its claim is settled."),
+        "delta": number("δ of the silo's guarantee."),
+        "noiseMultiplier": number("σ of the silo's DP-SGD, calibrated by the operator."),
+        "sampleRate": number("Poisson sample rate q = batch size ÷ the silo's training examples."),
+        "stepsPerRound": integer("Noisy steps per round: ceil(localEpochs ÷ q).", minimum=0),
+        "steps": integer("Noisy steps over all rounds, the run σ was calibrated for (an accountant at σ, q and "
+                         "these steps at delta reproduces epsilonClaimed's bound).", minimum=0),
+        "reason": string("Why the silo cannot take part yet, if it cannot (CamelCase)."),
+        "message": string("Detail of reason."),
+    },
+    required=["name", "state"],
+)
+
 STATUS = obj(
     "Progress and result of the round.",
     {
-        "phase": phase("Where the round is.", list(Phase)),
+        "phase": phase("Pending, Running (round k of R), Succeeded or Failed.", list(Phase)),
         "observedGeneration": observed_generation(),
-        "participants": array(
-            "One entry per silo.",
-            obj(
-                "A silo's progress.",
-                {
-                    "name": string("Silo name."),
-                    "state": string("Pending, Training, Submitted or Dropped.", enum=list(ParticipantState)),
-                },
-                required=["name", "state"],
-            ),
-        ),
+        "rounds": integer("FedAvg rounds of the spec.", minimum=0),
+        "roundsCompleted": integer("FedAvg rounds whose global model was written.", minimum=0),
+        "submitted": string("Silos that submitted in the last completed round, of all silos (e.g. 2/3)."),
+        "participants": array("One entry per silo.", PARTICIPANT),
         "model": obj(
-            "The aggregated global model.",
+            "The global model after the last completed round: an AES-256-GCM artifact under the round's data key.",
             {
                 "digest": string("sha256 of the encrypted artifact."),
-                "accuracy": number("Accuracy of the global model."),
+                "artifact": string("Path of the artifact on the round's artifacts volume."),
+                "accuracy": number("Accuracy of the global model (example-weighted mean over the silos' validation "
+                                   "splits; outside DP, like any reported accuracy)."),
             },
         ),
         "conditions": conditions(),
@@ -213,20 +283,23 @@ KIND = Kind(
     plural="federatedrounds",
     short_name="fround",
     description=(
-        "One round of federated training of a model across silos, each training with DP-SGD on "
-        "its own data and budget; with secure aggregation the aggregator only sees the masked sum."
+        "Federated training of a model across silos on Flower: each silo trains with DP-SGD on its own data, "
+        "charged to its own budget (which must consent); with SecAgg+ the aggregator only sees the masked sum."
     ),
     spec=SPEC,
     status=STATUS,
     printer_columns=(
         column("Phase", ".status.phase"),
         READY_COLUMN,
-        column("Epsilon", ".spec.privacy.epsilon", "number", "ε each silo spends"),
-        column("Min", ".spec.minClients", "integer", "Silos that must submit", priority=1),
+        column("Round", ".status.roundsCompleted", "integer", "FedAvg rounds completed"),
+        column("Rounds", ".spec.rounds", "integer", "FedAvg rounds of the spec"),
+        column("Submitted", ".status.submitted", description="Silos that submitted in the last round, of all"),
         column("Accuracy", ".status.model.accuracy", "number", "Accuracy of the global model"),
+        column("Epsilon", ".spec.privacy.epsilon", "number", "ε each silo spends", priority=1),
+        column("Min", ".spec.minClients", "integer", "Silos that must submit", priority=1),
         AGE_COLUMN,
     ),
-    # Silo pods are named <round>-<client>, which must fit a 63-character label.
+    # Silo Jobs are named <round>-<client>, which must fit a 63-character label.
     name_max_length=NAME_MAX_LENGTH,
     name_pattern=DNS_1035_LABEL,
 )

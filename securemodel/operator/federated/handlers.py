@@ -1,36 +1,210 @@
-"""FederatedRound handlers: accept the round and list its participants."""
+"""FederatedRound handlers: one level-based reconciler per round, and the settlement of its claims on deletion.
 
+:func:`reconcile` is a kopf daemon per round that loops *observe → decide → act*
+(:mod:`.observe`, :mod:`.decide`, :mod:`.act`) and writes the status it decided. It wakes on any
+watch event of the round, of a silo's budget, of its starting SecureModel or previous round, or of
+a child (the indexes below, in the round's namespace and the silos'), and at least every
+:data:`~.settings.PIPELINE_RESYNC_SECONDS` while it works. Deleting a round waits (kopf's
+finalizer) until :func:`settle_on_delete` has settled every silo's claim and every SuperNode pod is gone.
+
+The operator must watch the silos' namespaces too (all namespaces, or each of them in
+``--namespace``): the SuperNode pods' container statuses decide what each silo's budget is charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from securemodel.api import GROUP, VERSION
-from securemodel.api.federated_round import KIND, ParticipantState, Phase
-from securemodel.operator.settings import RETRY_BACKOFF
-from securemodel.operator.conditions import READY, Condition, Outcome, publish
+from securemodel.api.federated_round import KIND
+from securemodel.api.privacy_budget import KIND as BUDGET_KIND
+from securemodel.api.secure_model import KIND as MODEL_KIND
+from securemodel.operator import kube
+from securemodel.operator.budget.handlers import budget_key
+from securemodel.operator.budget.ledger import BudgetRef
+from securemodel.operator.conditions import READY, Condition, Outcome, Progress, event_for, status_for
+from securemodel.operator.federated import children
+from securemodel.operator.federated.act import act
+from securemodel.operator.federated.decide import decide, decide_deletion
+from securemodel.operator.federated.observe import Indexes, observe
+from securemodel.operator.federated.snapshot import BudgetView
+from securemodel.operator.runtime import Runtime, runtime
+from securemodel.operator.settings import (
+    DAEMON_CANCELLATION_BACKOFF,
+    DAEMON_CANCELLATION_TIMEOUT,
+    DELETION_SETTLE_SECONDS,
+    PIPELINE_IDLE_RESYNC_SECONDS,
+    PIPELINE_RESYNC_SECONDS,
+    RETRY_BACKOFF,
+)
+from securemodel.operator.wakeups import sleep_until
+
+CHILD = {children.ROUND_UID_LABEL: kopf.PRESENT}
 
 
-def assess(spec: Mapping[str, Any]) -> Outcome:
-    """A new round is Pending, with every silo Pending."""
-    clients = spec["clients"]
-    needed = spec.get("minClients", len(clients))
+def round_key(uid: str) -> tuple[str, str]:
+    """The wake-up key of a round's own changes and its children's."""
+    return (KIND.kind, uid)
+
+
+def start_key(kind: str, namespace: str, name: str) -> tuple[str, str, str]:
+    """The wake-up key of a SecureModel or a FederatedRound a round may start from."""
+    return (f"{KIND.kind}-start-{kind}", namespace, name)
+
+
+def _plain(body: kopf.Body, *parts: str) -> dict[str, Any]:
+    return {part: body[part] for part in ("apiVersion", "kind", "metadata", *parts) if part in body}
+
+
+def _uid(labels: Mapping[str, str]) -> str:
+    return labels[children.ROUND_UID_LABEL]
+
+
+@kopf.index("batch", "v1", "jobs", labels=CHILD)
+async def round_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "spec", "status")}
+
+
+@kopf.index("", "v1", "pods", labels=CHILD)
+async def round_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): {**_plain(body, "status"), "spec": {"nodeName": body["spec"].get("nodeName")}}}
+
+
+@kopf.index("", "v1", "services", labels=CHILD)
+async def round_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "spec")}
+
+
+@kopf.index("", "v1", "persistentvolumeclaims", labels=CHILD)
+async def round_pvcs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "spec")}
+
+
+@kopf.index("", "v1", "configmaps", labels=CHILD)
+async def round_config_maps(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "data")}
+
+
+@kopf.index("", "v1", "secrets", labels=CHILD)
+async def round_secrets(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "data", "type")}
+
+
+@kopf.index(GROUP, VERSION, BUDGET_KIND.plural)
+async def round_budgets(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[BudgetRef, BudgetView]:
+    """What each budget protects and who may spend it (``spec.data.sources``, ``spec.consumers``)."""
+    return {BudgetRef(namespace, name): BudgetView.of(spec)}
+
+
+@kopf.index(GROUP, VERSION, MODEL_KIND.plural)
+async def round_secure_models(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each SecureModel's ``spec.model``: a round may start from its architecture."""
+    return {(namespace, name): dict(spec.get("model") or {})}
+
+
+@kopf.index(GROUP, VERSION, KIND.plural)
+async def round_uids(namespace: str, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
+    """Each round's uid by name: a later round finds the results of the one it starts from."""
+    return {(namespace, name): uid}
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CHILD)
+@kopf.on.event("", "v1", "pods", labels=CHILD)
+@kopf.on.event("", "v1", "services", labels=CHILD)
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=CHILD)
+@kopf.on.event("", "v1", "configmaps", labels=CHILD)
+@kopf.on.event("", "v1", "secrets", labels=CHILD)
+async def wake_round(labels: Mapping[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the round that owns this child, and the rounds that start from it (its results ConfigMap)."""
+    wakeups = runtime(memo).wakeups
+    wakeups.notify(round_key(_uid(labels)))
+    wakeups.notify(start_key(KIND.kind, namespace, labels.get(children.ROUND_LABEL, "")))
+
+
+@kopf.on.event(GROUP, VERSION, MODEL_KIND.plural)
+async def wake_on_model(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    runtime(memo).wakeups.notify(start_key(MODEL_KIND.kind, namespace, name))
+
+
+@kopf.on.event(GROUP, VERSION, KIND.plural)
+async def wake_on_round(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    runtime(memo).wakeups.notify(round_key(uid))
+
+
+async def write_status(current: Runtime, body: kopf.Body, outcome: Outcome, written: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``outcome`` into the round's status unless it is already there; return all this daemon wrote."""
+    known = {**(body.get("status") or {}), **written}
+    status = status_for(outcome, known, body["metadata"].get("generation", 0), datetime.now(UTC))
+    status["display"] = KIND.display({**known, **status})
+    if kube.merge_contains(known, status):
+        return dict(written)
+    metadata = body["metadata"]
+    await asyncio.to_thread(
+        current.custom.patch_namespaced_custom_object_status, GROUP, VERSION, metadata["namespace"], KIND.plural,
+        metadata["name"], {"status": status}, _content_type=kube.MERGE_PATCH,
+    )  # fmt: skip
+    event = event_for(outcome, known)
+    if event is not None:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    return {**written, **status}
+
+
+def _wake_keys(body: kopf.Body, uid: str) -> list[Any]:
+    spec, namespace = body["spec"], body["metadata"]["namespace"]  # immutable (a CEL rule)
+    keys: list[Any] = [round_key(uid)]
+    keys += [budget_key(BudgetRef(c.get("namespace") or namespace, c["budgetRef"])) for c in spec["clients"]]
     model = spec["model"]
-    if "secureModelRef" in model:
-        start = f"SecureModel {model['secureModelRef']}"
-    else:
-        start = f"FederatedRound {model['fromRound']}"
-    message = f"waiting to start from {start}: {len(clients)} silos, {needed} must submit"
-    return Outcome(
-        phase=Phase.PENDING,
-        ready=Condition(READY, False, "Pending", message),
-        fields={"participants": [{"name": c["name"], "state": ParticipantState.PENDING.value} for c in clients]},
-    )
+    if model.get("secureModelRef"):
+        keys.append(start_key(MODEL_KIND.kind, namespace, model["secureModelRef"]))
+    if model.get("fromRound"):
+        keys.append(start_key(KIND.kind, namespace, model["fromRound"]))
+    return keys
 
 
-@kopf.on.resume(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
-@kopf.on.create(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
-@kopf.on.update(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
-async def reconcile(body: kopf.Body, spec: kopf.Spec, patch: kopf.Patch, **_: Any) -> None:
-    """Publish the round's phase and participants."""
-    publish(assess(spec), body, patch)
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    KIND.plural,
+    backoff=RETRY_BACKOFF,
+    cancellation_backoff=DAEMON_CANCELLATION_BACKOFF,
+    cancellation_timeout=DAEMON_CANCELLATION_TIMEOUT,
+)
+async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **indexes: Any) -> None:
+    """Observe, decide, act and publish the status, whenever something the round depends on changes."""
+    current = runtime(memo)
+    found = Indexes.of(indexes)
+    keys = _wake_keys(body, uid)
+    written: dict[str, Any] = {}
+    while not stopped:
+        with current.wakeups.listen(*keys) as changed:
+            if body["metadata"].get("deletionTimestamp"):
+                return  # settle_on_delete takes over
+            snapshot = await observe(current, body, found)
+            decision = decide(snapshot)
+            conflicts = await act(current, snapshot, decision)
+            outcome = decision.outcome
+            assert outcome is not None
+            if conflicts:
+                text = f"Secret {', '.join(conflicts)} exists and is not this round's: rename or delete it"
+                outcome = Outcome(outcome.phase, Condition(READY, False, "SecretConflict", text), outcome.conditions,
+                                  outcome.fields, True, Progress.STALLED)  # fmt: skip
+            if not stopped:
+                written = await write_status(current, body, outcome, written)
+            idle = outcome.progress is not Progress.WORKING and not decision.ledger
+            await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
+
+
+@kopf.on.delete(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
+async def settle_on_delete(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
+    """Settle the silos' claims, stop the round's pods and remove its Secrets in the silos' namespaces."""
+    current = runtime(memo)
+    snapshot = await observe(current, body, Indexes.of(indexes))
+    decision = decide_deletion(snapshot)
+    await act(current, snapshot, decision)
+    if not decision.settled:
+        raise kopf.TemporaryError("settling the silos' claims; their SuperNode pods end first", delay=DELETION_SETTLE_SECONDS)

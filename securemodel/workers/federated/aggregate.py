@@ -1,5 +1,8 @@
 """``securemodel-worker fl-aggregate``: the aggregator pod's whole job, from SuperLink start to result.
 
+0. with ``--initial-architecture``, build the starting model with fresh weights from the public
+   metadata of ``--initial-source`` (:func:`fresh_model`: no data is read) and encrypt it under the
+   round's data key; otherwise start from the ``--initial-model`` artifact;
 1. start :mod:`.superlink` (Flower's ``flower-superlink`` with TLS from ``--tls-dir``,
    ``--enable-supernode-auth``, the Fleet API on ``--port`` for the silos and the Control and
    Runtime APIs for loopback peers only), with Flower's ServerApp runner as its subprocess;
@@ -50,6 +53,48 @@ class AggregationError(RuntimeError):
 def flwr_command() -> str:
     """The ``flwr`` CLI installed beside this interpreter."""
     return str(Path(sys.executable).with_name("flwr"))
+
+
+def fresh_model(architecture: str, params: dict[str, Any], source: str) -> Any:
+    """A freshly initialised :class:`securemodel.models.ModelRecord` for a built-in ``source``.
+
+    Its input shape, classes and input map (the published feature bounds) come from the data set's
+    public metadata only (:mod:`securemodel.data.builtin`), exactly as the silos' loader builds them,
+    so the aggregator reads no data.
+    """
+    import numpy as np
+
+    from securemodel.data.builtin import BUILTIN_BOUNDS, BUILTIN_CLASSES
+    from securemodel.data.loading import IMAGE_SHAPES, Standardization
+    from securemodel.data.sources import BuiltinSource, parse_source
+    from securemodel.models import ModelRecord, ModelSpec, build_model
+
+    parsed = parse_source(source)
+    if not isinstance(parsed, BuiltinSource) or parsed.name not in BUILTIN_BOUNDS:
+        raise AggregationError(f"{source}: fresh weights need a built-in data set with published bounds")
+    bounds = BUILTIN_BOUNDS[parsed.name]
+    shape = IMAGE_SHAPES.get(parsed.name, (len(bounds.low),))
+    standardization = Standardization.from_bounds(np.reshape(bounds.low, shape), np.reshape(bounds.high, shape))
+    spec = ModelSpec(architecture, None, dict(params))
+    classes = BUILTIN_CLASSES[parsed.name]
+    return ModelRecord.from_module(spec, build_model(spec, shape, classes), shape, classes, standardization)
+
+
+def starting_model(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
+    """(artifact, key file) the run starts from: ``--initial-model``, or a fresh model written under the round's key."""
+    if args.initial_model is not None:
+        if args.initial_model_key_file is None:
+            raise AggregationError("--initial-model needs --initial-model-key-file")
+        return Path(args.initial_model), Path(args.initial_model_key_file)
+    if not args.initial_source:
+        raise AggregationError("--initial-architecture needs --initial-source")
+    from securemodel.crypto.artifacts import read_data_key, write_artifact
+    from securemodel.models import ARTIFACT_KIND, dump_fp32
+
+    path = work / "initial.model"
+    record = fresh_model(args.initial_architecture, args.initial_params, args.initial_source)
+    write_artifact(path, dump_fp32(record), read_data_key(Path(args.data_key_file)), kind=ARTIFACT_KIND)
+    return path, Path(args.data_key_file)
 
 
 def write_app(directory: Path, settings: RunSettings) -> Path:
@@ -181,6 +226,7 @@ def run_aggregate(args: argparse.Namespace) -> int:
             env=env,
             start_new_session=True,
         )
+        initial_model, initial_key = starting_model(args, work)
         silos = register_silos(Path(args.silo_keys_dir), env, time.monotonic() + args.startup_timeout)
         settings = RunSettings(
             silos=silos,
@@ -190,8 +236,8 @@ def run_aggregate(args: argparse.Namespace) -> int:
             num_shares=args.num_shares,
             threshold=args.threshold or args.min_clients or len(silos),
             max_weight=args.max_weight,
-            initial_model=Path(args.initial_model).resolve(),
-            initial_model_key_file=Path(args.initial_model_key_file).resolve(),
+            initial_model=initial_model.resolve(),
+            initial_model_key_file=initial_key.resolve(),
             key_file=Path(args.data_key_file).resolve(),
             output_dir=output_dir.resolve(),
             learning_rate=args.learning_rate,

@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from securemodel.workers.arguments import count, fraction, positive, rate
+from securemodel.workers.arguments import count, fraction, json_object, positive, rate
 
 SUPERLINK_PORT = 9092
 CLIENTAPPIO_PORT = 9094
@@ -70,17 +70,30 @@ def add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--learning-rate", type=positive, default=0.1)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    parser.add_argument(
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument(
         "--initial-model",
         type=Path,
-        required=True,
-        help="encrypted model artifact to start from",
+        help="encrypted model artifact to start from (with --initial-model-key-file)",
+    )
+    start.add_argument(
+        "--initial-architecture",
+        help="or a built-in architecture to start from fresh weights (with --initial-source)",
     )
     parser.add_argument(
         "--initial-model-key-file",
         type=Path,
-        required=True,
-        help="that artifact's data key",
+        help="the data key of --initial-model",
+    )
+    parser.add_argument(
+        "--initial-params",
+        type=json_object,
+        default={},
+        help="builder keyword arguments of --initial-architecture as JSON",
+    )
+    parser.add_argument(
+        "--initial-source",
+        help="builtin:// source whose published metadata (shape, classes, bounds) sizes the fresh model; no data is read",
     )
     parser.add_argument(
         "--data-key-file",
