@@ -85,7 +85,7 @@ MODEL = obj(
 def samples() -> Schema:
     """``data.samples``: the declared size of a ``pvc://`` file (see :data:`DATA_SIZE_RULES`)."""
     return integer(
-        "Number of examples in the pvc:// file (before sharding and the validation split). Required with a "
+        "Number of examples in the pvc:// file (before sharding). Required with a "
         "pvc:// source: the operator computes the sample rate q from it without reading the data, so it must be "
         "the file's true size. Not allowed with builtin://, whose sizes are known.",
         minimum=1,
@@ -214,7 +214,7 @@ MASKED = {
 }
 
 MASKING = obj(
-    "Masking of a .csv or .parquet table: training, validation and serving see only the masked view. Every "
+    "Masking of a .csv or .parquet table: training, evaluation and serving see only the masked view. Every "
     "column of the table must be a feature, the label, or named here.",
     {
         "drop": columns("Columns removed before anything reads the table."),
@@ -320,27 +320,78 @@ DATA_TABLE_RULES: tuple[Schema, ...] = (
     ),
 )
 
-DATA = obj(
-    "The training data.",
+# builtin://<dataset>?part=evaluation or pvc://<claim>/<path>: what spec.data.evaluation.source may be.
+EVALUATION_SOURCE = (
+    r"^(builtin://[a-z][a-z0-9_]*\?part=evaluation"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[^\s?#]+)$"
+)
+PVC_FILE_TYPE = "[.](csv|parquet|npz)$"
+
+EVALUATION = obj(
+    "Data the user DECLARES PUBLIC, on which the trained and the compressed model are evaluated: their accuracy "
+    "on all of it is published exactly, unaccounted, in status.model, Events and the Accuracy column. Declare "
+    "here only data whose records anyone may see and that the model never trains on. Without evaluation, no "
+    "accuracy is measured or published: nothing computed from the private data leaves the pods outside the "
+    "privacy accounting.",
     {
-        "source": data_source(
-            "builtin://<scikit-learn dataset>[?shard=i&of=n] or pvc://<claim>/<path> "
-            "(a .csv, .parquet or .npz file on a PersistentVolumeClaim in the model's namespace)."
+        "source": string(
+            "builtin://<dataset>?part=evaluation (the public evaluation part of the built-in training dataset, which "
+            "training never reads) or pvc://<claim>/<path> (another .csv, .parquet or .npz file of the training "
+            "file's type, encoded with spec.data.schema and spec.data.masking).",
+            pattern=EVALUATION_SOURCE,
+            max_length=512,
+            rules=[
+                rule(
+                    "!self.startsWith('pvc://') || !self.matches('/[.][.]?(/|$)')",
+                    "the path inside the claim may not contain '.' or '..' segments",
+                ),
+                rule(
+                    f"!self.startsWith('pvc://') || self.matches('{PVC_FILE_TYPE}')",
+                    "a pvc:// file must be a .csv, .parquet or .npz",
+                ),
+            ],
         ),
         "samples": samples(),
-        "validationSplit": number(
-            "Fraction of the data held out to measure accuracy, in (0, 1).",
-            minimum=0,
-            maximum=1,
-            exclusive_minimum=True,
-            exclusive_maximum=True,
-            default=0.2,
-        ),
-        "schema": SCHEMA,
-        "masking": MASKING,
     },
     required=["source"],
-    rules=(*DATA_SIZE_RULES, *DATA_TABLE_RULES),
+    rules=[dict(each) for each in DATA_SIZE_RULES],  # copies: the generated YAML has no anchors
+)
+
+DATA = obj(
+    "The training data, all of which DP-SGD reads (none is held out), and an optional public evaluation source.",
+    {
+        "source": data_source(
+            "builtin://<dataset>[?shard=i&of=n] (the training part of a scikit-learn dataset) or "
+            "pvc://<claim>/<path> (a .csv, .parquet or .npz file on a PersistentVolumeClaim in the model's namespace)."
+        ),
+        "samples": samples(),
+        "schema": SCHEMA,
+        "masking": MASKING,
+        "evaluation": EVALUATION,
+    },
+    required=["source"],
+    rules=(
+        *DATA_SIZE_RULES,
+        *DATA_TABLE_RULES,
+        rule(
+            "!has(self.evaluation) || !self.source.startsWith('builtin://')"
+            " || self.evaluation.source == self.source.find('^builtin://[a-z][a-z0-9_]*') + '?part=evaluation'",
+            "a built-in dataset is evaluated on its own public evaluation part: builtin://<dataset>?part=evaluation",
+            field_path=".evaluation.source",
+        ),
+        rule(
+            "!has(self.evaluation) || !self.source.startsWith('pvc://')"
+            f" || (self.evaluation.source.startsWith('pvc://')"
+            f" && self.evaluation.source.find('{PVC_FILE_TYPE}') == self.source.find('{PVC_FILE_TYPE}'))",
+            "a pvc:// training file is evaluated on a pvc:// file of the same type (it is encoded the same way)",
+            field_path=".evaluation.source",
+        ),
+        rule(
+            "!has(self.evaluation) || self.evaluation.source != self.source",
+            "the evaluation source cannot be the training data: it is published unaccounted",
+            field_path=".evaluation.source",
+        ),
+    ),
 )
 
 PRIVACY = obj(
@@ -512,8 +563,12 @@ STATUS = obj(
                 "digest": string("sha256 of the encrypted artifact."),
                 "sizeBytes": integer("Size before compression.", fmt="int64"),
                 "compressedSizeBytes": integer("Size after compression.", fmt="int64"),
-                "accuracy": number("Validation accuracy before compression."),
-                "compressedAccuracy": number("Validation accuracy after compression."),
+                "accuracy": number(
+                    "Accuracy before compression on all of spec.data.evaluation (public data); absent without it."
+                ),
+                "compressedAccuracy": number(
+                    "Accuracy after compression on all of spec.data.evaluation (public data); absent without it."
+                ),
                 "sparsity": number("Fraction of zero weights."),
             },
         ),
@@ -546,7 +601,8 @@ KIND = Kind(
         READY_COLUMN,
         column("Epsilon", ".spec.privacy.epsilon", "number", "Most ε the training may spend"),
         column("Spent", ".status.privacy.epsilonSpent", "number", "ε spent"),
-        column("Accuracy", ".status.model.compressedAccuracy", "number", "Accuracy of the compressed model"),
+        column("Accuracy", ".status.model.compressedAccuracy", "number",
+               "Accuracy of the compressed model on the public spec.data.evaluation"),
         column("Endpoint", ".status.endpoint"),
         column("Version", ".status.version", description="The version being made or served", priority=1),
         column("Serving", ".status.servingVersion", description="The version that answers", priority=1),

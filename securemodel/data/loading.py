@@ -1,11 +1,12 @@
-"""Load a SecureModel's training and validation data from ``spec.data.source``.
+"""Load a SecureModel's training data from ``spec.data.source``, and its public evaluation data.
 
 Sources:
 
-``builtin://<name>[?shard=i&of=n]``
+``builtin://<name>[?shard=i&of=n]`` and ``builtin://<name>?part=evaluation``
     A dataset bundled with scikit-learn (``breast_cancer``, ``digits``, ``wine``, ``iris``; no
-    download). ``digits`` samples are 8×8 images (per-sample shape ``(8, 8)``); the others are
-    feature vectors. The network sees each feature mapped linearly from its PUBLISHED bounds
+    download) or the synthetic ``topics``: its training part, or its public evaluation part (the
+    part rule of :mod:`securemodel.data.sources`). ``digits`` samples are 8×8 images
+    (per-sample shape ``(8, 8)``); the others are feature vectors. The network sees each feature mapped linearly from its PUBLISHED bounds
     (:mod:`securemodel.data.builtin`, from the dataset's description) onto ``[-1, 1]``; the class
     count is published too. Nothing of the preprocessing is computed from the rows, so one
     example never changes how another is encoded (which DP-SGD's sensitivity argument needs).
@@ -26,9 +27,13 @@ Sources:
     * ``.npz``: arrays ``x`` (float, ``(N, *sample_shape)``, used as they are) and ``y``
       (integer class indices into the schema's classes, ``(N,)``).
 
-Sharding and the validation split follow :mod:`securemodel.data.sources`, the rules the
-operator also uses to compute the sample rate q, so that the worker trains on exactly the
-``n_train`` examples q was computed for.
+The part rule, sharding and the held-out split follow :mod:`securemodel.data.sources`, the rules
+the operator also uses to compute the sample rate q, so that the worker trains on exactly the
+examples q was computed for.
+
+Evaluation (:func:`load_evaluation`) reads only a source the user declared public in
+``spec.data.evaluation``, which :func:`securemodel.data.sources.check_evaluation` keeps apart
+from the training data; nothing is ever evaluated on private records.
 """
 
 from __future__ import annotations
@@ -45,12 +50,15 @@ from securemodel.data.tokens import TOKEN_DATASETS, read_token_dataset
 from securemodel.data.encoding import TableEncoding
 from securemodel.data.masking import Masking, check_columns
 from securemodel.data.sources import (
+    BUILTIN_SIZES,
     BuiltinSource,
     PvcSource,
     SourceError,
     dataset_size,
     parse_source,
     shard_indices,
+    check_evaluation,
+    part_indices,
     split_indices,
 )
 from securemodel.data.tables import TABLE_SUFFIXES, SchemaError, TableSchema, read_table
@@ -83,7 +91,7 @@ class Standardization:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features and labels split into train and validation, and the preprocessing a model applies.
+    """Features and labels split into train and held-out (``validation_split``), and the preprocessing a model applies.
 
     ``x_train`` and ``x_val`` are float32 features as a client of the served model sends them:
     raw features for array sources, for which :meth:`model_inputs` applies ``standardization``
@@ -113,39 +121,91 @@ class Dataset:
 def load_dataset(
     source: str,
     *,
-    validation_split: float,
     seed: int,
+    validation_split: float = 0.0,
     data_root: Path | str = "/data",
     samples: int | None = None,
     schema: TableSchema | None = None,
     masking: Masking | None = None,
 ) -> Dataset:
-    """Read ``source``, encode it with public preprocessing only, take its shard, split it by ``seed``.
+    """Read the training data ``source``, encode it with public preprocessing only, take its shard, split it by ``seed``.
 
-    ``data_root`` is where the pod mounts the PVC of a ``pvc://`` source, ``samples`` the size
-    ``spec.data.samples`` declares for it (a file of another size is refused: the operator
-    computed the sample rate from the declared size), ``schema`` and ``masking`` its
+    ``validation_split`` holds out that fraction (FederatedRound silos; a SecureModel holds out
+    nothing). ``data_root`` is where the pod mounts the PVC of a ``pvc://`` source, ``samples``
+    the size ``spec.data.samples`` declares for it (a file of another size is refused: the
+    operator computed the sample rate from the declared size), ``schema`` and ``masking`` its
     ``spec.data.schema`` and ``spec.data.masking``. Only the label and feature columns of the
-    masked view are read, so no pseudonymization key is needed. Raises :class:`DataLoadError`.
+    masked view are read, so no pseudonymization key is needed. A built-in evaluation part is
+    refused: it is public and never trained on. Raises :class:`DataLoadError`.
     """
+    if isinstance(parsed := _parse(source), BuiltinSource) and parsed.evaluation:
+        raise DataLoadError(f"{source}: the public evaluation part is never trained on; train on {source.split('?')[0]}")
+    return _load(source, seed, validation_split, Path(data_root), samples, schema, masking)
+
+
+def load_evaluation(
+    source: str,
+    *,
+    training: str,
+    data_root: Path | str = "/data",
+    samples: int | None = None,
+    schema: TableSchema | None = None,
+    masking: Masking | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All of the public evaluation source ``source`` of a model trained on ``training``: features as a client
+    sends them (or, for a table, as ``schema`` and ``masking`` encode it) and labels.
+
+    Refuses a source that may hold training records (:func:`securemodel.data.sources.check_evaluation`;
+    on a shared volume, also a path that is the training file). Raises :class:`DataLoadError`.
+    """
+    root = Path(data_root)
+    try:
+        check_evaluation(training, source)
+    except SourceError as err:
+        raise DataLoadError(str(err)) from None
+    evaluated, trained = _parse(source), _parse(training)
+    if isinstance(evaluated, PvcSource) and isinstance(trained, PvcSource) and evaluated.claim == trained.claim:
+        path, training_path = resolve_pvc_path(evaluated, root), resolve_pvc_path(trained, root)
+        if path.exists() and training_path.exists() and path.samefile(training_path):
+            raise DataLoadError(f"{source}: is the training file {training} (a link to it): it cannot be public")
+    data = _load(source, 0, 0.0, root, samples, schema, masking)
+    return data.x_train, data.y_train
+
+
+def _parse(source: str) -> BuiltinSource | PvcSource:
+    try:
+        return parse_source(source)
+    except SourceError as err:
+        raise DataLoadError(str(err)) from None
+
+
+def _load(
+    source: str,
+    seed: int,
+    validation_split: float,
+    data_root: Path,
+    samples: int | None,
+    schema: TableSchema | None,
+    masking: Masking | None,
+) -> Dataset:
     try:
         parsed = parse_source(source)
         expected = dataset_size(replace(parsed, shard=None), samples)
         standardization: Standardization | None = None
         encoding: TableEncoding | None = None
         if isinstance(parsed, BuiltinSource) and parsed.name in TOKEN_DATASETS:
-            x, y, num_classes = read_token_dataset(parsed.name)  # token ids: nothing to scale
+            x, y, num_classes = _part(parsed, *read_token_dataset(parsed.name))  # token ids: nothing to scale
         elif isinstance(parsed, BuiltinSource):
-            x, y, num_classes = _read_builtin(parsed.name)
+            x, y, num_classes = _part(parsed, *_read_builtin(parsed.name))
             standardization = Standardization.from_bounds(*_builtin_bounds(parsed.name, x.shape[1:]))
         elif schema is None:
             raise DataLoadError(f"{source}: spec.data.schema is required with a pvc:// source (it declares the classes)")
-        elif _suffix(parsed, Path(data_root)) == ".npz":
-            x, y = _read_npz(parsed, Path(data_root), schema)
+        elif _suffix(parsed, data_root) == ".npz":
+            x, y = _read_npz(parsed, data_root, schema)
             num_classes = len(schema.label.classes)
         else:
             masking = masking or Masking()
-            columns = _read_table(parsed, Path(data_root), schema, masking, expected)
+            columns = _read_table(parsed, data_root, schema, masking, expected)
             encoding = TableEncoding.of(schema, masking)
             x, y = schema.encode(masking.view(columns, include={schema.label.column, *schema.feature_columns}))
             num_classes = len(schema.label.classes)
@@ -161,7 +221,7 @@ def load_dataset(
     except (SourceError, SchemaError) as err:
         raise DataLoadError(str(err)) from None
     if len(train) == 0:
-        raise DataLoadError(f"{source}: no training examples left after sharding and the validation split")
+        raise DataLoadError(f"{source}: no examples left after sharding and the held-out split")
     return Dataset(x[train], y[train], x[val], y[val], num_classes, standardization, encoding)
 
 
@@ -187,6 +247,14 @@ def load_masked_table(
         return masking.view(columns, key=key)
     except (SourceError, SchemaError) as err:
         raise DataLoadError(str(err)) from None
+
+
+def _part(source: BuiltinSource, x: np.ndarray, y: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The training or evaluation part of a whole built-in dataset (the part rule)."""
+    if len(y) != BUILTIN_SIZES[source.name]:
+        raise DataLoadError(f"builtin://{source.name}: holds {len(y)} examples, not {BUILTIN_SIZES[source.name]}")
+    index = part_indices(len(y), evaluation=source.evaluation)
+    return x[index], y[index], classes
 
 
 def _read_builtin(name: str) -> tuple[np.ndarray, np.ndarray, int]:

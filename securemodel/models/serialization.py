@@ -30,8 +30,9 @@ from securemodel.models.container import ContainerError, pack, unpack
 from securemodel.models.registry import ModelBuildError, ModelSpec, build_model
 
 FORMAT: Final[str] = "securemodel.model"
-# The kind (securemodel.crypto.artifacts) both payloads are encrypted under: either can be
-# served, and it is the serve worker's default --artifact-kind.
+# The kind (securemodel.crypto.artifacts) both payloads are encrypted under, the serve worker's
+# default --artifact-kind. The binding's other fields (securemodel.workers.arguments.model_binding:
+# uid, training, version, encoding) tell one model's artifacts apart.
 ARTIFACT_KIND: Final[str] = "model"
 Encoding = Literal["fp32", "compressed"]
 _STATE = "state/"

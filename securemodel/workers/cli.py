@@ -86,9 +86,8 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--data-samples", type=count, help="examples in a pvc:// file (spec.data.samples)")
     train.add_argument("--data-schema", type=json.loads, help="spec.data.schema as JSON (required with pvc://)")
     train.add_argument("--data-masking", type=json.loads, help="spec.data.masking as JSON")
-    train.add_argument("--validation-split", type=fraction, default=0.2)
     train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    train.add_argument("--seed", type=int, default=0, help="model initialization and the train/validation split (DP-SGD's sampling and noise are always secret)")
+    train.add_argument("--seed", type=int, default=0, help="model initialization (DP-SGD's sampling and noise are always secret)")
     dp_arguments(train)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if available")
     train.add_argument("--output", type=Path, required=True, help="path of the new encrypted model artifact")
@@ -101,6 +100,12 @@ def _compress_arguments(compress: argparse.ArgumentParser) -> None:
     compress.add_argument("--output", type=Path, required=True, help="path of the new encrypted compressed artifact")
     compress.add_argument("--sparsity", type=fraction, default=0.0, help="fraction of weights set to zero")
     compress.add_argument("--quantization", choices=["int8", "none"], default="none")
+    compress.add_argument(
+        "--evaluation-source",
+        help="spec.data.evaluation.source, data the user declared public: accuracy is measured on all of it "
+        "(a pvc:// file under --data-root); without it, no accuracy is measured",
+    )
+    compress.add_argument("--evaluation-samples", type=count, help="examples in a pvc:// evaluation file")
     binding_arguments(compress, version=True)
     _common_worker_arguments(compress)
 

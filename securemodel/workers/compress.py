@@ -1,12 +1,17 @@
 """``securemodel-worker compress``: prune + quantize a trained artifact into a new encrypted artifact.
 
-Reads the fp32 artifact ``--input`` (authenticated with the data key), re-derives the
-validation split from the data description stored in it (source, validationSplit, seed; a
-``pvc://`` source needs its volume at ``--data-root``), measures validation accuracy before
-(fp32 payload) and after (the compressed payload itself, decoded exactly as serving decodes it),
-and writes the compressed payload to ``--output``, which must not exist. Compression uses no
-training examples and no privacy budget; accuracy on validation examples is not DP (see
-:mod:`securemodel.data.sources`).
+Reads the fp32 artifact ``--input``, authenticated as the trained model of ``--model-uid`` and
+``--training-version``, compresses it and writes the compressed payload to ``--output`` (which
+must not exist), bound to the same model and ``--model-version``. Compression reads no data and
+spends no privacy budget.
+
+Privacy rule for accuracy: an accuracy is measured only on ``--evaluation-source``, a source
+the user declared public (``spec.data.evaluation``), and then on all of it, before (fp32
+payload) and after compression (the compressed payload itself, decoded exactly as serving
+decodes it). It is published exactly and unaccounted, which is sound only because the data is
+public and kept apart from the training data (:func:`securemodel.data.sources.check_evaluation`):
+the accuracy is then a function of the DP-trained model and public records. Without an
+evaluation source the result holds no accuracy at all, and no private record is read.
 
 Sizes in the result are of the stored (encrypted) files: ``sizeBytes`` of ``--input``,
 ``compressedSizeBytes`` of ``--output``.
@@ -20,10 +25,10 @@ from typing import Any
 
 from securemodel.compression import compress_state
 from securemodel.crypto.artifacts import ArtifactExistsError, read_artifact, read_data_key, write_artifact
-from securemodel.data.loading import load_dataset
+from securemodel.data.loading import load_evaluation
 from securemodel.data.masking import Masking
 from securemodel.data.tables import TableSchema
-from securemodel.models import ARTIFACT_KIND, ModelPredictor, PayloadError, dump_compressed, load_record
+from securemodel.models import ARTIFACT_KIND, ModelPredictor, ModelRecord, PayloadError, dump_compressed, load_record
 from securemodel.workers.arguments import model_binding
 from securemodel.workers.report import describe_error, emit
 
@@ -48,34 +53,40 @@ def _compress(args: argparse.Namespace) -> dict[str, Any]:
         raise ArtifactExistsError(f"artifact {output} already exists; artifacts are never overwritten")
     key = read_data_key(args.data_key_file)
     trained = model_binding(args.model_uid, args.training_version, "fp32")
+    binding = model_binding(args.model_uid, args.training_version, "compressed", args.model_version)
     record = load_record(read_artifact(source, key, kind=ARTIFACT_KIND, binding=trained))
     if record.encoding != "fp32":
         raise PayloadError(f"{source} is already compressed; compress the trained (fp32) artifact")
-    data = record.info["data"]
-    dataset = load_dataset(
-        data["source"],
-        validation_split=data["validationSplit"],
-        seed=data["seed"],
-        data_root=args.data_root,
-        samples=data.get("samples"),
-        schema=TableSchema.from_spec(data["schema"]) if data.get("schema") else None,
-        masking=Masking.from_spec(data["masking"]) if data.get("masking") else None,
-    )
-    accuracy = ModelPredictor(record, "fp32").accuracy(dataset.x_val, dataset.y_val)
 
     compressed = compress_state(record.state, args.sparsity, args.quantization)
     compression = {"sparsity": compressed.sparsity, "quantization": args.quantization}
     payload = dump_compressed(record.with_info(compression=compression), compressed)
-    compressed_accuracy = ModelPredictor(load_record(payload), "compressed").accuracy(dataset.x_val, dataset.y_val)
-    binding = model_binding(args.model_uid, args.training_version, "compressed", args.model_version)
+    evaluation = _evaluate(args, record, load_record(payload)) if args.evaluation_source else {}
     digest = write_artifact(output, payload, key, kind=ARTIFACT_KIND, binding=binding)
     return {
         **compression,
+        **evaluation,
         "digest": digest,
         "sizeBytes": source.stat().st_size,
         "compressedSizeBytes": output.stat().st_size,
-        "accuracy": accuracy,
-        "compressedAccuracy": compressed_accuracy,
-        "validationExamples": len(dataset.y_val),
         "artifact": str(output),
+    }
+
+
+def _evaluate(args: argparse.Namespace, trained: ModelRecord, compressed: ModelRecord) -> dict[str, Any]:
+    """Accuracy of both models on all of the public ``--evaluation-source``, encoded as the training data was."""
+    data = trained.info["data"]
+    x, y = load_evaluation(
+        args.evaluation_source,
+        training=data["source"],
+        data_root=args.data_root,
+        samples=args.evaluation_samples,
+        schema=TableSchema.from_spec(data["schema"]) if data.get("schema") else None,
+        masking=Masking.from_spec(data["masking"]) if data.get("masking") else None,
+    )
+    return {
+        "evaluationSource": args.evaluation_source,
+        "evaluationExamples": len(y),
+        "accuracy": ModelPredictor(trained, "fp32").accuracy(x, y),
+        "compressedAccuracy": ModelPredictor(compressed, "compressed").accuracy(x, y),
     }

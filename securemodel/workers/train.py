@@ -5,13 +5,20 @@ Order of work, so that the result tells the operator what was spent:
 1. refuse an existing ``--output`` (artifacts are write-once), read the data key, import the
    model's builder: failures here happen before any data is read (``dataTouched: false``,
    the claim may be released);
-2. read the data (``dataTouched: true`` from here on), build the model, train with
-   :func:`securemodel.workers.dpsgd.train_dp_sgd` (see there for the privacy guarantee);
-   ``--seed`` governs the train/validation split and the weight initialisation only: DP-SGD's
-   sampling and noise come from a secret per-run source (:mod:`.secret_random`), so two runs
-   with identical arguments start from the same weights and end with different ones;
-3. measure validation accuracy with the same predictor the serve worker uses, write the fp32
-   payload (:mod:`securemodel.models.serialization`) encrypted with the data key.
+2. read the data (``dataTouched: true`` from here on), all of it (nothing is held out), build
+   the model, train with :func:`securemodel.workers.dpsgd.train_dp_sgd` (see there for the
+   privacy guarantee); ``--seed`` governs the weight initialisation (and the order of the
+   examples) only: DP-SGD's sampling and noise come from a secret per-run source
+   (:mod:`.secret_random`), so two runs with identical arguments start from the same weights
+   and end with different ones;
+3. write the fp32 payload (:mod:`securemodel.models.serialization`) encrypted with the data key,
+   bound to ``--model-uid`` and ``--training-version``.
+
+Privacy: the private data reaches nothing but DP-SGD. This worker measures no accuracy and
+reports only the operator's parameters, counts of examples (the training set's size is public:
+it sets q), the clipping mode, the device and the artifact's digest, size and path; the trained
+weights leave the pod only encrypted. The accuracy the operator publishes is measured by the
+compress worker on a source the user declared public (``spec.data.evaluation``), or not at all.
 
 The result (see :mod:`securemodel.workers.report`) is emitted on success AND on failure, with
 ``steps`` = the noisy steps actually taken, so the operator commits ε for exactly those. SIGTERM
@@ -34,7 +41,6 @@ from securemodel.data.masking import Masking
 from securemodel.data.tables import TableSchema
 from securemodel.models import (
     ARTIFACT_KIND,
-    ModelPredictor,
     ModelRecord,
     ModelSpec,
     build_model,
@@ -93,6 +99,7 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
     if output.exists():
         raise ArtifactExistsError(f"artifact {output} already exists; artifacts are never overwritten")
     key = read_data_key(args.data_key_file)
+    binding = model_binding(args.model_uid, args.training_version, "fp32")
     spec = ModelSpec(args.architecture, args.entrypoint, args.params)
     resolve_builder(spec)
     device = resolve_device(args.device)
@@ -100,7 +107,6 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
     result["dataTouched"] = True
     data_spec = {
         "source": args.data_source,
-        "validationSplit": args.validation_split,
         "seed": args.seed,
         "samples": args.data_samples,
         "schema": args.data_schema,
@@ -108,7 +114,6 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
     }
     data = load_dataset(
         args.data_source,
-        validation_split=args.validation_split,
         seed=args.seed,
         data_root=args.data_root,
         samples=args.data_samples,
@@ -133,9 +138,6 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
         "sampledExamples": report.sampled_examples,
     }
     record = ModelRecord.from_module(spec, model, data.input_shape, data.num_classes, data.standardization)
-    accuracy = ModelPredictor(record, "validation").accuracy(data.x_val, data.y_val)
-    training.update(accuracy=accuracy, validationExamples=len(data.y_val))
     record = record.with_info(data=data_spec, training=training)
-    binding = model_binding(args.model_uid, args.training_version, "fp32")
     digest = write_artifact(output, dump_fp32(record), key, kind=ARTIFACT_KIND, binding=binding)
     return {**training, "digest": digest, "sizeBytes": output.stat().st_size, "artifact": str(output)}

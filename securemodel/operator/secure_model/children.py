@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND
-from securemodel.data.sources import PvcSource, parse_source
+from securemodel.data.sources import Evaluation, PvcSource, parse_source
 from securemodel.operator.secure_model.spec import ModelSpecs, Versions
 
 MODEL_LABEL: Final = f"{GROUP}/model"
@@ -319,7 +319,6 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
     if data.masking:
         args += ["--data-masking", data.masking]
     args += [
-        "--validation-split", repr(data.validation_split),
         "--seed", str(spec.training.seed),
         "--optimizer", spec.training.optimizer,
         "--learning-rate", repr(spec.training.learning_rate),
@@ -354,8 +353,15 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
     return _job(owner, train_job_name(owner.name, training), "train", pod, (SETTLEMENT_FINALIZER,), **extra)
 
 
-def compress_job(owner: Owner, spec: ModelSpecs, versions: Versions, image: str) -> dict[str, Any]:
-    """Prune and quantise the trained artifact of ``versions.training`` into the compressed artifact of ``versions``."""
+def compress_job(
+    owner: Owner, spec: ModelSpecs, versions: Versions, image: str, evaluation: Evaluation | None = None
+) -> dict[str, Any]:
+    """Prune and quantise the trained artifact of ``versions.training`` into the compressed artifact of ``versions``.
+
+    With ``evaluation`` (``spec.data.evaluation``, data the user declared public) both models are
+    evaluated on all of it, its ``pvc://`` claim mounted read-only at :data:`DATA_DIR`; without
+    it the pod measures no accuracy. It never mounts the training data.
+    """
     args = [
         "securemodel-worker", "compress",
         "--input", trained_artifact(versions.training),
@@ -367,14 +373,25 @@ def compress_job(owner: Owner, spec: ModelSpecs, versions: Versions, image: str)
         "--model-version", versions.version,
         "--data-key-file", f"{KEYS_DIR}/{DATA_KEY}",
     ]  # fmt: skip
-    main = container("compress", image, args, _KEY_MOUNTS)
+    volumes = _volumes(owner, artifacts_read_only=False)
+    mounts = list(_KEY_MOUNTS)
+    if evaluation is not None:
+        args += ["--evaluation-source", evaluation.source]
+        if evaluation.samples is not None:
+            args += ["--evaluation-samples", str(evaluation.samples)]
+        source = parse_source(evaluation.source)
+        if isinstance(source, PvcSource):
+            args += ["--data-root", DATA_DIR]
+            volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+            mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": True})
+    main = container("compress", image, args, mounts)
     main["resources"] = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
     pod = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
         "containers": [main],
-        "volumes": _volumes(owner, artifacts_read_only=False),
+        "volumes": volumes,
     }
     version_labels = {VERSION_LABEL: versions.version, TRAINING_LABEL: versions.training}
     return _job(owner, compress_job_name(owner.name, versions.version), "compress", pod, **version_labels)

@@ -11,20 +11,42 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from securemodel.data.loading import DataLoadError, load_dataset
-from securemodel.data.sources import BUILTIN_SIZES, split_sizes
+from securemodel.data.loading import DataLoadError, load_dataset, load_evaluation
+from securemodel.data.sources import BUILTIN_SIZES, dataset_size, parse_source
 from securemodel.data.tables import TableSchema
 
 THREE_CLASSES = TableSchema.from_spec({"label": {"classes": ["a", "b", "c"]}})
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_SIZES))
-def test_builtin_split_sizes_are_the_ones_the_operator_computes(name: str) -> None:
-    data = load_dataset(f"builtin://{name}", validation_split=0.2, seed=0)
-    expected = split_sizes(BUILTIN_SIZES[name], 0.2)
-    assert (len(data.y_train), len(data.y_val)) == (expected.train, expected.validation)
+def test_builtin_sizes_are_the_ones_the_operator_computes(name: str) -> None:
+    data = load_dataset(f"builtin://{name}", seed=0)
+    assert (len(data.y_train), len(data.y_val)) == (dataset_size(parse_source(f"builtin://{name}")), 0)
     assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
-    assert data.num_classes == len(np.unique(np.concatenate([data.y_train, data.y_val])))
+    x, y = load_evaluation(f"builtin://{name}?part=evaluation", training=f"builtin://{name}")
+    assert len(y) == len(x) == dataset_size(parse_source(f"builtin://{name}?part=evaluation"))
+    assert len(y) + len(data.y_train) == BUILTIN_SIZES[name]
+    assert data.num_classes == len(np.unique(np.concatenate([data.y_train, y])))
+    # the two parts are disjoint: no evaluation example is a training example
+    assert not {bytes(row) for row in data.x_train} & {bytes(row) for row in x} or name == "topics"
+
+
+def test_the_public_evaluation_part_is_never_trained_on() -> None:
+    with pytest.raises(DataLoadError, match="the public evaluation part is never trained on"):
+        load_dataset("builtin://iris?part=evaluation", seed=0)
+
+
+def test_an_evaluation_file_that_is_the_training_file_under_another_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "clinic").mkdir()
+    np.savez(tmp_path / "clinic" / "train.npz", x=np.zeros((3, 2), np.float32), y=np.array([0, 1, 2]))
+    (tmp_path / "clinic" / "public.npz").symlink_to("train.npz")
+    with pytest.raises(DataLoadError, match="is the training file"):
+        load_evaluation("pvc://c/clinic/public.npz", training="pvc://c/clinic/train.npz", data_root=tmp_path,
+                        samples=3, schema=THREE_CLASSES)  # fmt: skip
+    os.link(tmp_path / "clinic" / "train.npz", tmp_path / "clinic" / "copy.npz")
+    with pytest.raises(DataLoadError, match="is the training file"):
+        load_evaluation("pvc://c/clinic/copy.npz", training="pvc://c/clinic/train.npz", data_root=tmp_path,
+                        samples=3, schema=THREE_CLASSES)  # fmt: skip
 
 
 def test_digits_are_images() -> None:
@@ -37,7 +59,7 @@ def test_shards_partition_the_dataset() -> None:
     rows: list[np.ndarray] = []
     for index in range(3):
         shard = load_dataset(f"builtin://wine?shard={index}&of=3", validation_split=0.25, seed=5)
-        assert len(shard.y_train) + len(shard.y_val) in (59, 60)
+        assert len(shard.y_train) + len(shard.y_val) in (47, 48)  # shards of the 143-example training part
         rows += [shard.x_train, shard.x_val]
     assert sorted(map(bytes, np.concatenate(rows))) == sorted(map(bytes, whole.x_train))
 

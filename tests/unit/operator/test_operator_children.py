@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from securemodel.crypto.pki import issued_by, renewal_due
+from securemodel.data.sources import Evaluation
 from securemodel.operator.secure_model import children, keys, outcomes
 from securemodel.operator.secure_model.decide import Snapshot, serve_failure
 from securemodel.operator.secure_model.jobs import JobPhase, job_view, pod_view
@@ -18,7 +19,7 @@ from securemodel.workers import cli
 OWNER = children.Owner("tumor", "clinic-a", "1234-uid")
 RAW: dict[str, Any] = {
     "model": {"architecture": "mlp", "params": {"hidden": [8]}},
-    "data": {"source": "builtin://breast_cancer", "validationSplit": 0.2},
+    "data": {"source": "builtin://breast_cancer"},
     "privacy": {"budgetRef": "b", "epsilon": 2.0, "delta": 1e-5, "maxGradNorm": 1.0, "accountant": "prv"},
     "training": {"epochs": 2, "batchSize": 64, "learningRate": 0.1, "optimizer": "sgd", "seed": 3},
     "compression": {"pruning": {"sparsity": 0.5}, "quantization": "int8"},
@@ -164,10 +165,29 @@ def test_gpus_map_to_nvidia_gpu_request_and_limit() -> None:
 
 
 def test_a_pvc_source_mounts_its_claim_read_only_at_data() -> None:
-    spec = spec_with(data={"source": "pvc://datasets/x/train.npz", "samples": 100, "validationSplit": 0.2})
+    spec = spec_with(data={"source": "pvc://datasets/x/train.npz", "samples": 100})
     pod = pods_of(spec)[0]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}} in pod["volumes"]
     assert {"name": "data", "mountPath": "/data", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert not [v for v in pods_of(spec)[1]["volumes"] if v["name"] == "data"], "compression never mounts the data"
+
+
+def test_the_compress_job_evaluates_on_the_public_source_only_when_there_is_one() -> None:
+    versions = SPEC.versions
+    none = worker_args(children.compress_job(OWNER, SPEC, versions, "img")["spec"]["template"]["spec"])
+    assert none.evaluation_source is None
+    public = Evaluation("builtin://breast_cancer?part=evaluation")
+    builtin = worker_args(children.compress_job(OWNER, SPEC, versions, "img", public)["spec"]["template"]["spec"])
+    assert (builtin.evaluation_source, builtin.evaluation_samples) == (public.source, None)
+
+    spec = spec_with(data={"source": "pvc://clinic/x/train.npz", "samples": 100})
+    job = children.compress_job(OWNER, spec, spec.versions, "img", Evaluation("pvc://public/eval.npz", 40))
+    pod = job["spec"]["template"]["spec"]
+    args = worker_args(pod)
+    assert (args.evaluation_source, args.evaluation_samples, str(args.data_root)) == ("pvc://public/eval.npz", 40, "/data")
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "public", "readOnly": True}} in pod["volumes"]
+    assert {"name": "data", "mountPath": "/data", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert not [v for v in pod["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == "clinic"]
 
 
 def test_no_key_material_in_any_command_or_environment() -> None:
