@@ -136,7 +136,7 @@ def create_budget(custom: kubernetes.client.CustomObjectsApi, namespace: str, na
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "PrivacyBudget",
         "metadata": {"name": name},
-        "spec": {"epsilon": epsilon, "delta": 1e-5, "policy": "fcfs"},
+        "spec": {"epsilon": epsilon, "delta": 1e-5, "policy": "fcfs", "data": {"sources": [f"pvc://{name}/"]}},
     }
     created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "privacybudgets", body)
     return created["metadata"]["resourceVersion"]
@@ -175,7 +175,9 @@ def model(budget: str, index: int) -> dict[str, Any]:
         "metadata": {"name": f"{budget}-{index}", "labels": {"bench": budget}},
         "spec": {
             "model": {"architecture": "mlp"},
-            "data": {"source": "builtin://wine"},
+            # builtin://wine's size on the budget's own volume: one ledger per datum, so each budget of the
+            # namespace protects its own data (the file is never read: the bench measures claims only).
+            "data": {"source": f"pvc://{budget}/wine.npz", "samples": 178, "schema": {"label": {"classes": ["a", "b", "c"]}}},
             "privacy": {"budgetRef": budget, "epsilon": 1.0, "accountant": "rdp"},
             "training": {"epochs": 1},
         },

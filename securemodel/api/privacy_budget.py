@@ -4,6 +4,7 @@ from enum import StrEnum
 
 from securemodel.api.kinds import AGE_COLUMN, GROUP, READY_COLUMN, Kind, column
 from securemodel.api.schema import (
+    DNS_LABEL,
     array,
     conditions,
     delta,
@@ -18,6 +19,11 @@ from securemodel.api.schema import (
 )
 
 DEFAULT_UNLOCK_STEPS = 10
+# spec.data.sources: a data source (builtin://<name>[?shard=i&of=n], pvc://<claim>/<path>) or a pvc:// prefix ending in /.
+BUDGET_DATA = (
+    r"^(builtin://[a-z][a-z0-9_]*(\?shard=(0|[1-9][0-9]*)&of=[1-9][0-9]*)?"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[^\s?#]*)$"
+)
 # With the value "true", a budget with committed spend may be deleted (its ledger is lost).
 ALLOW_DELETE_WITH_SPEND = f"{GROUP}/allow-delete-with-spend"
 
@@ -73,6 +79,48 @@ SPEC = obj(
             enum=list(Policy),
             default=Policy.FCFS,
         ),
+        "data": obj(
+            "The data this budget is the only ledger of. A SecureModel or FederatedRound is charged to the budget "
+            "only if the budget covers its source; two budgets of one namespace that cover common data both grant "
+            "nothing until a data steward makes them disjoint.",
+            {
+                "sources": array(
+                    "Sources the budget protects: builtin://<name> or pvc://<claim>/<path> (the dataset and all of "
+                    "its shards), one shard of it (?shard=i&of=n), or every file under a prefix ending in / "
+                    "(pvc://<claim>/ or pvc://<claim>/<dir>/). Sources may be added, never removed: a budget never "
+                    "drops data it may have charged for.",
+                    string("A source or a pvc:// prefix ending in /.", pattern=BUDGET_DATA, max_length=512),
+                    min_items=1,
+                    max_items=64,
+                    list_type="set",
+                ),
+            },
+            required=["sources"],
+            rules=[
+                rule(
+                    "oldSelf.sources.all(s, s in self.sources)",
+                    "spec.data.sources may only grow: a budget never drops data it may have charged for",
+                    field_path=".sources",
+                    reason="FieldValueForbidden",
+                ),
+            ],
+        ),
+        "consumers": array(
+            "Who outside this namespace may spend the budget (consent): each entry lets the kind in that namespace "
+            "claim from it, e.g. {kind: FederatedRound, namespace: hub}. Consumers of the budget's own namespace "
+            "always may.",
+            obj(
+                "A kind and namespace that may spend the budget.",
+                {
+                    "kind": string("SecureModel or FederatedRound.", enum=["SecureModel", "FederatedRound"]),
+                    "namespace": string("The consumer's namespace.", pattern=DNS_LABEL, max_length=63),
+                },
+                required=["kind", "namespace"],
+            ),
+            max_items=64,
+            list_type="map",
+            map_keys=["kind", "namespace"],
+        ),
         "dpf": obj(
             "Tuning of the dpf policy; only allowed with policy dpf.",
             {
@@ -86,7 +134,7 @@ SPEC = obj(
             },
         ),
     },
-    required=["epsilon"],
+    required=["epsilon", "data"],
     rules=[
         rule(
             "!has(self.dpf) || self.policy == 'dpf'",

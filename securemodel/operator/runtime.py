@@ -1,4 +1,4 @@
-"""What the handlers share: the API client, the ledger writer, wake-ups and the calibrator."""
+"""What the handlers share: the API client, the budget directory, the ledger writer, wake-ups and the calibrator."""
 
 import concurrent.futures
 from collections.abc import Mapping
@@ -12,6 +12,7 @@ from securemodel.operator.secure_model.calibration import Calibrator
 from securemodel.operator.settings import CALIBRATION_THREADS
 from securemodel.operator.conditions import Event
 from securemodel.operator.wakeups import Wakeups
+from securemodel.operator.budget.directory import BudgetDirectory
 from securemodel.operator.budget.writer import LedgerWriter
 
 
@@ -20,6 +21,7 @@ class Runtime:
     """One per operator process, created at startup and kept in kopf's memo."""
 
     client: kubernetes.client.ApiClient
+    budgets: BudgetDirectory
     writer: LedgerWriter
     wakeups: Wakeups
     calibrator: Calibrator
@@ -51,9 +53,11 @@ def start(memo: kopf.Memo, **_: object) -> None:
     """Create the runtime before any object is handled."""
     client = connect()
     executor = concurrent.futures.ThreadPoolExecutor(CALIBRATION_THREADS, thread_name_prefix="calibration")
+    budgets = BudgetDirectory()
     memo.runtime = Runtime(
         client=client,
-        writer=LedgerWriter(kubernetes.client.CustomObjectsApi(client), post_with_kopf),
+        budgets=budgets,
+        writer=LedgerWriter(kubernetes.client.CustomObjectsApi(client), post_with_kopf, budgets),
         wakeups=Wakeups(),
         calibrator=Calibrator(executor),
         executor=executor,

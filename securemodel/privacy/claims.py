@@ -210,12 +210,14 @@ def folded(compacted: Compacted | None, claims: Iterable[Claim], previous: str) 
 @dataclass(frozen=True)
 class BudgetSpec:
     """``PrivacyBudget.spec``: total epsilon and the lifetime delta every claim composes within,
-    policy, and DPF's unlock steps."""
+    policy, and DPF's unlock steps; ``overlaps`` names the other budgets of the namespace that
+    cover some of the same data (the operator fills it in; while it is not empty nothing is granted)."""
 
     epsilon: float
     delta: float
     policy: Policy = DEFAULT_POLICY
     unlock_steps: int = DEFAULT_UNLOCK_STEPS
+    overlaps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         require_positive("spec.epsilon", self.epsilon)

@@ -302,6 +302,8 @@ def can_set_epsilon(ledger: Ledger, epsilon: float, delta: float) -> bool:
 def _schedule(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
     """Reject waiting claims the spec no longer admits, then grant what the policy selects.
 
+    A budget that shares data with another (``spec.overlaps``) grants nothing: each datum has one
+    ledger, so a second budget can never buy fresh ε for data the first has charged for.
     A mechanism that did not fit is not tried again in the same pass: the
     budget only grows within a pass, and composition never shrinks as it grows.
     """
@@ -314,7 +316,7 @@ def _schedule(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
             decisions.append(_rejected_decision(claims[index], spec))
     waiting = {c.consumer.key: i for i, c in enumerate(claims) if c.state is ClaimState.WAITING}
     ledger = replace(ledger, claims=tuple(claims))
-    if not waiting:
+    if not waiting or spec.overlaps:  # data two budgets cover is granted by neither (one ledger per datum)
         return Outcome(ledger, tuple(decisions))
     base = held(ledger)
     limit = _ceiling(ledger, spec)

@@ -87,7 +87,7 @@ def namespace(operator: None) -> Iterator[str]:
 def served(namespace: str) -> dict[str, Any]:
     """The example-like model, applied with its budget and waited on until Ready."""
     budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "breast-cancer"},
-              "spec": {"epsilon": 10.0, "delta": 1.0e-5}}  # fmt: skip
+              "spec": {"epsilon": 10.0, "delta": 1.0e-5, "data": {"sources": ["builtin://breast_cancer"]}}}  # fmt: skip
     model = {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": MODEL}, "spec": SPEC}
     apply(namespace, budget, model)
 
@@ -403,10 +403,12 @@ def test_a_spec_change_mid_training_lets_the_training_finish_and_charges_it_befo
 ) -> None:
     """Its pod may have read the data: the running version trains to its end and is committed, then the next claims."""
     name = "changed"
+    # Its own data (a second budget over breast_cancer would share the first one's data, and neither would grant).
     spec = {**SPEC, "privacy": {**SPEC["privacy"], "budgetRef": "changing", "epsilon": 1.0},
+            "data": {**SPEC["data"], "source": "builtin://wine"},
             "training": {**SPEC["training"], "epochs": 60}, "serving": {"replicas": 0}}  # fmt: skip
     budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "changing"},
-              "spec": {"epsilon": 5.0, "delta": 1.0e-5}}  # fmt: skip
+              "spec": {"epsilon": 5.0, "delta": 1.0e-5, "data": {"sources": ["builtin://wine"]}}}  # fmt: skip
     apply(namespace, budget, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel",
                               "metadata": {"name": name}, "spec": spec})  # fmt: skip
     uid = get(namespace, "securemodel", name)["metadata"]["uid"]
@@ -442,9 +444,9 @@ def test_deleting_a_model_whose_training_touched_the_data_commits_its_claim(name
     """The claim of a model deleted mid-training is committed (whole claim: it may have run every step), never released."""
     name = "interrupted"
     spec = {**SPEC, "privacy": {**SPEC["privacy"], "epsilon": 1.0}, "training": {**SPEC["training"], "epochs": 200},
-            "serving": {"replicas": 0}}  # fmt: skip
+            "data": {**SPEC["data"], "source": "builtin://digits"}, "serving": {"replicas": 0}}  # fmt: skip
     budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "interruptible"},
-              "spec": {"epsilon": 5.0, "delta": 1.0e-5}}  # fmt: skip
+              "spec": {"epsilon": 5.0, "delta": 1.0e-5, "data": {"sources": ["builtin://digits"]}}}  # fmt: skip
     spec["privacy"]["budgetRef"] = "interruptible"
     apply(namespace, budget, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel",
                               "metadata": {"name": name}, "spec": spec})  # fmt: skip

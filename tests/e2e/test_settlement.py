@@ -39,7 +39,7 @@ def namespace(operator: None) -> Iterator[str]:  # noqa: F811 (uses the imported
     kubectl("create", "namespace", name)
     kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": BUDGET},
-              "spec": {"epsilon": 50.0, "delta": 1.0e-5}}  # fmt: skip
+              "spec": {"epsilon": 50.0, "delta": 1.0e-5, "data": {"sources": [SPEC["data"]["source"]]}}}  # fmt: skip
     apply(name, budget)
     yield name
     kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=120s", check=False)

@@ -19,6 +19,7 @@ from securemodel.api import GROUP, VERSION
 from securemodel.operator.budget.ledger import BudgetNotFound, BudgetRef, submitting
 from ledger_support import commit_claim, submit_claim
 from securemodel.operator.conditions import Event
+from securemodel.operator.budget.directory import BudgetDirectory
 from securemodel.operator.budget.writer import LedgerWriter
 from securemodel.privacy import BudgetSpec, ClaimState, Consumer, Ledger, LedgerError, submit
 
@@ -30,7 +31,8 @@ def apply_budget(kubectl: Kubectl, namespace: str, name: str, epsilon: float, po
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "PrivacyBudget",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"epsilon": epsilon, "delta": 1e-3, "policy": policy},  # a lifetime δ that 100 claims fit
+        "spec": {"epsilon": epsilon, "delta": 1e-3, "policy": policy,  # a lifetime δ that 100 claims fit
+                 "data": {"sources": ["builtin://wine"]}},
     }
     result = kubectl("apply", "-o", "json", "-f", "-", stdin=json.dumps(manifest))
     assert result.returncode == 0, result.stderr
@@ -138,7 +140,8 @@ def test_the_writer_batches_concurrent_changes_into_few_transactions(
     posted: list[tuple[Event, ...]] = []
 
     async def claim_all() -> list[Any]:
-        writer = LedgerWriter(kubernetes.client.CustomObjectsApi(api_client), lambda _, events: posted.append(events))
+        writer = LedgerWriter(kubernetes.client.CustomObjectsApi(api_client), lambda _, events: posted.append(events),
+                              BudgetDirectory())
         changes = [submitting(consumer(namespace, n), 0.25, 1e-5) for n in range(40)]
         return await asyncio.gather(*(writer.apply(ref, change) for change in changes))
 
@@ -165,7 +168,7 @@ def test_epsilon_cannot_be_lowered_below_what_the_ledger_holds(
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "PrivacyBudget",
             "metadata": {"name": "wine", "namespace": namespace},
-            "spec": {"epsilon": epsilon, "delta": 1e-3, "policy": "fcfs"},
+            "spec": {"epsilon": epsilon, "delta": 1e-3, "policy": "fcfs", "data": {"sources": ["builtin://wine"]}},
         }
         return kubectl("apply", *extra, "-f", "-", stdin=json.dumps(manifest))
 

@@ -25,9 +25,14 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
-def budget(name: str, epsilon: float, policy: str = "fcfs") -> dict[str, Any]:
+def budget(name: str, epsilon: float, policy: str = "fcfs", sources: tuple[str, ...] = ("builtin://wine",)) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": "PrivacyBudget", "metadata": {"name": name},
-            "spec": {"epsilon": epsilon, "delta": 1e-5, "policy": policy}}  # fmt: skip
+            "spec": {"epsilon": epsilon, "delta": 1e-5, "policy": policy, "data": {"sources": list(sources)}}}  # fmt: skip
+
+
+# builtin://wine's size on a volume: the same q and steps, so the same calibration, as builtin://wine, but
+# other data (the file is never read: granted models pend on a GPU the node does not have).
+WINE_COPY = {"source": "pvc://copies/wine.npz", "samples": 178, "schema": {"label": {"classes": ["a", "b", "c"]}}}
 
 
 def model(name: str, budget_ref: str, epsilon: float, **overrides: Any) -> dict[str, Any]:
@@ -185,12 +190,14 @@ def test_dpf_grants_more_of_many_small_and_a_few_large_claims_than_fcfs(
 
     The budget (5.5) holds two elephants composed but not the mice behind them, or one elephant and all mice.
     """
-    apply(kubectl, namespace, budget("fcfs", 5.5), budget("dpf", 5.5, policy="dpf"))
+    # Two budgets of one namespace protect disjoint data: builtin://wine and a copy of its size.
+    apply(kubectl, namespace, budget("fcfs", 5.5), budget("dpf", 5.5, policy="dpf", sources=("pvc://copies/",)))
     start_operator(namespace)
     workload = [4.0, 4.0] + [0.5] * 10
+    data = {"fcfs": {"source": "builtin://wine"}, "dpf": WINE_COPY}
     for number, epsilon in enumerate(workload):  # one arrival at a time: arrival order is the policy's input
-        apply(kubectl, namespace, *(model(f"{policy}-{number:02}", policy, epsilon, resources={"gpus": 1})
-                                    for policy in ("fcfs", "dpf")))  # fmt: skip
+        apply(kubectl, namespace, *(model(f"{policy}-{number:02}", policy, epsilon, resources={"gpus": 1},
+                                          data=data[policy]) for policy in ("fcfs", "dpf")))  # fmt: skip
         wait_for(
             lambda n=number: all(len(claims(api_client, namespace, policy)) == n + 1 for policy in ("fcfs", "dpf")),
             timeout=30,
@@ -221,8 +228,8 @@ def test_models_report_missing_budgets_refusals_and_calibration_failures_then_re
     apply(
         kubectl,
         namespace,
-        budget("wine", 3.0),
-        model("orphan", "later", 1.0),
+        budget("wine", 3.0, sources=("builtin://wine", "builtin://iris", "pvc://clinic/")),
+        model("orphan", "later", 1.0, data={"source": "builtin://digits"}),
         model("greedy", "wine", 3.5),
         model("careless", "wine", 1.0, privacy={"delta": 1e-3}),
         model("hasty", "wine", 1.0, data={"source": "builtin://iris"}, training={"batchSize": 121}),
@@ -258,10 +265,10 @@ def test_models_report_missing_budgets_refusals_and_calibration_failures_then_re
     # Fixing the spec, creating the budget, and raising ε each let a model through.
     fixed = model("hasty", "wine", 2.9, data={"source": "builtin://iris"}, training={"batchSize": 32})
     apply(kubectl, namespace, fixed)
-    apply(kubectl, namespace, budget("later", 1.0))
+    apply(kubectl, namespace, budget("later", 1.0, sources=("builtin://digits",)))
     wait_for(lambda: condition("orphan") == ("True", "Reserved"), what="orphan granted by the new budget")
     wait_for(lambda: condition("hasty") == ("False", "Waiting"), what="hasty waiting: with mounted's ε 1 it composes above 3")
-    apply(kubectl, namespace, budget("wine", 4.0))
+    apply(kubectl, namespace, budget("wine", 4.0, sources=("builtin://wine", "builtin://iris", "pvc://clinic/")))
     wait_for(lambda: condition("hasty") == ("True", "Reserved"), what="hasty granted after ε was raised")
     wine = get(api_client, namespace, "privacybudgets", "wine")
     status = wine["status"]
@@ -284,7 +291,7 @@ def test_a_budget_with_committed_spend_is_only_deleted_with_the_override(
     start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    apply(kubectl, namespace, budget("spent", 5.0), budget("unspent", 5.0))
+    apply(kubectl, namespace, budget("spent", 5.0), budget("unspent", 5.0, sources=("builtin://iris",)))
     start_operator(namespace)
     ref = BudgetRef(namespace, "spent")
     submit_claim(api_client, ref, Consumer("SecureModel", namespace, "m", "uid-m"), 2.0, 1e-5)
@@ -296,17 +303,11 @@ def test_a_budget_with_committed_spend_is_only_deleted_with_the_override(
         wait_for(lambda n=name: finalized(n), what=f"the finalizer on {name}")
 
     assert kubectl("delete", "-n", namespace, "pbudget", "unspent", "--timeout=30s", timeout=60).returncode == 0
-    assert kubectl("delete", "-n", namespace, "pbudget", "spent", "--wait=false").returncode == 0
-    core = kubernetes.client.CoreV1Api(api_client)
-
-    def blocked() -> list[Any]:
-        return [e for e in core.list_namespaced_event(namespace).items if e.reason == "DeletionBlocked"]
-
-    (event,) = wait_for(blocked, what="a DeletionBlocked Event")
-    assert event.type == "Warning" and event.involved_object.name == "spent"
-    assert "ledger holds ε 1.5 committed" in event.message
-    assert 'securemodel.io/allow-delete-with-spend="true"' in event.message
-    assert get(api_client, namespace, "privacybudgets", "spent")["metadata"]["deletionTimestamp"]
+    # The API server refuses the deletion (the admission policy): the budget is not even marked for deletion.
+    refused = kubectl("delete", "-n", namespace, "pbudget", "spent", "--wait=false")
+    assert refused.returncode != 0
+    assert "holds spent privacy" in refused.stderr and 'allow-delete-with-spend="true"' in refused.stderr
+    assert "deletionTimestamp" not in get(api_client, namespace, "privacybudgets", "spent")["metadata"]
 
     annotated = kubectl("annotate", "-n", namespace, "pbudget", "spent", "securemodel.io/allow-delete-with-spend=true")
     assert annotated.returncode == 0, annotated.stderr
@@ -318,5 +319,60 @@ def test_a_budget_with_committed_spend_is_only_deleted_with_the_override(
             return error.status == 404
         return False
 
+    assert kubectl("delete", "-n", namespace, "pbudget", "spent", "--wait=false").returncode == 0
     wait_for(gone, what="the annotated budget deleted")
 
+
+
+def ready(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """The (status, reason) of an object's Ready condition."""
+    for condition in (obj.get("status") or {}).get("conditions", ()):
+        if condition["type"] == "Ready":
+            return condition["status"], condition["reason"]
+    return None
+
+
+def test_a_budget_is_charged_only_for_the_data_it_covers_and_no_datum_has_two_ledgers(
+    api_client: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    start_operator(namespace)
+    apply(kubectl, namespace, budget("wine", 5.0), model("covered", "wine", 1.0),
+          model("elsewhere", "wine", 1.0, data={"source": "builtin://iris"}))  # fmt: skip
+
+    def condition(name: str) -> tuple[str, str] | None:
+        return reserved(get(api_client, namespace, "securemodels", name))
+
+    wait_for(lambda: condition("covered") == ("True", "Reserved"), timeout=90, what="the covered model granted")
+    wait_for(lambda: condition("elsewhere") == ("False", "DataNotCovered"), what="the uncovered model refused")
+    message = next(c["message"] for c in get(api_client, namespace, "securemodels", "elsewhere")["status"]["conditions"]
+                   if c["type"] == "BudgetReserved")  # fmt: skip
+    assert "PrivacyBudget wine protects builtin://wine, not builtin://iris" in message
+    assert [c["consumer"]["name"] for c in claims(api_client, namespace, "wine")] == ["covered"]
+
+    # A fresh budget over some of the same data would reset its spend: neither budget grants while both exist.
+    apply(kubectl, namespace, budget("fresh", 5.0, sources=("builtin://wine?shard=0&of=2",)),
+          model("second", "fresh", 1.0, data={"source": "builtin://wine?shard=0&of=2"}), model("third", "wine", 0.5))  # fmt: skip
+    for name, other in (("wine", "fresh"), ("fresh", "wine")):
+        wait_for(lambda n=name: ready(get(api_client, namespace, "privacybudgets", n)) == ("False", "DataOverlap"),
+                 what=f"{name} not ready: it shares data")  # fmt: skip
+        text = next(c["message"] for c in get(api_client, namespace, "privacybudgets", name)["status"]["conditions"]
+                    if c["type"] == "Ready")  # fmt: skip
+        assert f"PrivacyBudget {other} of this namespace covers some of the same data" in text
+    for name in ("second", "third"):
+        wait_for(lambda n=name: condition(n) == ("False", "BudgetOverlaps"), what=f"{name} refused: two ledgers")
+    assert condition("covered") == ("True", "Reserved"), "what was granted stays granted"
+    assert [c["consumer"]["name"] for c in claims(api_client, namespace, "fresh")] == []
+
+    # The data steward deletes the duplicate (it holds no spend): the first budget grants again.
+    assert kubectl("delete", "-n", namespace, "pbudget", "fresh", "--timeout=30s", timeout=60).returncode == 0
+    wait_for(lambda: ready(get(api_client, namespace, "privacybudgets", "wine")) == ("True", "BudgetAvailable"),
+             what="wine ready again")  # fmt: skip
+    wait_for(lambda: condition("third") == ("True", "Reserved"), what="third granted once the data has one ledger")
+    # Sources may be added, never removed (a budget never drops data it may have charged for).
+    shrunk = budget("wine", 5.0, sources=("builtin://iris",))
+    result = kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(shrunk))
+    assert result.returncode != 0 and "spec.data.sources may only grow" in result.stderr

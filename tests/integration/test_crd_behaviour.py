@@ -35,7 +35,7 @@ MINIMAL_BUDGET = """
 apiVersion: securemodel.io/v1alpha1
 kind: PrivacyBudget
 metadata: {name: breast-cancer}
-spec: {epsilon: 10}
+spec: {epsilon: 10, data: {sources: ["builtin://breast_cancer"]}}
 """
 
 
@@ -104,7 +104,7 @@ def test_the_api_server_fills_in_defaults(kubectl: Kubectl, namespace: str) -> N
         result = apply(kubectl, namespace, manifest)
         assert result.returncode == 0, result.stderr
     budget = get(kubectl, namespace, "pbudget/breast-cancer")["spec"]
-    assert budget == {"epsilon": 10, "delta": 1e-05, "policy": "fcfs"}
+    assert budget == {"epsilon": 10, "delta": 1e-05, "policy": "fcfs", "data": {"sources": ["builtin://breast_cancer"]}}
     model = get(kubectl, namespace, "smodel/minimal")["spec"]
     assert model["data"]["validationSplit"] == 0.2
     assert model["privacy"] == {

@@ -1,11 +1,12 @@
 """The ClusterRole in deploy/ is enough for the operator, and no more than it needs.
 
-The operator runs cluster-wide, as in the cluster, authenticated as a ServiceAccount bound to
-a copy of deploy/10-rbac.yaml's ClusterRole (named after the test namespace, deleted after).
+The operator runs cluster-wide, as in the cluster, authenticated as deploy/'s ServiceAccount
+(securemodel-system/securemodel-operator) with deploy/10-rbac.yaml's ClusterRole and leader-election
+Role: the identity the admission policy lets write PrivacyBudget ledgers.
 """
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,57 +17,29 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+SYSTEM = "securemodel-system"
 ACCOUNT = "securemodel-operator"
-
-
-def deployed_rules(kind: str = "ClusterRole") -> list[dict[str, Any]]:
-    documents = yaml.safe_load_all((REPO / "deploy" / "10-rbac.yaml").read_text())
-    return next(d for d in documents if d["kind"] == kind)["rules"]
+USER = f"system:serviceaccount:{SYSTEM}:{ACCOUNT}"
 
 
 @pytest.fixture
-def operator_kubeconfig(
-    api_client: kubernetes.client.ApiClient, kubeconfig: Path, namespace: str, tmp_path: Path
-) -> Iterator[Path]:
-    """A kubeconfig for a ServiceAccount holding exactly the deployed ClusterRole."""
-    core = kubernetes.client.CoreV1Api(api_client)
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": ACCOUNT}})
-    role = f"test-{namespace}"
-    rbac.create_cluster_role({"metadata": {"name": role}, "rules": deployed_rules()})
-    subjects = [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}]
-    rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": subjects,
-        }
-    )
-    # The leader-election Role of deploy/, in the test's namespace (where this operator's Lease lives).
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "leader"}, "rules": deployed_rules("Role")})
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "leader"}, "subjects": subjects,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader"},
-    })  # fmt: skip
-    try:
-        token = core.create_namespaced_service_account_token(
-            ACCOUNT, namespace, {"spec": {"expirationSeconds": 3600}}
-        ).status.token
-        admin = yaml.safe_load(kubeconfig.read_text())
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "cluster", "cluster": admin["clusters"][0]["cluster"]}],
-            "users": [{"name": ACCOUNT, "user": {"token": token}}],
-            "contexts": [{"name": ACCOUNT, "context": {"cluster": "cluster", "user": ACCOUNT}}],
-            "current-context": ACCOUNT,
-        }
-        path = tmp_path / "operator.kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        yield path
-    finally:
-        rbac.delete_cluster_role_binding(role)
-        rbac.delete_cluster_role(role)
+def operator_kubeconfig(api_client: kubernetes.client.ApiClient, kubeconfig: Path, tmp_path: Path) -> Path:
+    """A kubeconfig for deploy/'s ServiceAccount (installed by the session's admission_policy fixture)."""
+    token = kubernetes.client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        ACCOUNT, SYSTEM, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    admin = yaml.safe_load(kubeconfig.read_text())
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": ACCOUNT, "context": {"cluster": "cluster", "user": ACCOUNT}}],
+        "current-context": ACCOUNT,
+    }
+    path = tmp_path / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def test_the_operator_works_with_the_deployed_cluster_role(
@@ -77,7 +50,7 @@ def test_the_operator_works_with_the_deployed_cluster_role(
     start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    operator = start_operator(None, operator_kubeconfig, "--lease-namespace", namespace)
+    operator = start_operator(None, operator_kubeconfig, "--lease-namespace", SYSTEM)
     assert kubectl("apply", "-n", namespace, "-f", str(REPO / "examples")).returncode == 0
     custom = kubernetes.client.CustomObjectsApi(api_client)
 
@@ -95,7 +68,8 @@ def test_the_operator_works_with_the_deployed_cluster_role(
     wait_for(lambda: len(core.list_namespaced_event(namespace).items) >= 3, what="three Events")
     logs = operator.logs()
     assert "Not enough permissions" not in logs
-    assert f'User "system:serviceaccount:{namespace}:{ACCOUNT}" cannot' not in logs
+    assert f'User "{USER}" cannot' not in logs
+    assert "denied request" not in logs  # the admission policies let the operator write its ledgers
 
 
 @pytest.mark.parametrize(
@@ -116,11 +90,11 @@ def test_the_operator_works_with_the_deployed_cluster_role(
     ],
 )
 def test_the_cluster_role_grants_only_what_the_operator_uses(
-    verb: str, resource: str, allowed: str, kubectl: Kubectl, namespace: str, operator_kubeconfig: Path
+    verb: str, resource: str, allowed: str, kubectl: Kubectl, namespace: str
 ) -> None:
     name, _, subresource = resource.partition("/")
     extra = [f"--subresource={subresource}"] if subresource else []
     result = kubectl(
-        "auth", "can-i", verb, name, *extra, "-n", namespace, f"--as=system:serviceaccount:{namespace}:{ACCOUNT}"
+        "auth", "can-i", verb, name, *extra, "-n", namespace, f"--as={USER}"
     )
     assert result.stdout.strip() == allowed, (verb, resource, result.stderr)

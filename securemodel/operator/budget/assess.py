@@ -6,6 +6,7 @@ from securemodel.privacy import BudgetSpec, Ledger, LedgerTampered, can_set_epsi
 
 EXHAUSTED = "Exhausted"
 TAMPERED = "LedgerTampered"
+OVERLAP = "DataOverlap"
 
 
 def assess(spec: BudgetSpec, ledger: Ledger) -> Outcome:
@@ -14,7 +15,8 @@ def assess(spec: BudgetSpec, ledger: Ledger) -> Outcome:
     Exhausted when nothing is left to grant (available <= 0). Ready is False only when
     ``spec.epsilon`` is below what the ledger holds (the composition of committed and reserved
     claims at ``spec.delta``), which the admission policy prevents; the ledger then grants
-    nothing until it is raised.
+    nothing until it is raised, and when another budget of the namespace covers some of the same
+    data (``spec.overlaps``): neither grants until a data steward makes them disjoint.
     """
     sums = totals(ledger, spec)
     summary = (
@@ -29,6 +31,14 @@ def assess(spec: BudgetSpec, ledger: Ledger) -> Outcome:
             f"spec.epsilon {spec.epsilon:g} is below the {epsilon_floor(ledger, spec.delta):g} committed and reserved: "
             f"raise it to at least that; nothing is granted meanwhile. {summary}",
         )
+    elif spec.overlaps:
+        ready = Condition(
+            READY,
+            False,
+            OVERLAP,
+            f"PrivacyBudget {', '.join(spec.overlaps)} of this namespace covers some of the same data (spec.data.sources): "
+            f"neither grants until they are disjoint. {summary}",
+        )
     else:
         ready = Condition(READY, True, EXHAUSTED if sums.exhausted else "BudgetAvailable", summary)
     return Outcome(
@@ -37,6 +47,7 @@ def assess(spec: BudgetSpec, ledger: Ledger) -> Outcome:
         conditions=(Condition(EXHAUSTED, sums.exhausted, "NoBudgetLeft" if sums.exhausted else "BudgetLeft", summary),),
         fields=status_fields(ledger, spec),
         warning=sums.exhausted or not ready.status,
+        progress=Progress.STALLED if spec.overlaps else Progress.DONE,
     )
 
 

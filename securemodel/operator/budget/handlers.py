@@ -8,20 +8,24 @@
   timer is needed.
 * :func:`budget_ledgers` indexes every budget's ledger in memory, and each change of a
   budget wakes the models waiting on it (see :mod:`securemodel.operator.secure_model`).
+* The budget directory (:mod:`.directory`) keeps what each budget protects and who may spend
+  it: consumers are refused by it, and a budget that shares data with another grants nothing.
 * Deleting a budget whose ledger holds Reserved or Committed entries is blocked by kopf's
   finalizer unless the budget carries ``securemodel.io/allow-delete-with-spend: "true"``: its
   ledger is the only record of the privacy that dataset has released.
 """
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
+import kubernetes
 
 from securemodel.api import GROUP, VERSION
 from securemodel.api.privacy_budget import ALLOW_DELETE_WITH_SPEND, KIND
-from securemodel.operator.budget.ledger import BudgetNotFound, BudgetRef
-from securemodel.operator.runtime import runtime
+from securemodel.operator.budget.ledger import BudgetNotFound, BudgetRef, LedgerContention
+from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.settings import DELETION_RECHECK_SECONDS, RETRY_BACKOFF
 from securemodel.privacy import BudgetSpec, ClaimState, Ledger, LedgerTampered, reconcile, totals
 
@@ -38,12 +42,26 @@ async def budget_ledgers(namespace: str, name: str, status: kopf.Status, **_: An
 
 
 @kopf.on.event(GROUP, VERSION, KIND.plural)
-async def wake_consumers(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the models waiting on this budget; the index already holds what changed.
+async def wake_consumers(event: kopf.RawEvent, namespace: str, name: str, spec: kopf.Spec, memo: kopf.Memo,
+                         **_: Any) -> None:  # fmt: skip
+    """Record what the budget protects, wake the models waiting on it (the index already holds what
+    changed), and reassess the budgets whose overlap with it this event changed.
 
     Async, so that it runs on the event loop the models wait on (asyncio events are not thread-safe).
     """
-    runtime(memo).wakeups.notify(budget_key(BudgetRef(namespace, name)))
+    current = runtime(memo)
+    ref = BudgetRef(namespace, name)
+    changed = current.budgets.drop(ref) if event.get("type") == "DELETED" else current.budgets.put(ref, spec)
+    current.wakeups.notify(budget_key(ref))
+    for other in changed:
+        current.wakeups.notify(budget_key(other))
+        await _reassess(current, other)
+
+
+async def _reassess(current: Runtime, ref: BudgetRef) -> None:
+    """Rewrite a budget's status after its overlaps changed; a failure is retried by its next change."""
+    with contextlib.suppress(BudgetNotFound, LedgerTampered, LedgerContention, kubernetes.client.ApiException):
+        await current.writer.apply(ref, reconcile)
 
 
 @kopf.on.resume(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -138,6 +138,7 @@ def transact(
     ref: BudgetRef,
     changes: Sequence[Change],
     seen: dict[str, Ledger] | None = None,
+    overlaps: tuple[str, ...] = (),
 ) -> Transaction:
     """Apply ``changes`` in order to the budget's verified ledger in one optimistic-concurrency write.
 
@@ -146,7 +147,9 @@ def transact(
     it replaces, compacted once it grows large, and sealed (hash chain) again. ``seen`` holds
     the last ledger this process read or wrote per budget uid; it is checked against and updated.
     A ledger that does not verify (:func:`read_ledger`) is never written: the budget's
-    conditions say so (``LedgerTampered``) and :class:`LedgerTampered` is raised.
+    conditions say so (``LedgerTampered``) and :class:`LedgerTampered` is raised. ``overlaps``
+    names the other budgets of the namespace that cover some of this budget's data: while there
+    are any, nothing is granted (:class:`securemodel.privacy.BudgetSpec`).
 
     Raises:
         BudgetNotFound: if the budget does not exist.
@@ -156,7 +159,7 @@ def transact(
     """
     for attempt in range(1, LEDGER_MAX_ATTEMPTS + 1):
         budget = read_budget(api, ref)
-        spec = BudgetSpec.from_dict(budget["spec"])
+        spec = replace(BudgetSpec.from_dict(budget["spec"]), overlaps=overlaps)
         now = datetime.now(UTC)
         uid = budget["metadata"].get("uid", "")
         try:

@@ -6,6 +6,7 @@ from typing import Any
 
 import kubernetes
 
+from securemodel.operator.budget.directory import BudgetDirectory
 from securemodel.operator.budget.ledger import BudgetRef, Change, Transaction, transact
 from securemodel.operator.conditions import Event
 from securemodel.privacy import Ledger
@@ -25,9 +26,10 @@ class LedgerWriter:
     the training stage).
     """
 
-    def __init__(self, api: kubernetes.client.CustomObjectsApi, post: EventPoster) -> None:
+    def __init__(self, api: kubernetes.client.CustomObjectsApi, post: EventPoster, directory: BudgetDirectory) -> None:
         self._api = api
         self._post = post
+        self._directory = directory
         self._queues: dict[BudgetRef, list[tuple[Change, asyncio.Future[Ledger]]]] = {}
         self._drains: dict[BudgetRef, asyncio.Task[None]] = {}
         # The last ledger read or written per budget uid: a stored one must be a permitted successor.
@@ -51,7 +53,8 @@ class LedgerWriter:
                 batch = queue[:]
                 del queue[:]
                 try:
-                    transaction = await asyncio.to_thread(transact, self._api, ref, [change for change, _ in batch], self._seen)
+                    transaction = await asyncio.to_thread(transact, self._api, ref, [change for change, _ in batch], self._seen,
+                                                          self._directory.overlapping(ref))  # fmt: skip
                 except Exception as error:  # every change of the batch failed with it: hand it to each caller
                     for _, future in batch:
                         if not future.done():

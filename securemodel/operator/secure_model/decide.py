@@ -26,6 +26,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from securemodel.operator.budget.directory import Refusal
 from securemodel.operator.conditions import Condition, Outcome
 from securemodel.operator.kube import drifted
 from securemodel.operator.secure_model import children, outcomes
@@ -76,6 +77,7 @@ class Snapshot:
     image: str
     own_code: bool  # the operator's worker image and a built-in architecture
     ledger: Ledger | None  # None: the budget does not exist
+    refusal: Refusal | None  # why the budget may not be charged for this model (coverage, overlap)
     plan: Plan | None
     calibration: Calibration | None
     calibration_error: str | None
@@ -296,6 +298,8 @@ def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple
     """The outcome while the spec's version has no granted claim yet (None once it has one)."""
     budget = s.spec.privacy.budget_ref
     if claim is None:
+        if s.refusal is not None:
+            return outcomes.budget_refused(budget, s.refusal.reason, s.refusal.message)
         if s.calibration_error is not None or s.calibration is None:
             return outcomes.calibration_failed(budget, s.calibration_error or "not calibrated")
         if finishing is not None:

@@ -21,7 +21,7 @@ from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.calibration import plan
-from securemodel.operator.secure_model.decide import Snapshot
+from securemodel.operator.secure_model.decide import KIND, Snapshot
 from securemodel.operator.secure_model.spec import parse
 from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, WORKER_IMAGE
 from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION
@@ -94,6 +94,7 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         image=image,
         own_code=image == WORKER_IMAGE and spec.model.architecture is not None and spec.model.entrypoint is None,
         ledger=ledger,
+        refusal=current.budgets.refusal(ref, KIND, owner.namespace, spec.data.source),
         plan=target,
         calibration=calibration,
         calibration_error=error,

@@ -38,6 +38,12 @@ def budget_missing(budget: str) -> Outcome:
                     Condition(BUDGET_RESERVED, False, "BudgetNotFound", text), progress=Progress.STALLED, warning=True)  # fmt: skip
 
 
+def budget_refused(budget: str, reason: str, message: str) -> Outcome:
+    text = f"no ε claimed from PrivacyBudget {budget}: {message}"
+    return _outcome(Phase.WAITING_FOR_BUDGET, False, reason, text,
+                    Condition(BUDGET_RESERVED, False, reason, text), progress=Progress.STALLED, warning=True)  # fmt: skip
+
+
 def calibration_failed(budget: str, error: str) -> Outcome:
     text = f"no ε claimed from PrivacyBudget {budget}: {error}"
     return _outcome(Phase.FAILED, False, "CalibrationFailed", text,

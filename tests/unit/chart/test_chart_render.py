@@ -343,9 +343,24 @@ def test_the_operator_may_fill_the_client_secrets_role_only_while_roles_are_on(h
 
 def test_admission_policies_on_and_off(helm: Path) -> None:
     policies = [o["metadata"]["name"] for o in template(helm) if o["kind"] == "ValidatingAdmissionPolicy"]
-    assert policies == ["privacybudget-epsilon-floor.securemodel.io", "privacybudget-deletion-override.securemodel.io"]
+    assert policies == ["privacybudget-epsilon-floor.securemodel.io", "privacybudget-deletion-override.securemodel.io",
+                        "privacybudget-ledger.securemodel.io", "privacybudget-deletion.securemodel.io"]  # fmt: skip
+    bindings = [o["spec"]["policyName"] for o in template(helm) if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert sorted(bindings) == sorted(policies), "every policy is bound (an unbound policy enforces nothing)"
     off = kinds(template(helm, "--set", "admissionPolicies.enabled=false"))
     assert not off & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
+def test_only_the_operators_service_account_and_the_listed_writers_write_ledgers(helm: Path) -> None:
+    def writers(*args: str) -> str:
+        (ledger,) = [o for o in template(helm, *args) if o["metadata"]["name"] == "privacybudget-ledger.securemodel.io"
+                     and o["kind"] == "ValidatingAdmissionPolicy"]  # fmt: skip
+        return next(v["expression"] for v in ledger["spec"]["variables"] if v["name"] == "writers")
+
+    assert writers() == "['system:serviceaccount:securemodel-system:sm-securemodel-operator']"
+    assert writers("--set", "admissionPolicies.ledgerWriters={dev-admin}") == (
+        "['system:serviceaccount:securemodel-system:sm-securemodel-operator', 'dev-admin']"
+    )
 
 
 # --- monitoring, namespace, helm test -----------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from securemodel.operator.conditions import Progress
+from securemodel.operator.budget.directory import NOT_COVERED, OVERLAPPING, Refusal
 from securemodel.operator.secure_model import children, keys
 from securemodel.operator.secure_model.calibration import plan
 from securemodel.operator.secure_model.decide import Decision, Snapshot, Verb, decide, decide_deletion
@@ -72,7 +73,7 @@ RUNNING = {"running": {"startedAt": "t"}}
 def snapshot(**changes: Any) -> Snapshot:
     base = Snapshot(
         owner=OWNER, generation=1, deleting=False, finalized=True, rotation=None, spec=SPEC, image="worker:dev",
-        own_code=True, ledger=ledger(), plan=PLAN, calibration=CALIBRATION, calibration_error=None, jobs={},
+        own_code=True, ledger=ledger(), refusal=None, plan=PLAN, calibration=CALIBRATION, calibration_error=None, jobs={},
         pods=(), deployment=None, service=None, pvc=None, results=None, secrets={}, now=NOW,
     )  # fmt: skip
     return replace(base, **changes)
@@ -139,6 +140,10 @@ TABLE = [
     ("new model waits for kopf's finalizer before claiming", snapshot(finalized=False), "WaitingForBudget",
      Progress.WORKING, [], [], False, []),
     ("new model claims", snapshot(), "WaitingForBudget", Progress.WORKING, [(Verb.SUBMIT, 2.0)], [], False, []),
+    ("budget does not cover the data: no claim", snapshot(refusal=Refusal(NOT_COVERED, "protects pvc://x/, not ...")),
+     "WaitingForBudget", Progress.STALLED, [], [], False, []),
+    ("budget shares data with another: no claim", snapshot(refusal=Refusal(OVERLAPPING, "shares data with b2")),
+     "WaitingForBudget", Progress.STALLED, [], [], False, []),
     ("waiting", snapshot(ledger=ledger(claim(ClaimState.WAITING))), "WaitingForBudget", Progress.WORKING, [], [], False, []),
     ("granted: dispatch, then the train Job", snapshot(ledger=ledger(claim(ClaimState.RESERVED))), "Training",
      Progress.WORKING, [(Verb.DISPATCH, 0.0)], ["PersistentVolumeClaim"], True, []),

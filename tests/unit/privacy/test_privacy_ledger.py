@@ -89,6 +89,13 @@ class TestGrants:
         assert states(ledger) == ["Reserved"] * 5 + ["Waiting"] * 15
         assert totals(ledger, BudgetSpec(10.0, BUDGET_DELTA)) == approx_totals(0.0, 10.0, 0.0, 10.0, 5e-8)
 
+    def test_a_budget_sharing_data_with_another_grants_nothing_until_disjoint(self) -> None:
+        spec = BudgetSpec(10.0, BUDGET_DELTA)
+        shared = submit_all(dataclasses.replace(spec, overlaps=("other",)), [2.0, 2.0])
+        assert states(shared) == ["Waiting", "Waiting"]
+        assert states(reconcile(shared, dataclasses.replace(spec, overlaps=("other",)), LATER).ledger) == ["Waiting", "Waiting"]
+        assert states(reconcile(shared, spec, LATER).ledger) == ["Reserved", "Reserved"]
+
     def test_a_claim_is_granted_whole_or_not_at_all(self) -> None:
         spec = BudgetSpec(5.0, BUDGET_DELTA)
         outcome = submit(submit_all(spec, [4.0]), spec, consumer(1), 2.0, DELTA, NOW)

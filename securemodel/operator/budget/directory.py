@@ -1,0 +1,97 @@
+"""What every PrivacyBudget protects and who may spend it, as the budget watch last saw it.
+
+The operator charges a consumer to a budget only when :meth:`BudgetDirectory.refusal` finds no
+reason against it (see :mod:`securemodel.privacy.coverage` for the rules), and a budget that shares
+data with another budget of its namespace grants nothing (:meth:`BudgetDirectory.overlapping`,
+read by every ledger transaction). A view one watch event behind is safe: a budget's sources may
+only grow, consent is checked again before each claim, and a budget created to overlap another is
+seen by the next transaction of either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from securemodel.operator.budget.ledger import BudgetRef
+from securemodel.privacy.coverage import consents, covers, overlaps
+
+NOT_COVERED = "DataNotCovered"
+OVERLAPPING = "BudgetOverlaps"
+NOT_CONSENTED = "BudgetNotConsented"
+
+
+@dataclass(frozen=True)
+class BudgetData:
+    """``spec.data.sources`` and ``spec.consumers`` of one budget."""
+
+    sources: tuple[str, ...]
+    consumers: tuple[Mapping[str, str], ...]
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any]) -> BudgetData:
+        data = spec.get("data") or {}
+        return cls(tuple(data.get("sources") or ()), tuple(dict(c) for c in spec.get("consumers") or ()))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a consumer may not be charged to a budget: a condition reason and its message."""
+
+    reason: str
+    message: str
+
+
+class BudgetDirectory:
+    """Every budget's :class:`BudgetData` by reference, kept by the budget watch."""
+
+    def __init__(self) -> None:
+        self._budgets: dict[BudgetRef, BudgetData] = {}
+
+    def put(self, ref: BudgetRef, spec: Mapping[str, Any]) -> set[BudgetRef]:
+        """Record the budget's spec; return the other budgets whose overlaps this changed."""
+        before = self._neighbours_overlapping(ref)
+        self._budgets[ref] = BudgetData.of(spec)
+        return before ^ self._neighbours_overlapping(ref)
+
+    def drop(self, ref: BudgetRef) -> set[BudgetRef]:
+        """Forget a deleted budget; return the budgets that overlapped it."""
+        before = self._neighbours_overlapping(ref)
+        self._budgets.pop(ref, None)
+        return before
+
+    def overlapping(self, ref: BudgetRef) -> tuple[str, ...]:
+        """Names of the other budgets of the namespace that cover data ``ref`` covers, sorted."""
+        return tuple(sorted(other.name for other in self._neighbours_overlapping(ref)))
+
+    def refusal(self, ref: BudgetRef, kind: str, namespace: str, source: str) -> Refusal | None:
+        """Why a ``kind`` in ``namespace`` training on ``source`` may not claim from ``ref``; None if it may
+        (or if the budget is unknown: the consumer then waits for it to exist)."""
+        data = self._budgets.get(ref)
+        if data is None:
+            return None
+        if not consents(data.consumers, kind, namespace, ref.namespace):
+            return Refusal(NOT_CONSENTED, f"PrivacyBudget {ref.namespace}/{ref.name} does not consent to be spent by a "
+                                          f"{kind} of namespace {namespace}: its spec.consumers does not name it")  # fmt: skip
+        if not covers(data.sources, source):
+            covered = ", ".join(data.sources) or "nothing"
+            return Refusal(NOT_COVERED, f"PrivacyBudget {ref.name} protects {covered}, not {source}: a budget is "
+                                        "charged only for the data it declares in spec.data.sources")  # fmt: skip
+        others = self.overlapping(ref)
+        if others:
+            return Refusal(OVERLAPPING, f"PrivacyBudget {ref.name} shares data with PrivacyBudget {', '.join(others)} of "
+                                        "this namespace: neither grants until a data steward makes their spec.data "
+                                        "disjoint")  # fmt: skip
+        return None
+
+    def _neighbours_overlapping(self, ref: BudgetRef) -> set[BudgetRef]:
+        data = self._budgets.get(ref)
+        if data is None:
+            return set()
+        return {
+            other
+            for other, theirs in self._budgets.items()
+            if other != ref and other.namespace == ref.namespace and overlaps(data.sources, theirs.sources)
+        }
+

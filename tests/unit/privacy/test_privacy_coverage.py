@@ -1,0 +1,101 @@
+"""Dataset binding and consent: which budget may be charged for which data, by whom."""
+
+import pytest
+
+from securemodel.operator.budget.directory import NOT_CONSENTED, NOT_COVERED, OVERLAPPING, BudgetDirectory
+from securemodel.operator.budget.ledger import BudgetRef
+from securemodel.privacy.coverage import consents, covers, overlaps, validate
+
+
+@pytest.mark.parametrize(
+    ("patterns", "source", "covered"),
+    [
+        (["builtin://wine"], "builtin://wine", True),
+        (["builtin://wine"], "builtin://wine?shard=1&of=3", True),  # a dataset covers its shards
+        (["builtin://wine?shard=1&of=3"], "builtin://wine?shard=1&of=3", True),
+        (["builtin://wine?shard=1&of=3"], "builtin://wine", False),  # a shard does not cover the whole
+        (["builtin://wine?shard=1&of=3"], "builtin://wine?shard=0&of=3", False),
+        (["builtin://wine"], "builtin://iris", False),
+        (["pvc://data/"], "pvc://data/clinic/a.csv", True),
+        (["pvc://data/clinic/"], "pvc://data/other/a.csv", False),
+        (["pvc://data/clinic/a.csv"], "pvc://data/clinic/a.csv?shard=0&of=2", True),
+        (["pvc://data/clinic/a.csv"], "pvc://data/clinic/a.csv.bak", False),
+        (["pvc://data/clinic"], "pvc://data/clinic/a.csv", False),  # without the slash it is a file, not a prefix
+        ([], "builtin://wine", False),
+        (["not a source"], "builtin://wine", False),
+    ],
+)
+def test_a_budget_covers_exactly_the_data_it_declares(patterns: list[str], source: str, covered: bool) -> None:
+    assert covers(patterns, source) is covered
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        ("builtin://wine", "builtin://wine", True),
+        ("builtin://wine", "builtin://wine?shard=0&of=2", True),
+        ("builtin://wine?shard=0&of=2", "builtin://wine?shard=1&of=2", False),
+        ("builtin://wine?shard=0&of=2", "builtin://wine?shard=1&of=3", True),  # other splits may share examples
+        ("pvc://data/", "pvc://data/clinic/a.csv", True),
+        ("pvc://data/clinic/a.csv", "pvc://data/", True),
+        ("pvc://data/a/", "pvc://data/b/", False),
+        ("pvc://data/a/", "pvc://data/a/x/", True),
+        ("builtin://wine", "builtin://iris", False),
+    ],
+)
+def test_budgets_overlap_when_they_may_name_a_common_example(first: str, second: str, overlap: bool) -> None:
+    assert bool(overlaps([first], [second])) is overlap
+    assert bool(overlaps([second], [first])) is overlap
+
+
+def test_malformed_patterns_are_reported() -> None:
+    assert validate(["builtin://wine", "pvc://data/"]) == []
+    assert len(validate(["ftp://x", "builtin://wine/", "builtin://wine?shard=3&of=2"])) == 3
+
+
+def test_a_budget_consents_to_its_own_namespace_and_to_the_consumers_it_names() -> None:
+    named = [{"kind": "FederatedRound", "namespace": "hub"}]
+    assert consents([], "SecureModel", "clinic-a", "clinic-a")
+    assert consents(named, "FederatedRound", "hub", "clinic-a")
+    assert not consents(named, "SecureModel", "hub", "clinic-a")  # consent is per kind
+    assert not consents(named, "FederatedRound", "elsewhere", "clinic-a")
+    assert not consents([], "FederatedRound", "hub", "clinic-a")
+
+
+def budget_spec(*sources: str, consumers: list[dict[str, str]] | None = None) -> dict[str, object]:
+    return {"epsilon": 1.0, "data": {"sources": list(sources)}, "consumers": consumers or []}
+
+
+def test_the_directory_refuses_uncovered_data_foreign_consumers_and_shared_data() -> None:
+    directory = BudgetDirectory()
+    a, b = BudgetRef("ns", "a"), BudgetRef("ns", "b")
+    assert directory.put(a, budget_spec("builtin://wine?shard=0&of=2")) == set()
+    assert directory.refusal(a, "SecureModel", "ns", "builtin://wine?shard=0&of=2") is None
+    refused = directory.refusal(a, "SecureModel", "ns", "builtin://wine")
+    assert refused is not None and refused.reason == NOT_COVERED and "builtin://wine" in refused.message
+    foreign = directory.refusal(a, "FederatedRound", "hub", "builtin://wine?shard=0&of=2")
+    assert foreign is not None and foreign.reason == NOT_CONSENTED
+
+    # A second budget over the same data: both stop, each names the other.
+    assert directory.put(b, budget_spec("builtin://wine")) == {a}
+    assert directory.overlapping(a) == ("b",) and directory.overlapping(b) == ("a",)
+    shared = directory.refusal(a, "SecureModel", "ns", "builtin://wine?shard=0&of=2")
+    assert shared is not None and shared.reason == OVERLAPPING and "b" in shared.message
+
+    # Made disjoint by the data steward: both grant again.
+    assert directory.put(b, budget_spec("builtin://wine?shard=1&of=2")) == {a}
+    assert directory.overlapping(a) == ()
+    assert directory.put(b, budget_spec("builtin://wine")) == {a}
+    assert directory.drop(b) == {a}
+    assert directory.overlapping(a) == ()
+
+
+def test_budgets_of_other_namespaces_never_overlap() -> None:
+    directory = BudgetDirectory()
+    directory.put(BudgetRef("clinic-a", "b"), budget_spec("builtin://wine"))
+    assert directory.put(BudgetRef("clinic-b", "b"), budget_spec("builtin://wine")) == set()
+    assert directory.overlapping(BudgetRef("clinic-a", "b")) == ()
+
+
+def test_an_unknown_budget_refuses_nothing() -> None:
+    assert BudgetDirectory().refusal(BudgetRef("ns", "missing"), "SecureModel", "ns", "builtin://wine") is None
