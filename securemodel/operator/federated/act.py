@@ -26,7 +26,7 @@ from securemodel.operator.federated import children
 from securemodel.operator.federated.decide import Decision
 from securemodel.operator.federated.snapshot import Snapshot
 from securemodel.operator.runtime import Runtime
-from securemodel.operator.secure_model.act import _change as change_of
+from securemodel.operator.secure_model.act import change_of
 from securemodel.operator.secure_model.children import COMPONENT_LABEL
 from securemodel.operator.secure_model.decide import Verb
 from securemodel.privacy import ClaimState, Ledger, LedgerError, LedgerTampered

@@ -48,7 +48,7 @@ class Acted:
     conflicts: tuple[str, ...] = ()  # Secrets of the model's names that it does not own
 
 
-def _change(action: LedgerAction) -> Change:
+def change_of(action: LedgerAction) -> Change:
     match action.verb:
         case Verb.SUBMIT:
             assert action.consumer is not None
@@ -84,7 +84,7 @@ async def _ledger(current: Runtime, s: Snapshot, decision: Decision) -> Ledger |
             if not await asyncio.to_thread(_gone, current.client, s, action.gone, action.version):
                 continue
         try:
-            latest = await current.writer.apply(ref, _change(action))
+            latest = await current.writer.apply(ref, change_of(action))
         except BudgetNotFound:
             return None
         except LedgerError as error:  # the budget as stored does not allow it: decided again next pass
