@@ -49,6 +49,7 @@ class Acted:
 
 
 def change_of(action: LedgerAction) -> Change:
+    """The ledger change (a pure rule bound to its arguments) one decided action makes."""
     match action.verb:
         case Verb.SUBMIT:
             assert action.consumer is not None
