@@ -1,6 +1,7 @@
 """The demo's client, run in a Pod with the model's client Secret at /client: one Open Inference
-Protocol request over mutual TLS on the validation split, then the same request without a client
-certificate, which the server must refuse."""
+Protocol request over mutual TLS on the dataset's public evaluation part (the model's
+spec.data.evaluation), then the same request without a client certificate, which the server must
+refuse."""
 import json
 import ssl
 import sys
@@ -10,11 +11,11 @@ import urllib.request
 
 import numpy as np
 
-from securemodel.data.loading import load_dataset
+from securemodel.data.loading import load_evaluation
 
 url, model = sys.argv[1], sys.argv[2]
-data = load_dataset("builtin://breast_cancer", validation_split=0.2, seed=0)
-x = data.x_val.astype(np.float32)
+x, y = load_evaluation("builtin://breast_cancer?part=evaluation", training="builtin://breast_cancer")
+x = x.astype(np.float32)
 body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
                                "data": x.ravel().tolist()}]}).encode()
 
@@ -41,8 +42,8 @@ while True:  # a fresh Service is routed shortly after its endpoints are ready
 predicted = np.asarray(next(o for o in answer["outputs"] if o["name"] == "predicted_class")["data"])
 print(f"POST {url}/v2/models/{model}/infer  (client certificate CN=frontend)")
 print(f"  answered by model version {answer.get('model_version')}")
-print(f"  {len(predicted)} validation samples, first predictions {predicted[:10].tolist()}")
-print(f"  accuracy {np.mean(predicted == data.y_val):.4f}")
+print(f"  {len(predicted)} public evaluation samples, first predictions {predicted[:10].tolist()}")
+print(f"  accuracy {np.mean(predicted == y):.4f}")
 try:
     infer(with_certificate=False)
     print("  without a client certificate: ANSWERED (this must not happen)")

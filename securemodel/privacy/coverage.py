@@ -2,7 +2,9 @@
 
 A budget declares the data it protects in ``spec.data.sources``; each entry is a pattern:
 
-* a source, ``builtin://<name>`` or ``pvc://<claim>/<path>``: that dataset and every shard of it;
+* a source, ``builtin://<name>`` or ``pvc://<claim>/<path>``: that dataset and every shard of it
+  (``builtin://<name>`` is the training part of a built-in dataset; its public evaluation part,
+  ``?part=evaluation``, is other data);
 * a source with a shard, ``...?shard=i&of=n``: that shard only;
 * a prefix ending in ``/``, ``pvc://<claim>/`` or ``pvc://<claim>/<dir>/``: every file under it.
 
@@ -47,8 +49,8 @@ def _parse(pattern: str) -> _Pattern:
     source = parse_source(pattern)
     shard = (source.shard.index, source.shard.count) if source.shard is not None else None
     match source:
-        case BuiltinSource(name=name):
-            return _Pattern(f"builtin://{name}", False, shard)
+        case BuiltinSource(name=name, evaluation=evaluation):  # the public evaluation part is other data
+            return _Pattern(f"builtin://{name}?part=evaluation" if evaluation else f"builtin://{name}", False, shard)
         case PvcSource(claim=claim, path=path):
             return _Pattern(f"pvc://{claim}/{path}", False, shard)
     raise AssertionError(source)  # pragma: no cover - parse_source returns one of the two

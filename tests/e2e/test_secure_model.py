@@ -29,7 +29,7 @@ CLIENT = "frontend"
 OPERATOR = ["-n", "securemodel-system"]
 SPEC: dict[str, Any] = {
     "model": {"architecture": "mlp", "params": {"hidden": [32]}},
-    "data": {"source": "builtin://breast_cancer", "validationSplit": 0.2},
+    "data": {"source": "builtin://breast_cancer", "evaluation": {"source": "builtin://breast_cancer?part=evaluation"}},
     "privacy": {"budgetRef": "breast-cancer", "epsilon": 2.0, "delta": 1.0e-5, "maxGradNorm": 1.0, "accountant": "prv"},
     "training": {"epochs": 3, "batchSize": 64, "learningRate": 0.5, "optimizer": "sgd", "seed": 0},
     "compression": {"pruning": {"sparsity": 0.5}, "quantization": "int8"},
@@ -108,11 +108,11 @@ def served(namespace: str) -> dict[str, Any]:
 CLIENT_CODE = r"""
 import json, socket, ssl, sys, time, urllib.error, urllib.request
 import numpy as np
-from securemodel.data.loading import load_dataset
+from securemodel.data.loading import load_evaluation
 
 url, model = sys.argv[1], sys.argv[2]
-data = load_dataset("builtin://breast_cancer", validation_split=0.2, seed=0)
-x, y = data.x_val.astype(np.float32), data.y_val
+x, y = load_evaluation("builtin://breast_cancer?part=evaluation", training="builtin://breast_cancer")
+x = x.astype(np.float32)
 body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
                                "data": x.ravel().tolist()}]}).encode()
 
@@ -373,29 +373,63 @@ def served_artifact(namespace: str) -> str:
     return command[command.index("--artifact") + 1]
 
 
+def artifact_pod(name: str, code: str, *args: str) -> dict[str, Any]:
+    """A pod that runs Python ``code`` on the model's artifacts volume, as the worker's user."""
+    found = pod(name, ["python", "-c", code, *args],
+                volumes=[{"name": "a", "persistentVolumeClaim": {"claimName": f"{MODEL}-artifacts"}}],
+                container={"volumeMounts": [{"name": "a", "mountPath": "/artifacts"}]})  # fmt: skip
+    found["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                        "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+    found["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    return found
+
+
+def restart_serving_until_refused(namespace: str) -> dict[str, Any]:
+    """Delete the serving pods; wait until their successors refuse the artifact (Ready False, ArtifactRejected)."""
+    kubectl("-n", namespace, "delete", "pod", "-l", "securemodel.io/component=serve", "--wait=false")
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(get(namespace, "securemodel", MODEL), "Ready")
+        return ready if ready.get("reason") == "ArtifactRejected" else None
+
+    ready = wait_until(refused, 120, "Ready False with reason ArtifactRejected")
+    assert ready["status"] == "False" and "exited 1" in ready["message"]
+    slices = json.loads(kubectl("-n", namespace, "get", "endpointslices", "-l", f"kubernetes.io/service-name={MODEL}",
+                                "-o", "json").stdout)["items"]  # fmt: skip
+    ready_endpoints = [e for s in slices for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")]
+    assert ready_endpoints == [], "a pod that refused its artifact never listens, so nothing answers"
+    return ready
+
+
+def test_an_older_versions_artifact_copied_over_the_served_one_is_refused(served: dict[str, Any], namespace: str) -> None:
+    """Artifacts are bound (GCM associated data) to the model's uid, versions and encoding, and the serving pods
+    check the digest the operator recorded: the previous version's genuine artifact, under the same key, is refused."""
+    path = served_artifact(namespace)
+    code = ("import glob, shutil, sys; current = sys.argv[1]; "
+            "older = sorted(p for p in glob.glob('/artifacts/*/*.compressed.smdl') if p != current); "
+            "shutil.copyfile(current, current + '.kept'); shutil.copyfile(older[0], current); print('copied', older[0])")  # fmt: skip
+    apply(namespace, artifact_pod("swap", code, path))
+    wait_phase(namespace, "swap", "Succeeded")
+    assert "copied /artifacts/" in logs(namespace, "swap")
+    ready = restart_serving_until_refused(namespace)
+    assert "sha256:" in ready["message"] or "was written for" in ready["message"], ready["message"]
+    # The genuine artifact put back, the model serves again.
+    apply(namespace, artifact_pod("restore", "import shutil, sys; shutil.move(sys.argv[1] + '.kept', sys.argv[1])", path))
+    wait_phase(namespace, "restore", "Succeeded")
+    kubectl("-n", namespace, "delete", "pod", "-l", "securemodel.io/component=serve", "--wait=false")
+    wait_until(lambda: condition(get(namespace, "securemodel", MODEL), "Ready").get("reason") == "Serving", 180,
+               "the model serving its genuine artifact again")  # fmt: skip
+
+
 def test_a_tampered_artifact_makes_serving_fail_with_a_clear_condition(served: dict[str, Any], namespace: str) -> None:
     """Flip one byte of the compressed artifact on the PVC, then restart the serving pod."""
     path = served_artifact(namespace)
     code = ("import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[-1] ^= 1; "
             "open(p, 'wb').write(bytes(b)); print('tampered', len(b))")  # fmt: skip
-    tamper = pod("tamper", ["python", "-c", code, path],
-                 volumes=[{"name": "a", "persistentVolumeClaim": {"claimName": f"{MODEL}-artifacts"}}],
-                 container={"volumeMounts": [{"name": "a", "mountPath": "/artifacts"}]})  # fmt: skip
-    tamper["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                                         "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
-    tamper["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
-    apply(namespace, tamper)
+    apply(namespace, artifact_pod("tamper", code, path))
     wait_phase(namespace, "tamper", "Succeeded")
-    kubectl("-n", namespace, "delete", "pod", "-l", "securemodel.io/component=serve", "--wait=false")
-
-    def failed() -> dict[str, Any] | None:
-        ready = condition(get(namespace, "securemodel", MODEL), "Ready")
-        return ready if ready.get("reason") == "ServingFailed" else None
-
-    ready = wait_until(failed, 120, "Ready False with reason ServingFailed")
-    assert ready["status"] == "False"
-    assert "exited 1" in ready["message"]
-    assert any(word in ready["message"].lower() for word in ("tamper", "authentic", "modified")), ready["message"]
+    ready = restart_serving_until_refused(namespace)
+    assert "sha256:" in ready["message"] or "authentic" in ready["message"].lower(), ready["message"]
 
 
 def test_a_spec_change_mid_training_lets_the_training_finish_and_charges_it_before_the_new_version(

@@ -106,7 +106,7 @@ def test_the_api_server_fills_in_defaults(kubectl: Kubectl, namespace: str) -> N
     budget = get(kubectl, namespace, "pbudget/breast-cancer")["spec"]
     assert budget == {"epsilon": 10, "delta": 1e-05, "policy": "fcfs", "data": {"sources": ["builtin://breast_cancer"]}}
     model = get(kubectl, namespace, "smodel/minimal")["spec"]
-    assert model["data"]["validationSplit"] == 0.2
+    assert model["data"] == {"source": "builtin://breast_cancer"}
     assert model["privacy"] == {
         "budgetRef": "breast-cancer", "epsilon": 2, "delta": 1e-05, "maxGradNorm": 1, "accountant": "prv"
     }  # fmt: skip

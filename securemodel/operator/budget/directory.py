@@ -20,6 +20,7 @@ from securemodel.privacy.coverage import consents, covers, overlaps
 NOT_COVERED = "DataNotCovered"
 OVERLAPPING = "BudgetOverlaps"
 NOT_CONSENTED = "BudgetNotConsented"
+EVALUATION_PROTECTED = "EvaluationProtected"
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,25 @@ class BudgetDirectory:
         """Names of the other budgets of the namespace that cover data ``ref`` covers, sorted."""
         return tuple(sorted(other.name for other in self._neighbours_overlapping(ref)))
 
-    def refusal(self, ref: BudgetRef, kind: str, namespace: str, source: str) -> Refusal | None:
+    def refusal(
+        self, ref: BudgetRef, kind: str, namespace: str, source: str, evaluation: str | None = None
+    ) -> Refusal | None:
         """Why a ``kind`` in ``namespace`` training on ``source`` may not claim from ``ref``; None if it may
-        (or if the budget is unknown: the consumer then waits for it to exist)."""
+        (or if the budget is unknown: the consumer then waits for it to exist).
+
+        ``evaluation`` is the source the consumer declares public (its accuracy is published unaccounted):
+        data a budget of the namespace protects cannot be declared public.
+        """
         data = self._budgets.get(ref)
         if data is None:
             return None
+        if evaluation is not None:
+            protecting = sorted(other.name for other, theirs in self._budgets.items()
+                                if other.namespace == namespace and covers(theirs.sources, evaluation))  # fmt: skip
+            if protecting:
+                return Refusal(EVALUATION_PROTECTED, f"spec.data.evaluation.source {evaluation} is protected by PrivacyBudget "
+                                                     f"{', '.join(protecting)}: data a budget protects cannot be declared "
+                                                     "public, and accuracy on it would be published unaccounted")  # fmt: skip
         if not consents(data.consumers, kind, namespace, ref.namespace):
             return Refusal(NOT_CONSENTED, f"PrivacyBudget {ref.namespace}/{ref.name} does not consent to be spent by a "
                                           f"{kind} of namespace {namespace}: its spec.consumers does not name it")  # fmt: skip

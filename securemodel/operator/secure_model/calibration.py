@@ -5,7 +5,7 @@ import collections
 import concurrent.futures
 from dataclasses import dataclass
 
-from securemodel.data.sources import dataset_size, parse_source, split_sizes
+from securemodel.data.sources import dataset_size, parse_source
 from securemodel.operator.secure_model.spec import ModelSpecs
 from securemodel.operator.settings import CALIBRATIONS_KEPT
 from securemodel.privacy import Calibration, calibrate_dp_sgd, poisson_sample_rate, steps_for_epochs
@@ -15,8 +15,8 @@ from securemodel.privacy import Calibration, calibrate_dp_sgd, poisson_sample_ra
 class Plan:
     """What the noise is calibrated for: a target (ε, δ) and the Poisson-sampled run over the training examples.
 
-    ``examples`` is the training part of the data (after sharding and the validation
-    split, :mod:`securemodel.data.sources`); ``sample_rate`` is ``batch_size / examples``
+    ``examples`` is every example of the source (after sharding; a built-in source is its
+    training part, :mod:`securemodel.data.sources`); ``sample_rate`` is ``batch_size / examples``
     and ``steps`` is ``ceil(epochs / sample_rate)``.
     """
 
@@ -44,17 +44,16 @@ def plan(spec: ModelSpecs, epsilon: float, delta: float) -> Plan:
             training examples (a ``SourceError`` is a ``ValueError``).
     """
     data, training = spec.data, spec.training
-    examples = split_sizes(dataset_size(parse_source(data.source), data.samples), data.validation_split)
-    if training.batch_size > examples.train:
+    examples = dataset_size(parse_source(data.source), data.samples)
+    if training.batch_size > examples:
         raise ValueError(
-            f"spec.training.batchSize {training.batch_size} exceeds the {examples.train} training examples of "
-            f"{data.source} ({examples.validation} of its examples are held out for validation)"
+            f"spec.training.batchSize {training.batch_size} exceeds the {examples} training examples of {data.source}"
         )
     return Plan(
         epsilon=float(epsilon),
         delta=float(delta),
         accountant=spec.privacy.accountant,
-        examples=examples.train,
+        examples=examples,
         batch_size=training.batch_size,
         epochs=training.epochs,
     )

@@ -368,8 +368,7 @@ def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
     conditions = (reserved, outcomes.trained_condition(train_result, spent))
     fields: dict[str, Any] = {**privacy, "endpoint": children.endpoint(s.owner.name, s.owner.namespace)}
     if train_result:
-        fields["model"] = {"digest": train_result.get("digest"), "sizeBytes": int(train_result.get("sizeBytes") or 0),
-                           "accuracy": train_result.get("accuracy")}  # fmt: skip
+        fields["model"] = {"digest": train_result.get("digest"), "sizeBytes": int(train_result.get("sizeBytes") or 0)}
     return _compress_and_serve(s, work, conditions, fields)
 
 
@@ -379,21 +378,23 @@ def _compress_and_serve(s: Snapshot, work: _Work, conditions: tuple[Condition, .
     job = compress_view(s, versions)
     result = (job.result if job else None) or stored_results(s).get(f"compress-{versions.version}")
     done = result is not None and result.get("status") == "Succeeded"
-    gone = {"compressedSizeBytes": None, "compressedAccuracy": None, "sparsity": None}
+    gone = {"compressedSizeBytes": None, "accuracy": None, "compressedAccuracy": None, "sparsity": None}
     if not done:
         if job is None:
             if result is not None:  # it failed, and its Job was deleted since: not run again
                 error = str(result.get("error") or "the compression failed")
                 return outcomes.with_fields(outcomes.compression_failed(name, error), conditions, fields)
-            work.create.append(children.compress_job(s.owner, s.spec, versions, s.image))
+            work.create.append(children.compress_job(s.owner, s.spec, versions, s.image, s.spec.evaluation))
             return outcomes.with_fields(outcomes.compressing(name), conditions, _model(fields, gone))
         if job.phase is JobPhase.FAILED or (result is not None and result.get("status") != "Succeeded"):
             error = str((result or {}).get("error") or job.message or "the compression pod failed")
             return outcomes.with_fields(outcomes.compression_failed(name, error), conditions, _model(fields, gone))
         return outcomes.with_fields(outcomes.compressing(name), conditions, _model(fields, gone))
     assert result is not None
+    # Accuracy only as measured on the evaluation source the user declared public (absent without one).
     compressed = {"digest": result.get("digest"), "compressedSizeBytes": int(result.get("compressedSizeBytes") or 0),
-                  "compressedAccuracy": result.get("compressedAccuracy"), "sparsity": result.get("sparsity")}  # fmt: skip
+                  "accuracy": result.get("accuracy"), "compressedAccuracy": result.get("compressedAccuracy"),
+                  "sparsity": result.get("sparsity")}  # fmt: skip
     outcome = _serve(s, work, versions, None, current=True)
     return outcomes.with_fields(outcome, (*conditions, outcomes.compressed_condition(result)), _model(fields, compressed))
 
@@ -422,9 +423,12 @@ def _serve(s: Snapshot, work: _Work, versions: Versions, outcome: Outcome | None
     while the spec's is made, and ``outcome`` (the spec's version) stays the status, with Ready
     True while that version answers.
     """
-    desired = children.deployment(s.owner, s.spec, versions, s.image)
+    digest = _compressed_digest(s, versions)
+    desired = children.deployment(s.owner, s.spec, versions, s.image, digest)
     service = children.service(s.owner)
-    for obj, seen in ((service, s.service), (desired, s.deployment)):
+    # Without the compress result's digest there is nothing the pods could check the artifact against:
+    # the Deployment is left as it is (a version served before keeps serving).
+    for obj, seen in ((service, s.service), *(((desired, s.deployment),) if digest else ())):
         if drifted(obj, seen):
             work.apply.append(obj)
     failure = serve_failure(s, versions.version)
@@ -444,8 +448,20 @@ def _serve(s: Snapshot, work: _Work, versions: Versions, outcome: Outcome | None
     )
 
 
-def serve_failure(s: Snapshot, version: str) -> str:
-    """Why serving pods of ``version`` crash, from the kubelet's statuses (empty if none does)."""
+def _compressed_digest(s: Snapshot, versions: Versions) -> str | None:
+    """The digest of ``versions``' compressed artifact, as its compress pod reported it (None if unknown)."""
+    job = compress_view(s, versions)
+    result = (job.result if job else None) or stored_results(s).get(f"compress-{versions.version}") or {}
+    digest = result.get("digest") if result.get("status") == "Succeeded" else None
+    return str(digest) if digest else None
+
+
+def serve_failure(s: Snapshot, version: str) -> tuple[str, str] | None:
+    """Why serving pods of ``version`` crash, from the kubelet's statuses: (reason, message), or None.
+
+    A pod that refused its artifact (the serve worker's termination message ``{reason: ArtifactRejected,
+    message}``) gives that reason; any other crash ``ServingFailed``.
+    """
     for pod in s.pods:
         if _label(pod, children.COMPONENT_LABEL) != "serve" or _label(pod, children.VERSION_LABEL) != version:
             continue
@@ -455,12 +471,27 @@ def serve_failure(s: Snapshot, version: str) -> str:
             waiting = state.get("waiting") or {}
             name = pod["metadata"]["name"]
             if terminated is not None and terminated.get("exitCode") not in (0, None):
-                lines = (terminated.get("message") or "").strip().splitlines()
-                detail = lines[-1] if lines else terminated.get("reason", "")
-                return f"serving pod {name} exited {terminated.get('exitCode')}: {detail}"
+                reason, detail = _termination(terminated)
+                return reason, f"serving pod {name} exited {terminated.get('exitCode')}: {detail}"
             if waiting.get("reason") in ("ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError"):
-                return f"serving pod {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
-    return ""
+                return SERVING_FAILED, f"serving pod {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+    return None
+
+
+SERVING_FAILED = "ServingFailed"
+
+
+def _termination(terminated: Mapping[str, Any]) -> tuple[str, str]:
+    """(reason, detail) of a crashed container: the worker's JSON refusal, else its last line of message."""
+    text = (terminated.get("message") or "").strip()
+    try:
+        refusal = json.loads(text)
+    except ValueError:
+        refusal = None
+    if isinstance(refusal, dict) and refusal.get("reason") and refusal.get("message"):
+        return str(refusal["reason"]), str(refusal["message"])
+    lines = text.splitlines()
+    return SERVING_FAILED, lines[-1] if lines else str(terminated.get("reason", ""))
 
 
 def _keys(s: Snapshot, work: _Work, outcome: Outcome) -> Outcome:

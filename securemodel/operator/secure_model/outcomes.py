@@ -125,8 +125,7 @@ def trained_condition(result: Mapping[str, Any] | None, epsilon: float | None) -
     if result is None:
         return Condition(TRAINED, True, "Succeeded", "the training finished; its pod's report is no longer available")
     spent = f", ε={epsilon:.6g}" if epsilon is not None else ""
-    return Condition(TRAINED, True, "Succeeded",
-                     f"{int(result.get('steps') or 0)} DP-SGD steps{spent}, validation accuracy {result.get('accuracy')}")  # fmt: skip
+    return Condition(TRAINED, True, "Succeeded", f"{int(result.get('steps') or 0)} DP-SGD steps{spent}")
 
 
 def compressing(job: str) -> Outcome:
@@ -148,12 +147,21 @@ def compressed_condition(result: Mapping[str, Any] | None) -> Condition:
         True,
         "Succeeded",
         f"{result.get('sizeBytes')} → {result.get('compressedSizeBytes')} bytes "
-        f"(sparsity {result.get('sparsity')}, {result.get('quantization')}), accuracy {result.get('compressedAccuracy')}",
+        f"(sparsity {result.get('sparsity')}, {result.get('quantization')}), {_accuracy(result)}",
     )
 
 
-def serving(deployment: Mapping[str, Any] | None, replicas: int, failure: str, current: bool) -> Outcome:
-    """Deploying until the Deployment has ``replicas`` available pods of its current template."""
+def _accuracy(result: Mapping[str, Any]) -> str:
+    """The accuracy a compress pod measured on the public evaluation source, or why there is none."""
+    if result.get("compressedAccuracy") is None:
+        return "no accuracy (no public evaluation source is declared in spec.data.evaluation)"
+    return (f"accuracy {result.get('compressedAccuracy')} (uncompressed {result.get('accuracy')}) on "
+            f"{result.get('evaluationExamples')} examples of the public {result.get('evaluationSource')}")  # fmt: skip
+
+
+def serving(deployment: Mapping[str, Any] | None, replicas: int, failure: tuple[str, str] | None, current: bool) -> Outcome:
+    """Deploying until the Deployment has ``replicas`` available pods of its current template; Stalled with the
+    ``failure`` (reason, message) of a crashing pod."""
     if deployment is None:
         return _outcome(Phase.DEPLOYING, False, "Deploying", "the serving Deployment is being created")
     status = deployment.get("status") or {}
@@ -166,7 +174,7 @@ def serving(deployment: Mapping[str, Any] | None, replicas: int, failure: str, c
     if current and observed and updated >= replicas and available >= replicas:
         return _outcome(Phase.SERVING, True, "Serving", f"{available}/{replicas} replicas available", progress=Progress.DONE)
     if failure:
-        return _outcome(Phase.DEPLOYING, False, "ServingFailed", failure, progress=Progress.STALLED, warning=True)
+        return _outcome(Phase.DEPLOYING, False, failure[0], failure[1], progress=Progress.STALLED, warning=True)
     return _outcome(Phase.DEPLOYING, False, "Deploying", f"Deployment {name}: {available}/{replicas} replicas available")
 
 

@@ -15,8 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from securemodel.data.sources import Evaluation
+
 # Bumped only when the meaning of a hashed field changes on purpose (every model then trains anew).
-CANONICAL_FORM_VERSION: Final = 1
+# 2: a source is trained on whole (no validation split) and artifacts are bound to uid and versions.
+CANONICAL_FORM_VERSION: Final = 2
 
 
 def _canonical(value: Any) -> Any:
@@ -60,7 +63,6 @@ class ModelSpec:
 class DataSpec:
     source: str
     samples: int | None = None
-    validation_split: float = 0.2
     schema: str = ""  # canonical JSON of spec.data.schema ("" when absent)
     masking: str = ""  # canonical JSON of spec.data.masking ("" when absent)
 
@@ -115,7 +117,9 @@ class Versions:
 
 @dataclass(frozen=True)
 class ModelSpecs:
-    """The whole spec of a SecureModel, defaults filled in."""
+    """The whole spec of a SecureModel, defaults filled in. ``evaluation`` is ``spec.data.evaluation``, the
+    source the user declared public: the compress Job measures accuracy on it, so it is part of ``version``
+    (not of ``training``: changing it compresses again and claims nothing)."""
 
     model: ModelSpec
     data: DataSpec
@@ -124,11 +128,13 @@ class ModelSpecs:
     compression: CompressionSpec = field(default_factory=CompressionSpec)
     serving: ServingSpec = field(default_factory=ServingSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    evaluation: Evaluation | None = None
 
     @property
     def versions(self) -> Versions:
         trained = (self.model, self.data, self.training, self.privacy)
-        return Versions(digest(*trained), digest(*trained, self.compression))
+        compressed = (*trained, self.compression, *((self.evaluation,) if self.evaluation is not None else ()))
+        return Versions(digest(*trained), digest(*compressed))
 
 
 def _canonical_json(value: Any) -> str:
@@ -162,7 +168,6 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
         data=DataSpec(
             source=str(data["source"]),
             samples=int(data["samples"]) if data.get("samples") is not None else None,
-            validation_split=float(data.get("validationSplit", DataSpec.validation_split)),
             schema=_canonical_json(data.get("schema")),
             masking=_canonical_json(data.get("masking")),
         ),
@@ -194,4 +199,12 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             cpu=str(resources.get("cpu", ResourcesSpec.cpu)),
             memory=str(resources.get("memory", ResourcesSpec.memory)),
         ),
+        evaluation=_evaluation(data.get("evaluation")),
     )
+
+
+def _evaluation(evaluation: Mapping[str, Any] | None) -> Evaluation | None:
+    if not evaluation:
+        return None
+    samples = evaluation.get("samples")
+    return Evaluation(str(evaluation["source"]), int(samples) if samples is not None else None)

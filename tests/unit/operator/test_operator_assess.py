@@ -1,8 +1,9 @@
-"""What the budget and round handlers decide from the object alone."""
+"""What a budget's status says, decided from its spec and ledger alone."""
+
+import pytest
 
 from securemodel.operator.budget import assess as budget_status
-from securemodel.operator.federated import handlers as federated_round
-import pytest
+from securemodel.operator.conditions import Progress
 
 from securemodel.privacy import BudgetSpec, ClaimState, Consumer, Ledger, LedgerTampered, commit, submit
 
@@ -79,27 +80,11 @@ def test_epsilon_below_what_the_ledger_holds_is_not_ready() -> None:
     assert outcome.phase == "Exhausted" and outcome.warning
 
 
-def test_a_new_round_is_pending_with_every_silo_pending() -> None:
-    spec = {
-        "model": {"secureModelRef": "tumor-classifier"},
-        "clients": [{"name": "clinic-a"}, {"name": "clinic-b"}, {"name": "clinic-c"}],
-        "minClients": 2,
-    }
-    outcome = federated_round.assess(spec)
-    assert outcome.phase == "Pending"
-    assert outcome.ready.status is False
-    assert outcome.ready.message == "waiting to start from SecureModel tumor-classifier: 3 silos, 2 must submit"
-    assert outcome.fields["participants"] == [
-        {"name": "clinic-a", "state": "Pending"},
-        {"name": "clinic-b", "state": "Pending"},
-        {"name": "clinic-c", "state": "Pending"},
-    ]
-
-
-def test_without_min_clients_every_silo_must_submit() -> None:
-    spec = {"model": {"fromRound": "round-1"}, "clients": [{"name": "a"}, {"name": "b"}]}
-    message = federated_round.assess(spec).ready.message
-    assert message == "waiting to start from FederatedRound round-1: 2 silos, 2 must submit"
+def test_a_budget_sharing_data_with_another_is_not_ready_and_stalls() -> None:
+    outcome = budget_status.assess(BudgetSpec(5.0, 1e-5, overlaps=("other",)), Ledger())
+    assert not outcome.ready.status and outcome.ready.reason == "DataOverlap"
+    assert "PrivacyBudget other of this namespace covers some of the same data" in outcome.ready.message
+    assert outcome.progress is Progress.STALLED
 
 
 def test_a_tampered_ledger_stops_the_budget() -> None:

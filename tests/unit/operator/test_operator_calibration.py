@@ -25,13 +25,13 @@ def spec(source: str = "builtin://wine", batch: int = 64, **data: Any) -> ModelS
 def test_the_plan_samples_the_training_part_of_the_data() -> None:
     planned = plan(spec(), 1.0, 1e-5)
     assert planned == Plan(epsilon=1.0, delta=1e-5, accountant="rdp", examples=143, batch_size=64, epochs=2)
-    assert planned.sample_rate == 64 / 143, "q is over the 178 - floor(178 * 0.2) training examples"
+    assert planned.sample_rate == 64 / 143, "q is over the 178 - floor(178 / 5) examples of wine's training part"
     assert planned.steps == math.ceil(2 * 143 / 64)
 
 
 def test_the_plan_of_a_shard_and_of_a_pvc_file() -> None:
-    assert plan(spec("builtin://breast_cancer?shard=2&of=3"), 1.0, 1e-5).examples == 189 - 37
-    assert plan(spec("pvc://clinic/x.npz", samples=1000), 1.0, 1e-5).examples == 800
+    assert plan(spec("builtin://breast_cancer?shard=2&of=3"), 1.0, 1e-5).examples == (569 - 569 // 5) // 3
+    assert plan(spec("pvc://clinic/x.npz", samples=1000), 1.0, 1e-5).examples == 1000, "a file is trained on whole"
 
 
 def test_a_plan_fails_for_a_batch_larger_than_the_training_part() -> None:

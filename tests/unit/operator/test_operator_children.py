@@ -3,6 +3,7 @@
 import argparse
 import base64
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from securemodel.crypto.pki import issued_by, renewal_due
 from securemodel.data.sources import Evaluation
+from securemodel.operator.conditions import Progress
 from securemodel.operator.secure_model import children, keys, outcomes
 from securemodel.operator.secure_model.decide import Snapshot, serve_failure
 from securemodel.operator.secure_model.jobs import JobPhase, job_view, pod_view
@@ -261,9 +263,9 @@ def test_job_view_reads_the_workers_result_and_whether_a_container_ran() -> None
 def test_serving_is_ready_only_with_all_replicas_available_and_reports_crashes() -> None:
     deployment = {"metadata": {"name": "tumor", "generation": 2},
                   "status": {"observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2}}
-    assert outcomes.serving(deployment, 2, "", current=True).ready.status
+    assert outcomes.serving(deployment, 2, None, current=True).ready.status
     deployment["status"]["availableReplicas"] = 1
-    assert not outcomes.serving(deployment, 2, "", current=True).ready.status
+    assert not outcomes.serving(deployment, 2, None, current=True).ready.status
     crashed = {"metadata": {"name": "tumor-x", "labels": {children.COMPONENT_LABEL: "serve", children.VERSION_LABEL: "v1"}},
                "status": {"containerStatuses": [{"name": "serve", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
                                                  "lastState": {"terminated": {
@@ -271,6 +273,13 @@ def test_serving_is_ready_only_with_all_replicas_available_and_reports_crashes()
     snapshot = Snapshot(OWNER, 1, False, True, None, SPEC, "img", True, None, None, None, None, None, {}, (crashed,), None, None,
                         None, None, {}, NOW)
     failure = serve_failure(snapshot, "v1")
-    assert "authentication tag mismatch" in failure
+    assert failure is not None and "authentication tag mismatch" in failure[1]
     outcome = outcomes.serving(deployment, 2, failure, current=True)
     assert outcome.ready.reason == "ServingFailed" and "authentication tag" in outcome.ready.message
+    # The serve worker's refusal of an artifact that is not the one the operator recorded names its reason.
+    refusal = {"reason": "ArtifactRejected", "message": "artifact model.smdl has digest sha256:aa, expected sha256:bb"}
+    crashed["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"] = json.dumps(refusal)
+    failure = serve_failure(replace(snapshot, pods=(crashed,)), "v1")
+    assert failure == ("ArtifactRejected", "serving pod tumor-x exited 1: " + refusal["message"])
+    outcome = outcomes.serving(deployment, 2, failure, current=True)
+    assert outcome.ready.reason == "ArtifactRejected" and outcome.progress is Progress.STALLED

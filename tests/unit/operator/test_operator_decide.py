@@ -97,7 +97,7 @@ def compressed(**changes: Any) -> Snapshot:
 
 
 def served_deployment(versions: Any = V, available: int = 1, replicas: int = 1) -> dict[str, Any]:
-    desired = children.deployment(OWNER, SPEC, versions, "worker:dev")
+    desired = children.deployment(OWNER, SPEC, versions, "worker:dev", COMPRESS_RESULT["digest"])
     desired["spec"]["replicas"] = replicas
     return {**desired, "metadata": {**desired["metadata"], "generation": 1},
             "status": {"observedGeneration": 1, "updatedReplicas": available, "availableReplicas": available}}  # fmt: skip

@@ -2,7 +2,7 @@
 
 import pytest
 
-from securemodel.operator.budget.directory import NOT_CONSENTED, NOT_COVERED, OVERLAPPING, BudgetDirectory
+from securemodel.operator.budget.directory import EVALUATION_PROTECTED, NOT_CONSENTED, NOT_COVERED, OVERLAPPING, BudgetDirectory
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.privacy.coverage import consents, covers, overlaps, validate
 
@@ -16,6 +16,7 @@ from securemodel.privacy.coverage import consents, covers, overlaps, validate
         (["builtin://wine?shard=1&of=3"], "builtin://wine", False),  # a shard does not cover the whole
         (["builtin://wine?shard=1&of=3"], "builtin://wine?shard=0&of=3", False),
         (["builtin://wine"], "builtin://iris", False),
+        (["builtin://wine"], "builtin://wine?part=evaluation", False),  # the public part is not the training part
         (["pvc://data/"], "pvc://data/clinic/a.csv", True),
         (["pvc://data/clinic/"], "pvc://data/other/a.csv", False),
         (["pvc://data/clinic/a.csv"], "pvc://data/clinic/a.csv?shard=0&of=2", True),
@@ -88,6 +89,16 @@ def test_the_directory_refuses_uncovered_data_foreign_consumers_and_shared_data(
     assert directory.put(b, budget_spec("builtin://wine")) == {a}
     assert directory.drop(b) == {a}
     assert directory.overlapping(a) == ()
+
+
+def test_data_a_budget_protects_cannot_be_declared_public() -> None:
+    directory = BudgetDirectory()
+    directory.put(BudgetRef("ns", "train"), budget_spec("pvc://data/train.csv"))
+    directory.put(BudgetRef("ns", "exports"), budget_spec("pvc://exports/"))
+    ref = BudgetRef("ns", "train")
+    assert directory.refusal(ref, "SecureModel", "ns", "pvc://data/train.csv", "pvc://public/eval.csv") is None
+    refused = directory.refusal(ref, "SecureModel", "ns", "pvc://data/train.csv", "pvc://exports/eval.csv")
+    assert refused is not None and refused.reason == EVALUATION_PROTECTED and "PrivacyBudget exports" in refused.message
 
 
 def test_budgets_of_other_namespaces_never_overlap() -> None:
