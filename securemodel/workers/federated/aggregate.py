@@ -14,6 +14,10 @@
 4. poll ``flwr ls`` until the run finishes or ``--timeout`` passes (then ``flwr stop``), stop
    the SuperLink, and emit the ServerApp's result (:mod:`.contract`) as the worker result.
 
+The only accuracy in the result is measured here, by the ServerApp, on ``--evaluation-source``
+(data the round declares public, kept apart from every ``--silo-source``); the aggregator never
+mounts a silo's data, and no silo evaluates.
+
 Exit status 0 only when the run succeeded. The result never holds key material.
 """
 
@@ -36,6 +40,7 @@ import tomli_w
 from securemodel.workers.federated.contract import (
     RESULT_KIND,
     RunSettings,
+    canonical_json,
     flower_environment,
     read_result,
 )
@@ -243,6 +248,11 @@ def run_aggregate(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             optimizer=args.optimizer,
             stage_timeout=args.stage_timeout,
+            evaluation_source=args.evaluation_source or "",
+            evaluation_samples=args.evaluation_samples or 0,
+            evaluation_root=Path(args.evaluation_root).resolve(),
+            silo_sources=tuple(args.silo_sources),
+            data_schema=canonical_json(args.data_schema),
         )
         app = write_app(work / "app", settings)
         submitted = _flwr(["run", str(app), CONNECTION], env)

@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from securemodel.workers.arguments import count, fraction, json_object, positive, rate
+from securemodel.workers.arguments import count, json_object, positive, rate
 
 SUPERLINK_PORT = 9092
 CLIENTAPPIO_PORT = 9094
@@ -113,6 +113,32 @@ def add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="seconds to wait for silos per stage",
     )
+    evaluation = parser.add_argument_group(
+        "public evaluation (the only accuracy a round reports; without --evaluation-source none is measured)"
+    )
+    evaluation.add_argument(
+        "--evaluation-source",
+        help="data the round declares public: builtin://<dataset>?part=evaluation or pvc://<claim>/<path>",
+    )
+    evaluation.add_argument("--evaluation-samples", type=count, help="examples in a pvc:// evaluation file")
+    evaluation.add_argument(
+        "--evaluation-root",
+        type=Path,
+        default=Path("/data"),
+        help="where the volume of a pvc:// evaluation file is mounted",
+    )
+    evaluation.add_argument(
+        "--silo-source",
+        dest="silo_sources",
+        action="append",
+        default=[],
+        help="a silo's data source (repeated; never read): the evaluation source must be kept apart from each",
+    )
+    evaluation.add_argument(
+        "--data-schema",
+        type=json_object,
+        help="the silos' spec.data.schema as JSON, to encode a pvc:// evaluation file",
+    )
     parser.add_argument("--timeout", type=positive, default=600.0, help="seconds the whole run may take")
     parser.add_argument(
         "--startup-timeout",
@@ -146,8 +172,11 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
         help="examples in a pvc:// file (spec.data.samples)",
     )
     parser.add_argument("--data-root", type=Path, default=Path("/data"))
-    parser.add_argument("--validation-split", type=fraction, default=0.2)
-    parser.add_argument("--split-seed", type=int, default=0, help="fixes the train/validation split")
+    parser.add_argument(
+        "--data-schema",
+        type=json_object,
+        help="spec.data.schema as JSON (required with pvc://); the silo trains on all of its data",
+    )
     dp = parser.add_argument_group("DP-SGD (calibrated by the operator for all rounds)")
     dp.add_argument("--noise-multiplier", type=positive, required=True, help="σ")
     dp.add_argument("--sample-rate", type=rate, required=True, help="Poisson sampling rate q")

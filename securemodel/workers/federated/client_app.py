@@ -3,16 +3,18 @@
 Privacy guarantee (per silo, sample level): every round the silo trains with
 :func:`securemodel.workers.dpsgd.train_dp_sgd` at exactly the noise multiplier σ, Poisson sample
 rate q and ``steps-per-round`` of ITS OWN node configuration (set by the operator on its
-SuperNode), on its own training split only, starting from the global model. Over at most
+SuperNode), on all of its own data (nothing is held out), starting from the global model. Over at most
 ``rounds`` rounds (the silo's progress file refuses more) its updates are the Poisson-subsampled
 Gaussian mechanism composed ``rounds × steps-per-round`` times, the mechanism the operator
 calibrated σ for; the global models are post-processing of them. Noise and sampling are those of
 :mod:`securemodel.workers.dpsgd` (secret, independent in every round).
 
-Outside the guarantee, as for the train worker: the evaluation accuracy the silo reports on its
-validation split, and the number of its training examples (FedAvg's weight). With secure
-aggregation the updates leave the silo only masked (``secaggplus_mod`` in :data:`app`); the
-unmasked :data:`plain_app` refuses to train unless the silo's node configuration allows it.
+A silo never evaluates: :meth:`SiloClient.evaluate` refuses, so no accuracy, loss or other
+statistic of its private data leaves the pod; the aggregator measures the global model's accuracy
+on the round's public evaluation source (:mod:`.server_app`). Outside the guarantee: only the
+number of the silo's training examples (FedAvg's weight, also how the operator sized q). With
+secure aggregation the updates leave the silo only masked (``secaggplus_mod`` in :data:`app`);
+the unmasked :data:`plain_app` refuses to train unless the silo's node configuration allows it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class SecureAggregationRequiredError(RuntimeError):
 
 class RoundsExhaustedError(RuntimeError):
     """The silo has trained in as many rounds as its ε was calibrated for."""
+
+
+class PrivateEvaluationError(RuntimeError):
+    """Asked to evaluate on the silo's private data, which a silo never does."""
 
 
 def _global_model(header: dict[str, Any], parameters: NDArrays) -> tuple[Any, Any]:
@@ -74,7 +80,7 @@ def _fresh_seed() -> dict[str, int]:
 
 
 class SiloClient(NumPyClient):
-    """Trains and evaluates the global model on one silo's data."""
+    """Trains the global model on one silo's data (and never evaluates on it)."""
 
     def __init__(self, silo: SiloSettings, learning_rate: float, optimizer: str) -> None:
         self.silo = silo
@@ -83,13 +89,16 @@ class SiloClient(NumPyClient):
 
     def _data(self) -> Any:
         from securemodel.data.loading import load_dataset
+        from securemodel.data.tables import TableSchema
 
+        schema = TableSchema.from_spec(json.loads(self.silo.data_schema)) if self.silo.data_schema else None
+        # All of the silo's data: the operator sized q from all of it, and nothing is held out to evaluate.
         return load_dataset(
             self.silo.data_source,
-            validation_split=self.silo.validation_split,
-            seed=self.silo.split_seed,
+            seed=0,
             data_root=self.silo.data_root,
             samples=self.silo.data_samples,
+            schema=schema,
         )
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
@@ -140,19 +149,11 @@ class SiloClient(NumPyClient):
         return weights, report.train_examples, metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
-        """Accuracy (and cross-entropy) of the global model on the silo's validation split."""
-        import torch
-
-        header = json.loads(str(config["model"]))
-        model, standardization = _global_model(header, parameters)
-        data = self._data()
-        x = data.x_val if standardization is None else standardization.apply(data.x_val)
-        with torch.inference_mode():
-            logits = model.eval()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-            labels = torch.as_tensor(data.y_val, dtype=torch.long)
-            loss = float(torch.nn.functional.cross_entropy(logits, labels)) if len(labels) else 0.0
-            accuracy = float((logits.argmax(dim=1) == labels).float().mean()) if len(labels) else 0.0
-        return loss, len(data.y_val), {"accuracy": accuracy, "silo": self.silo.silo}
+        """Refused: an accuracy on private records would be released outside the silo's DP guarantee."""
+        raise PrivateEvaluationError(
+            f"silo {self.silo.silo} does not evaluate on its private data; the aggregator measures accuracy on "
+            "the round's public evaluation source"
+        )
 
 
 def _silo_client(context: Context) -> SiloClient:

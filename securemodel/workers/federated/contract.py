@@ -14,10 +14,17 @@ The result (:data:`RESULT_FILE` in the output directory, rewritten after every r
     {"kind": "FederatedResult", "status": "Running" | "Succeeded" | "Failed",
      "error": "...",                                  # only when Failed
      "roundsCompleted": k, "rounds": R,
+     "evaluationSource": "builtin://breast_cancer?part=evaluation", "evaluationExamples": 113,
      "accuracy": 0.93, "digest": "sha256:...", "artifact": "/out/round-001.model",   # latest round
      "history": [{"round": 1, "submitted": ["clinic-a", ...], "dropped": ["clinic-c"],
                   "accuracy": 0.93, "digest": "sha256:...", "seconds": 12.3}],
      "silos": {"clinic-a": {"roundsSubmitted": 1, "steps": 9}}}
+
+Every ``accuracy`` is the global model's, measured by the ServerApp on ALL of the public
+evaluation source (``evaluation-source``, which the round's spec declares public); without one
+the result holds no accuracy and no ``evaluation*`` key. No silo evaluates anything: nothing
+computed from a silo's private data but its DP-SGD updates (and its number of training examples,
+FedAvg's weight) leaves its pod.
 
 ``steps`` per silo is what its ClientApp reported for the rounds whose update reached the
 aggregate; the silo's own ``fl-client`` report (:class:`SiloReport`) also counts steps of an
@@ -106,10 +113,21 @@ class RunSettings:
     learning_rate: float
     optimizer: str
     stage_timeout: float  # seconds to wait for the silos' replies in each protocol stage
+    # The public evaluation source ("": none, then no accuracy is measured), its declared size for
+    # a pvc:// file, where its volume is mounted, and the silos' sources it must be kept apart from.
+    evaluation_source: str = ""
+    evaluation_samples: int = 0
+    evaluation_root: Path = Path("/data")
+    silo_sources: tuple[str, ...] = ()
+    data_schema: str = ""  # the silos' spec.data.schema as JSON ("": none), to encode a pvc:// evaluation file
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.min_clients < 1:
             raise SettingsError("rounds and min-clients must be >= 1")
+        if self.evaluation_source and not self.silo_sources:
+            raise SettingsError("an evaluation source needs the silos' sources, to be checked apart from them")
+        if any("," in source for source in self.silo_sources):
+            raise SettingsError("a silo source may not contain ','")
         if self.min_clients > len(self.silos):
             raise SettingsError(f"min-clients {self.min_clients} exceeds the {len(self.silos)} silos")
         if self.secure_aggregation:
@@ -140,6 +158,11 @@ class RunSettings:
             learning_rate=_get(config, "learning-rate", float),
             optimizer=_get(config, "optimizer", str, "sgd"),
             stage_timeout=_get(config, "stage-timeout", float, 300.0),
+            evaluation_source=_get(config, "evaluation-source", str, ""),
+            evaluation_samples=_get(config, "evaluation-samples", int, 0),
+            evaluation_root=Path(_get(config, "evaluation-root", str, "/data")),
+            silo_sources=tuple(filter(None, _get(config, "silo-sources", str, "").split(","))),
+            data_schema=_get(config, "data-schema", str, ""),
         )
 
     def to_config(self) -> dict[str, ConfigValue]:
@@ -159,6 +182,11 @@ class RunSettings:
             "learning-rate": self.learning_rate,
             "optimizer": self.optimizer,
             "stage-timeout": self.stage_timeout,
+            "evaluation-source": self.evaluation_source,
+            "evaluation-samples": self.evaluation_samples,
+            "evaluation-root": str(self.evaluation_root),
+            "silo-sources": ",".join(self.silo_sources),
+            "data-schema": self.data_schema,
         }
 
 
@@ -170,8 +198,6 @@ class SiloSettings:
     data_source: str
     data_samples: int | None  # spec.data.samples of a pvc:// source
     data_root: Path
-    validation_split: float
-    split_seed: int  # fixes the silo's train/validation split for every round
     noise_multiplier: float
     sample_rate: float
     steps_per_round: int
@@ -179,6 +205,7 @@ class SiloSettings:
     max_grad_norm: float
     progress_file: Path  # survives the ClientApp processes: rounds trained and steps run
     secure_aggregation: bool  # the silo submits updates only under SecAgg+
+    data_schema: str = ""  # spec.data.schema as JSON ("": none; required by a pvc:// source)
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0 or not 0 < self.sample_rate <= 1 or not self.max_grad_norm > 0:
@@ -195,8 +222,6 @@ class SiloSettings:
             data_source=_get(config, "data-source", str),
             data_samples=samples or None,
             data_root=Path(_get(config, "data-root", str, "/data")),
-            validation_split=_get(config, "validation-split", float, 0.2),
-            split_seed=_get(config, "split-seed", int, 0),
             noise_multiplier=_get(config, "noise-multiplier", float),
             sample_rate=_get(config, "sample-rate", float),
             steps_per_round=_get(config, "steps-per-round", int),
@@ -204,6 +229,7 @@ class SiloSettings:
             max_grad_norm=_get(config, "max-grad-norm", float),
             progress_file=Path(_get(config, "progress-file", str)),
             secure_aggregation=_get(config, "secure-aggregation", bool, True),
+            data_schema=_get(config, "data-schema", str, ""),
         )
 
     def to_config(self) -> dict[str, ConfigValue]:
@@ -213,8 +239,6 @@ class SiloSettings:
             "data-source": self.data_source,
             "data-samples": self.data_samples or 0,
             "data-root": str(self.data_root),
-            "validation-split": self.validation_split,
-            "split-seed": self.split_seed,
             "noise-multiplier": self.noise_multiplier,
             "sample-rate": self.sample_rate,
             "steps-per-round": self.steps_per_round,
@@ -222,19 +246,34 @@ class SiloSettings:
             "max-grad-norm": self.max_grad_norm,
             "progress-file": str(self.progress_file),
             "secure-aggregation": self.secure_aggregation,
+            "data-schema": self.data_schema,
         }
 
 
+def canonical_json(value: Mapping[str, Any] | None) -> str:
+    """``value`` as compact JSON with sorted keys (a config value); "" for None."""
+    return "" if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def config_overrides(config: Mapping[str, ConfigValue]) -> str:
-    """``key=value`` pairs, space separated, as Flower's ``--run-config`` and ``--node-config`` parse them (TOML values)."""
+    """``key=value`` pairs, space separated, as Flower's ``--run-config`` and ``--node-config`` parse them (TOML values).
+
+    A string is a TOML basic string ``"..."``, or a literal string ``'...'`` when it holds ``"`` or
+    a backslash (JSON); one that fits neither is refused.
+    """
     parts = []
     for key, value in config.items():
         if isinstance(value, bool):
             rendered = "true" if value else "false"
         elif isinstance(value, str):
-            if '"' in value or "\\" in value or " " in value:
-                raise SettingsError(f"value of {key!r} may not contain quotes, backslashes or spaces")
-            rendered = f'"{value}"'
+            if "\n" in value or "\r" in value:
+                raise SettingsError(f"value of {key!r} may not span lines")
+            if '"' not in value and "\\" not in value:
+                rendered = f'"{value}"'
+            elif "'" not in value:
+                rendered = f"'{value}'"
+            else:
+                raise SettingsError(f"value of {key!r} may not hold both kinds of quotes")
         else:
             rendered = repr(value)
         parts.append(f"{key}={rendered}")

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +49,9 @@ class LocalSilo:
     rounds: int
     max_grad_norm: float = 1.0
     allow_plain_aggregation: bool = False
+    samples: int | None = None  # of a pvc:// source
+    schema: Mapping[str, Any] | None = None  # spec.data.schema of a pvc:// source
+    data_root: Path | None = None  # where the silo's pvc:// volume is
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class RoundOptions:
     max_weight: int = 1000
     stage_timeout: float = 120.0
     timeout: float = 600.0
+    evaluation_source: str | None = None  # public data the global model is evaluated on
+    evaluation_samples: int | None = None
+    evaluation_root: Path | None = None
+    schema: Mapping[str, Any] | None = None  # the silos' spec.data.schema, to encode a pvc:// evaluation file
 
 
 def free_port() -> int:
@@ -152,6 +159,16 @@ class LocalRound:
             command += ["--threshold", str(o.threshold)]
         if not o.secure_aggregation:
             command.append("--no-secure-aggregation")
+        if o.evaluation_source:
+            command += ["--evaluation-source", o.evaluation_source]
+            for silo in self.silos:
+                command += ["--silo-source", silo.source]
+        if o.evaluation_samples:
+            command += ["--evaluation-samples", str(o.evaluation_samples)]
+        if o.evaluation_root is not None:
+            command += ["--evaluation-root", str(o.evaluation_root)]
+        if o.schema is not None:
+            command += ["--data-schema", json.dumps(o.schema)]
         return command
 
     def client_command(self, silo: LocalSilo) -> list[str]:
@@ -175,6 +192,12 @@ class LocalRound:
         ]  # fmt: skip
         if silo.allow_plain_aggregation:
             command.append("--allow-plain-aggregation")
+        if silo.samples is not None:
+            command += ["--data-samples", str(silo.samples)]
+        if silo.schema is not None:
+            command += ["--data-schema", json.dumps(silo.schema)]
+        if silo.data_root is not None:
+            command += ["--data-root", str(silo.data_root)]
         return command
 
     def _spawn(self, command: list[str], log: Path) -> _Process:

@@ -10,9 +10,11 @@ Per round (``rounds`` from the run configuration):
    silos answered each stage and refuses to unmask when fewer than ``min-clients`` sent a masked
    update. Without secure aggregation (``secure-aggregation=false``, for comparison) Flower's
    default fit workflow collects the plain updates;
-3. the silos that submitted evaluate the new global model on their validation split; the
-   round's accuracy is the example-weighted mean (computed on silo data, outside DP, like the
-   accuracy the train worker reports);
+3. with an ``evaluation-source`` (data the round's spec declares public), the ServerApp measures
+   the new global model's accuracy on all of it (:class:`PublicEvaluation`). No silo evaluates:
+   the ClientApp refuses, so no statistic of private records is released outside the silos' DP
+   guarantee, and the accuracy is a function of the DP-trained global model and public records
+   only. Without an evaluation source no accuracy is measured;
 4. the global model is written as ``round-NNN.model`` in ``output-dir``, an AES-256-GCM
    artifact (:mod:`securemodel.crypto.artifacts`, kind ``model``) under the round's data key,
    and :data:`.contract.RESULT_FILE` is rewritten.
@@ -56,14 +58,11 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
-from flwr.server.workflow.default_workflows import (
-    default_evaluate_workflow,
-    default_fit_workflow,
-)
+from flwr.server.workflow.default_workflows import default_fit_workflow
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 
 from securemodel.crypto.artifacts import read_artifact, read_data_key, write_artifact
-from securemodel.models import ARTIFACT_KIND, ModelRecord, dump_fp32, load_record
+from securemodel.models import ARTIFACT_KIND, ModelPredictor, ModelRecord, dump_fp32, load_record
 from securemodel.workers.federated.contract import (
     RESULT_KIND,
     RunSettings,
@@ -78,7 +77,7 @@ class RoundFailedError(RuntimeError):
 
 
 def model_header(record: ModelRecord) -> str:
-    """What a silo needs to rebuild the global model from its weights: JSON for the fit and evaluate configs."""
+    """What a silo needs to rebuild the global model from its weights: JSON for the fit config."""
     standardization = record.standardization
     return json.dumps(
         {
@@ -180,13 +179,6 @@ def _legacy_context(
     return legacy
 
 
-def _weighted_accuracy(metrics: list[tuple[int, Metrics]]) -> Metrics:
-    total = sum(count for count, _ in metrics)
-    if total == 0:
-        return {}
-    return {"accuracy": sum(count * float(m["accuracy"]) for count, m in metrics) / total}
-
-
 def fit_round(
     grid: Grid,
     context: Context,
@@ -224,27 +216,44 @@ def fit_round(
     return outcome
 
 
-def evaluate_round(
-    grid: Grid,
-    context: Context,
-    rnd: int,
-    nodes: set[int],
-    weights: list[np.ndarray],
-    header: str,
-) -> float | None:
-    """Example-weighted accuracy of ``weights`` on the validation splits of ``nodes``."""
-    strategy = FedAvg(
-        fraction_fit=0.0,
-        fraction_evaluate=1.0,
-        min_evaluate_clients=len(nodes),
-        min_available_clients=len(nodes),
-        on_evaluate_config_fn=lambda r: {"round": r, "model": header},
-        evaluate_metrics_aggregation_fn=_weighted_accuracy,
-    )
-    legacy = _legacy_context(context, grid, nodes, strategy, rnd, weights)
-    default_evaluate_workflow(grid, legacy)
-    history = legacy.history.metrics_distributed.get("accuracy", [])
-    return float(history[-1][1]) if history else None
+@dataclass(frozen=True)
+class PublicEvaluation:
+    """All of the round's public evaluation source, as a client of the served model sends it."""
+
+    source: str
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def load(cls, settings: RunSettings) -> PublicEvaluation | None:
+        """The run's ``evaluation-source`` (None without one), refused if it may hold any silo's records.
+
+        Raises:
+            DataLoadError: the source is not kept apart from every silo's source, or cannot be read.
+        """
+        if not settings.evaluation_source:
+            return None
+        from securemodel.data.loading import DataLoadError, load_evaluation
+        from securemodel.data.sources import SourceError, check_evaluation
+        from securemodel.data.tables import TableSchema
+
+        try:
+            for source in settings.silo_sources:
+                check_evaluation(source, settings.evaluation_source)
+        except SourceError as err:
+            raise DataLoadError(str(err)) from None
+        x, y = load_evaluation(
+            settings.evaluation_source,
+            training=settings.silo_sources[0],
+            data_root=settings.evaluation_root,
+            samples=settings.evaluation_samples or None,
+            schema=TableSchema.from_spec(json.loads(settings.data_schema)) if settings.data_schema else None,
+        )
+        return cls(settings.evaluation_source, x, y)
+
+    def accuracy(self, record: ModelRecord) -> float | None:
+        """Accuracy of ``record`` (its own input map applied, as serving does) on all of the public source."""
+        return ModelPredictor(record, "global").accuracy(self.x, self.y)
 
 
 def wait_for_silos(grid: Grid, settings: RunSettings) -> set[int]:
@@ -301,6 +310,10 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> dict[
     }
     write_result(settings.output_dir, result)
     try:
+        # Before any silo trains: a source that may hold a silo's records fails the run here.
+        evaluation = PublicEvaluation.load(settings)
+        if evaluation is not None:
+            result.update(evaluationSource=evaluation.source, evaluationExamples=len(evaluation.y))
         for rnd in range(1, settings.rounds + 1):
             nodes = wait_for_silos(grid, settings)
             started = time.monotonic()
@@ -311,15 +324,11 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> dict[
                 raise RoundFailedError(failure_message(rnd, settings, outcome))
             weights = [w.astype(np.float32) for w in outcome.weights]
             fit_seconds = time.monotonic() - started
-            accuracy = evaluate_round(grid, context, rnd, set(outcome.submitted), weights, header)
             submitted = sorted(settings.silos[n] for n in outcome.submitted)
-            record = replace(record, state=dict(zip(names, weights, strict=True)), encoding="fp32").with_info(
-                federated={
-                    "round": rnd,
-                    "rounds": settings.rounds,
-                    "submitted": submitted,
-                    "accuracy": accuracy,
-                }
+            record = replace(record, state=dict(zip(names, weights, strict=True)), encoding="fp32")
+            measured = {} if evaluation is None else {"accuracy": evaluation.accuracy(record)}
+            record = record.with_info(
+                federated={"round": rnd, "rounds": settings.rounds, "submitted": submitted, **measured}
             )
             artifact = settings.output_dir / f"round-{rnd:03d}.model"
             digest = write_artifact(artifact, dump_fp32(record), key, kind=ARTIFACT_KIND)
@@ -332,7 +341,7 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> dict[
                     "round": rnd,
                     "submitted": submitted,
                     "dropped": sorted(settings.silos[n] for n in outcome.dropped),
-                    "accuracy": accuracy,
+                    **measured,
                     "digest": digest,
                     "fitSeconds": round(fit_seconds, 3),
                     "seconds": round(time.monotonic() - started, 3),
@@ -340,7 +349,7 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> dict[
             )
             result.update(
                 roundsCompleted=rnd,
-                accuracy=accuracy,
+                **measured,
                 digest=digest,
                 artifact=str(artifact),
             )

@@ -23,6 +23,7 @@ from securemodel.workers.federated.contract import (
     SILO_REPORT_KIND,
     SiloProgress,
     SiloSettings,
+    canonical_json,
     config_overrides,
     flower_environment,
 )
@@ -38,8 +39,6 @@ def silo_settings(args: argparse.Namespace) -> SiloSettings:
         data_source=args.data_source,
         data_samples=args.data_samples,
         data_root=Path(args.data_root),
-        validation_split=args.validation_split,
-        split_seed=args.split_seed,
         noise_multiplier=args.noise_multiplier,
         sample_rate=args.sample_rate,
         steps_per_round=args.steps_per_round,
@@ -47,6 +46,7 @@ def silo_settings(args: argparse.Namespace) -> SiloSettings:
         max_grad_norm=args.max_grad_norm,
         progress_file=Path(args.progress_file),
         secure_aggregation=not args.allow_plain_aggregation,
+        data_schema=canonical_json(args.data_schema),
     )
 
 

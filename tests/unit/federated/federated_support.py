@@ -32,8 +32,6 @@ def silo_settings(**changes: object) -> SiloSettings:
         "data_source": "builtin://breast_cancer?shard=0&of=3",
         "data_samples": None,
         "data_root": Path("/data"),
-        "validation_split": 0.2,
-        "split_seed": 0,
         "noise_multiplier": 1.3,
         "sample_rate": 0.21,
         "steps_per_round": 5,

@@ -11,20 +11,37 @@ from securemodel.workers.federated.contract import (
     SettingsError,
     SiloProgress,
     SiloSettings,
+    canonical_json,
     config_overrides,
     decode_silos,
     encode_silos,
 )
 
 
-def test_run_settings_survive_the_run_configuration() -> None:
-    settings = run_settings()
+SCHEMA = canonical_json({"label": {"classes": ["no disease", "disease"]}})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"evaluation_source": "builtin://breast_cancer?part=evaluation", "silo_sources": ("builtin://breast_cancer?shard=0&of=3", "builtin://breast_cancer?shard=1&of=3")},
+     {"evaluation_source": "pvc://c/public.npz", "evaluation_samples": 100, "evaluation_root": Path("/eval"),
+      "silo_sources": ("pvc://c/private.npz",), "data_schema": SCHEMA}],
+)  # fmt: skip
+def test_run_settings_survive_the_run_configuration(changes: dict[str, object]) -> None:
+    settings = run_settings(**changes)
     assert RunSettings.from_config(settings.to_config()) == settings
 
 
-def test_silo_settings_survive_flowers_node_config_parser() -> None:
+def test_an_evaluation_source_needs_the_silos_sources() -> None:
+    with pytest.raises(SettingsError, match="needs the silos' sources"):
+        run_settings(evaluation_source="builtin://breast_cancer?part=evaluation")
+
+
+@pytest.mark.parametrize("changes", [{}, {"data_source": "pvc://c/private.npz", "data_samples": 300,
+                                          "data_schema": SCHEMA}])  # fmt: skip
+def test_silo_settings_survive_flowers_node_config_parser(changes: dict[str, object]) -> None:
     """What fl-client passes as --node-config, parsed the way flower-supernode parses it."""
-    settings = silo_settings()
+    settings = silo_settings(**changes)
     parsed = parse_config_args([config_overrides(settings.to_config())])
     assert SiloSettings.from_config(parsed) == settings
 
@@ -60,9 +77,11 @@ def test_a_missing_or_mistyped_key_is_named() -> None:
         RunSettings.from_config({**run_settings().to_config(), "rounds": "2"})
 
 
-def test_node_config_values_with_spaces_are_refused() -> None:
-    with pytest.raises(SettingsError):
-        config_overrides({"data-source": "pvc://a b"})
+def test_node_config_values_flowers_parser_cannot_read_back_are_refused() -> None:
+    with pytest.raises(SettingsError, match="both kinds of quotes"):
+        config_overrides({"data-schema": """{"label": "it's"}"""})
+    with pytest.raises(SettingsError, match="span lines"):
+        config_overrides({"data-source": "a\nb"})
 
 
 def test_progress_starts_empty_and_is_replaced(tmp_path: Path) -> None:
