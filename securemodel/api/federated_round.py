@@ -90,7 +90,7 @@ CLIENT = obj(
             max_length=63,
         ),
         "data": obj(
-            "The silo's local data; only the silo's pod mounts it.",
+            "The silo's local data; only the silo's pod mounts it, and DP-SGD reads all of it (none is held out).",
             {
                 "source": data_source("builtin://<dataset>[?shard=i&of=n] or pvc://<claim>/<path>."),
                 "samples": samples(),
@@ -104,6 +104,26 @@ CLIENT = obj(
         ),
     },
     required=["name", "data", "budgetRef"],
+)
+
+# The public evaluation part of a built-in dataset (securemodel.data.sources, the part rule).
+EVALUATION_SOURCE = r"^builtin://[a-z][a-z0-9_]*\?part=evaluation$"
+
+EVALUATION = obj(
+    "Data the user DECLARES PUBLIC, on which the aggregator (which never mounts a silo's data) evaluates the "
+    "global model after every round: its accuracy on all of it is published exactly, unaccounted, in "
+    "status.model, Events and the Accuracy column. No silo evaluates on its own data. Without evaluation, no "
+    "accuracy is measured or published: nothing computed from the silos' data leaves their pods outside the "
+    "privacy accounting but their DP-SGD updates.",
+    {
+        "source": string(
+            "builtin://<dataset>?part=evaluation: the public evaluation part of the silos' built-in dataset, which "
+            "no silo's data contains (silos train on shards of the training part, builtin://<dataset>).",
+            pattern=EVALUATION_SOURCE,
+            max_length=512,
+        ),
+    },
+    required=["source"],
 )
 
 SPEC = obj(
@@ -167,6 +187,7 @@ SPEC = obj(
             },
             default={},
         ),
+        "evaluation": EVALUATION,
         "timeout": duration(
             "How long one FedAvg round may take before the round fails.", default="10m", at_least="1m", at_most="168h"
         ),
@@ -176,6 +197,13 @@ SPEC = obj(
         rule(
             "self == oldSelf",
             "spec is immutable: create a new FederatedRound with spec.model.fromRound to train further",
+        ),
+        rule(
+            "!has(self.evaluation) || self.clients.all(c, !c.data.source.startsWith('builtin://')"
+            " || self.evaluation.source == c.data.source.find('^builtin://[a-z][a-z0-9_]*') + '?part=evaluation')",
+            "spec.evaluation.source must be the public evaluation part of the silos' built-in dataset: "
+            "builtin://<dataset>?part=evaluation",
+            field_path=".evaluation.source",
         ),
         rule(
             "!has(self.minClients) || self.minClients <= size(self.clients)",
@@ -270,8 +298,10 @@ STATUS = obj(
             {
                 "digest": string("sha256 of the encrypted artifact."),
                 "artifact": string("Path of the artifact on the round's artifacts volume."),
-                "accuracy": number("Accuracy of the global model (example-weighted mean over the silos' validation "
-                                   "splits; outside DP, like any reported accuracy)."),
+                "accuracy": number("Accuracy of the global model on all of spec.evaluation.source (public data), "
+                                   "measured by the aggregator; absent without spec.evaluation."),
+                "evaluationExamples": integer("Examples of spec.evaluation.source the accuracy is measured on.",
+                                              minimum=0),
             },
         ),
         "conditions": conditions(),
@@ -294,7 +324,7 @@ KIND = Kind(
         column("Round", ".status.roundsCompleted", "integer", "FedAvg rounds completed"),
         column("Rounds", ".spec.rounds", "integer", "FedAvg rounds of the spec"),
         column("Submitted", ".status.submitted", description="Silos that submitted in the last round, of all"),
-        column("Accuracy", ".status.model.accuracy", "number", "Accuracy of the global model"),
+        column("Accuracy", ".status.model.accuracy", "number", "Accuracy of the global model on the public spec.evaluation"),
         column("Epsilon", ".spec.privacy.epsilon", "number", "ε each silo spends", priority=1),
         column("Min", ".spec.minClients", "integer", "Silos that must submit", priority=1),
         AGE_COLUMN,

@@ -1,6 +1,6 @@
 """The DP-SGD run of one silo over all rounds, in the form the SecureModel calibration takes (pure).
 
-For silo *k* with *n_k* training examples (after its shard and the validation split), batch *B*
+For silo *k* with *n_k* training examples (all of its shard: nothing is held out), batch *B*
 and *E* local epochs: *q_k = B / n_k*, *s_k = ⌈E · n_k / B⌉* noisy steps per round, and the noise
 is calibrated (:class:`securemodel.operator.secure_model.calibration.Calibrator`, the same search
 and accountant as a SecureModel) for exactly *R · s_k* steps at *q_k*: the :class:`Plan`'s epochs
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from securemodel.data.sources import dataset_size, parse_source, split_sizes
-from securemodel.operator.federated.spec import VALIDATION_SPLIT, RoundSpec, SiloSpec
+from securemodel.data.sources import dataset_size, parse_source
+from securemodel.operator.federated.spec import RoundSpec, SiloSpec
 from securemodel.operator.secure_model.calibration import Plan
 from securemodel.privacy import steps_for_epochs
 
@@ -33,7 +33,7 @@ def silo_plan(spec: RoundSpec, silo: SiloSpec) -> SiloPlan:
     Raises:
         ValueError: if the data cannot be sized, or the batch is larger than the training examples.
     """
-    examples = split_sizes(dataset_size(parse_source(silo.source), silo.samples), VALIDATION_SPLIT).train
+    examples = dataset_size(parse_source(silo.source), silo.samples)
     if spec.batch_size > examples:
         raise ValueError(
             f"spec.training.batchSize {spec.batch_size} exceeds the {examples} training examples of silo "

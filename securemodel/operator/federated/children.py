@@ -12,7 +12,8 @@ Guarantees each builder keeps (unit-tested):
 
 * the aggregator's pod mounts no silo data and no silo Secret: only the SuperLink TLS Secret, the
   silos' *public* keys, the round's data key, the round's PVC and, for ``fromRound``, the previous
-  round's PVC and data key;
+  round's PVC and data key; the only accuracy it reports is measured on ``spec.evaluation`` (a
+  built-in public evaluation part, in the image), and a silo's pod runs no evaluation;
 * a silo's pod mounts only that silo's data (its ``pvc://`` claim, read-only) and its own
   SuperNode Secret, and runs exactly the σ, q and steps of the claim recorded in its budget;
 * every pod meets Pod Security ``restricted`` and runs the operator's worker image; key material
@@ -29,7 +30,7 @@ from typing import Any, Final
 from securemodel.api import GROUP, VERSION
 from securemodel.api.federated_round import KIND
 from securemodel.data.sources import PvcSource, parse_source
-from securemodel.operator.federated.spec import VALIDATION_SPLIT, RoundSpec, SiloSpec
+from securemodel.operator.federated.spec import RoundSpec, SiloSpec
 from securemodel.operator.secure_model.children import (
     BUDGET_LABEL,
     COMPONENT_LABEL,
@@ -231,7 +232,8 @@ class Start:
 
 
 def aggregator_job(owner: Owner, spec: RoundSpec, start: Start, max_weight: int, image: str) -> dict[str, Any]:
-    """The aggregator Job: ``fl-aggregate`` with the spec's FedAvg and SecAgg+ settings.
+    """The aggregator Job: ``fl-aggregate`` with the spec's FedAvg and SecAgg+ settings, evaluating the global
+    model on ``spec.evaluation`` (public data; no accuracy without it).
 
     It mounts the SuperLink TLS Secret, the silos' public keys, the round's data key and PVC, and for
     ``fromRound`` the previous round's PVC (read-only) and data key; never a silo's data or Secret.
@@ -251,6 +253,10 @@ def aggregator_job(owner: Owner, spec: RoundSpec, start: Start, max_weight: int,
         "--timeout", str(run_seconds(spec)),
         "--work-dir", WORK_DIR,
     ]  # fmt: skip
+    if spec.evaluation is not None:  # built-in only: the aggregator mounts no data volume
+        args += ["--evaluation-source", spec.evaluation]
+        for silo in spec.silos:
+            args += ["--silo-source", silo.source]
     if spec.secure_aggregation:
         args += ["--threshold", str(spec.threshold)]
         if spec.num_shares < len(spec.silos):
@@ -315,8 +321,6 @@ def supernode_job(owner: Owner, spec: RoundSpec, silo: SiloSpec, run: Run, steps
         "--auth-key-file", f"{SUPERNODE_DIR}/{AUTH_KEY}",
         "--data-source", silo.source,
         "--data-root", DATA_DIR,
-        "--validation-split", repr(VALIDATION_SPLIT),
-        "--split-seed", "0",
         "--noise-multiplier", repr(float(run.noise_multiplier)),
         "--sample-rate", repr(float(run.sample_rate)),
         "--steps-per-round", str(steps_per_round),

@@ -10,7 +10,9 @@ Order of work:
    architecture, or a previous round that succeeded); every silo's source is one the round can
    start from; every silo's budget exists, *consents* (``spec.consumers`` names kind FederatedRound
    and the round's namespace, or the budget is in the round's namespace) and *covers* the silo's
-   source (``spec.data.sources``). A silo that fails a check gets its reason in
+   source (``spec.data.sources``); ``spec.evaluation``, if set, is kept apart from every silo's
+   source (:func:`securemodel.data.sources.check_evaluation`), since its accuracy is published
+   unaccounted. A silo that fails a check gets its reason in
    ``status.participants`` and the ``Consented`` condition; no claim is made for it and no pod is
    created in its namespace (nor anywhere: the round waits).
 2. **One claim per silo** on the silo's own budget, keyed ``<round uid>/<silo>``: DP-SGD at the σ the
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from securemodel.data.builtin import BUILTIN_BOUNDS
-from securemodel.data.sources import BuiltinSource, SourceError, parse_source
+from securemodel.data.sources import BuiltinSource, SourceError, check_evaluation, parse_source
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.conditions import Outcome
 from securemodel.operator.federated import children, outcomes
@@ -124,6 +126,11 @@ def refusal(s: Snapshot, silo: Silo) -> tuple[str, str] | None:
     problem = source_problem(spec, fresh=isinstance(s.start, Start) and s.start.previous_round is None)
     if problem is not None:
         return outcomes.UNSUPPORTED_SOURCE, problem
+    if s.spec.evaluation is not None:
+        try:
+            check_evaluation(spec.source, s.spec.evaluation)
+        except SourceError as error:
+            return outcomes.EVALUATION_REFUSED, f"spec.evaluation: {error}"
     if silo.error is not None:
         return outcomes.CALIBRATION_FAILED, f"no ε claimed for silo {spec.name}: {silo.error}"
     return None

@@ -27,6 +27,7 @@ NOT_CONSENTED: Final = "BudgetNotConsented"
 NOT_COVERED: Final = "DataNotCovered"
 UNSUPPORTED_SOURCE: Final = "UnsupportedDataSource"
 CALIBRATION_FAILED: Final = "CalibrationFailed"
+EVALUATION_REFUSED: Final = "EvaluationSourceRefused"
 
 Claims = Mapping[str, Claim | None]
 Refusals = Mapping[str, tuple[str, str] | None]
@@ -95,8 +96,19 @@ def _fields(s: Snapshot, claims: Claims, refused: Refusals, result: Mapping[str,
         fields["submitted"] = f"{len(history[-1].get('submitted') or ())}/{len(s.silos)}"
     if (result or {}).get("digest"):
         assert result is not None
-        fields["model"] = {"digest": result["digest"], "artifact": result.get("artifact"), "accuracy": result.get("accuracy")}
+        fields["model"] = {"digest": result["digest"], "artifact": result.get("artifact")}
+        # Accuracy only as the aggregator measured it on the public spec.evaluation (absent without one).
+        if s.spec.evaluation is not None and result.get("accuracy") is not None:
+            fields["model"] |= {"accuracy": result["accuracy"], "evaluationExamples": result.get("evaluationExamples")}
     return fields
+
+
+def accuracy_text(s: Snapshot, result: Mapping[str, Any]) -> str:
+    """The global model's accuracy on the public evaluation source, or why there is none."""
+    if s.spec.evaluation is None:
+        return "no accuracy (no public evaluation source is declared in spec.evaluation)"
+    return (f"accuracy {result.get('accuracy')} on {result.get('evaluationExamples')} examples of the public "
+            f"{s.spec.evaluation}")  # fmt: skip
 
 
 def _outcome(s: Snapshot, claims: Claims, refused: Refusals, phase: Phase, ready: Condition, *extra: Condition,
@@ -160,8 +172,8 @@ def ended(s: Snapshot, claims: Claims, result: Mapping[str, Any], *, settling: b
     progress = Progress.WORKING if settling else Progress.DONE
     suffix = "; settling the silos' claims" if settling else ""
     if result.get("status") == "Succeeded":
-        text = (f"{done} of {s.spec.rounds} rounds completed; global model {result.get('digest')}, accuracy "
-                f"{result.get('accuracy')}{suffix}")  # fmt: skip
+        text = (f"{done} of {s.spec.rounds} rounds completed; global model {result.get('digest')}, "
+                f"{accuracy_text(s, result)}{suffix}")  # fmt: skip
         aggregated = Condition(AGGREGATED, True, "Succeeded", text)
         return _outcome(s, claims, {}, Phase.SUCCEEDED, Condition(READY, not settling, "Succeeded", text), aggregated,
                         result=result, progress=progress)  # fmt: skip

@@ -12,11 +12,6 @@ from typing import Any
 
 from securemodel.crypto.pki import parse_lifetime
 
-# Validation split of every silo (the ClientApp's default, docs/federated.md): the operator sizes
-# q from the training part, so the two must agree.
-VALIDATION_SPLIT = 0.2
-
-
 @dataclass(frozen=True)
 class SiloSpec:
     """One ``spec.clients`` entry, its namespace defaulted to the round's."""
@@ -48,6 +43,7 @@ class RoundSpec:
     num_shares: int = 0  # SecAgg+ shares per key (parse: every silo when unset)
     threshold: int = 0  # SecAgg+ reconstruction threshold (parse: min_clients when unset)
     timeout_seconds: int = 600  # one FedAvg round
+    evaluation: str | None = None  # spec.evaluation.source: public data the aggregator evaluates on (None: no accuracy)
 
 
 def parse(spec: Mapping[str, Any], namespace: str) -> RoundSpec:
@@ -89,4 +85,5 @@ def parse(spec: Mapping[str, Any], namespace: str) -> RoundSpec:
         num_shares=int(secure.get("numShares") or len(silos)),
         threshold=int(secure.get("threshold") or min_clients),
         timeout_seconds=int(parse_lifetime(str(spec.get("timeout", "10m"))).total_seconds()),
+        evaluation=str(spec["evaluation"]["source"]) if spec.get("evaluation") else None,
     )

@@ -19,7 +19,7 @@ OWNER = Owner("r1", "research", "uid-r")
 RAW: dict[str, Any] = {
     "model": {"secureModelRef": "tumor"},
     "clients": [
-        {"name": "clinic-a", "namespace": "clinic-a", "data": {"source": "pvc://records/a.npz", "samples": 200},
+        {"name": "clinic-a", "namespace": "clinic-a", "data": {"source": "pvc://records/a.npz", "samples": 160},
          "budgetRef": "bc"},
         {"name": "clinic-b", "data": {"source": "builtin://breast_cancer?shard=1&of=3"}, "budgetRef": "bc"},
     ],
@@ -32,7 +32,8 @@ SPEC = parse(RAW, "research")
 
 def test_parse_fills_the_crd_defaults_and_the_silos_namespace() -> None:
     assert [s.namespace for s in SPEC.silos] == ["clinic-a", "research"]
-    assert SPEC.silos[0].samples == 200 and SPEC.silos[1].samples is None
+    assert SPEC.silos[0].samples == 160 and SPEC.silos[1].samples is None
+    assert SPEC.evaluation is None
     assert (SPEC.rounds, SPEC.min_clients, SPEC.threshold, SPEC.timeout_seconds) == (2, 2, 2, 300)
     assert (SPEC.local_epochs, SPEC.batch_size, SPEC.learning_rate, SPEC.delta, SPEC.secure_aggregation) == (1, 32, 0.1, 1e-5, True)
     assert parse({**RAW, "rounds": 1, "minClients": 2, "secureAggregation": {"enabled": True}}, "x") == parse(
@@ -40,7 +41,7 @@ def test_parse_fills_the_crd_defaults_and_the_silos_namespace() -> None:
 
 
 def test_a_silos_noise_is_calibrated_for_all_its_steps_over_all_rounds() -> None:
-    plan = silo_plan(SPEC, SPEC.silos[0])  # 200 examples, 40 held out: 160 train; q = 32/160
+    plan = silo_plan(SPEC, SPEC.silos[0])  # all of its 160 examples (nothing held out): q = 32/160
     assert plan.examples == 160 and plan.steps_per_round == steps_for_epochs(1, 32, 160) == 5
     assert plan.plan.sample_rate == 0.2 and plan.plan.steps == 10
 
@@ -81,6 +82,22 @@ def test_the_aggregator_is_restricted_and_mounts_no_silo_data_nor_silo_secret() 
     assert job["spec"]["backoffLimit"] == 0 and job["metadata"]["ownerReferences"][0]["kind"] == "FederatedRound"
 
 
+def test_the_aggregator_evaluates_on_the_public_source_only_when_one_is_declared() -> None:
+    start = Start(architecture="mlp", params="{}", source="builtin://breast_cancer?shard=1&of=3")
+    raw = {**RAW, "clients": RAW["clients"][1:] + [{"name": "clinic-c", "budgetRef": "bc",
+                                                     "data": {"source": "builtin://breast_cancer?shard=2&of=3"}}]}
+    spec = parse({**raw, "evaluation": {"source": "builtin://breast_cancer?part=evaluation"}}, "research")
+    assert spec.evaluation == "builtin://breast_cancer?part=evaluation"
+    pod = _pod(children.aggregator_job(OWNER, spec, start, 152, "img"))
+    args = pod["containers"][0]["command"]
+    assert args[args.index("--evaluation-source") + 1] == "builtin://breast_cancer?part=evaluation"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--silo-source"] == [s.source for s in spec.silos]
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
+        "r1-artifacts"]  # the public part is in the image: no data volume
+    without = _pod(children.aggregator_job(OWNER, parse(raw, "research"), start, 152, "img"))
+    assert not [a for a in without["containers"][0]["command"] if "evaluation" in a or a == "--silo-source"]
+
+
 def test_a_round_from_a_previous_round_mounts_its_volume_read_only_and_its_key() -> None:
     start = Start(previous_round="r0", previous_artifact="/artifacts/round-003.model")
     pod = _pod(children.aggregator_job(OWNER, SPEC, start, 160, "img"))
@@ -106,6 +123,7 @@ def test_a_silo_pod_mounts_only_its_own_data_and_key_and_runs_the_claimed_mechan
     assert flags["--noise-multiplier"] == "2.5" and flags["--sample-rate"] == "0.2"
     assert flags["--steps-per-round"] == "5" and flags["--rounds"] == "2"
     assert flags["--superlink"] == "r1-superlink.research.svc:9092"
+    assert not [a for a in args if "validation" in a or "split" in a or "evaluation" in a]  # trains on all, evaluates nothing
     with pytest.raises(AssertionError):
         children.supernode_job(OWNER, SPEC, silo, Run(2.5, 0.2, 11), 5, "img")
 
@@ -125,5 +143,9 @@ def test_the_crd_carries_the_secure_aggregation_rules_and_columns() -> None:
     rules = " ".join(r["rule"] for r in spec["x-kubernetes-validations"])
     assert "2 * " in rules and "numShares" in rules and "self.secureAggregation.threshold <= self.minClients" in rules
     assert spec["properties"]["rounds"]["default"] == 1
-    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert "self.evaluation.source == c.data.source.find(" in rules
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert {"Round", "Submitted", "Accuracy"} <= set(columns)
+    assert "public spec.evaluation" in columns["Accuracy"]["description"]
+    accuracy = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["model"]["properties"]["accuracy"]
+    assert "public data" in accuracy["description"]

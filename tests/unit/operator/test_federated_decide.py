@@ -38,6 +38,7 @@ SPEC = parse(RAW, "research")
 START = Start(architecture="mlp", params="{}", source=SPEC.silos[0].source)
 CONSENT = BudgetView(("builtin://breast_cancer",), ({"kind": "FederatedRound", "namespace": "research"},))
 SIGMA = 2.5
+PUBLIC = "builtin://breast_cancer?part=evaluation"
 
 
 def consumer(silo: str) -> Consumer:
@@ -300,12 +301,30 @@ def test_the_end_of_the_run_stops_every_silo_commits_every_claim_and_reports_the
     assert sorted(v for _, _, v in verbs(d)) == [Verb.COMMIT] * 3 and d.delete_jobs == ()
     assert d.outcome.phase == "Succeeded" and d.outcome.progress is Progress.WORKING  # until every claim is settled
     fields = d.outcome.fields
-    assert fields["model"] == {"digest": "sha256:3", "artifact": "/artifacts/round-003.model", "accuracy": 0.93}
+    # no spec.evaluation: no accuracy is published, whatever a result holds
+    assert fields["model"] == {"digest": "sha256:3", "artifact": "/artifacts/round-003.model"}
+    assert "no accuracy (no public evaluation source is declared in spec.evaluation)" in d.outcome.ready.message
     assert fields["roundsCompleted"] == 3 and fields["submitted"] == "2/3"
     states = {p["name"]: (p["state"], [r["state"] for r in p["rounds"]]) for p in fields["participants"]}
     assert states["clinic-a"] == ("Submitted", ["Submitted"] * 3) and states["clinic-c"] == ("Dropped", ["Dropped"] * 3)
     recorded = [o for o in d.apply if o["kind"] == "ConfigMap"]
     assert json.loads(recorded[0]["data"]["aggregator"])["digest"] == "sha256:3"
+
+
+def test_the_accuracy_published_is_the_aggregators_on_the_public_evaluation_source() -> None:
+    spec = parse({**RAW, "evaluation": {"source": PUBLIC}}, "research")
+    s = replace(_finished(_result("Succeeded", evaluationSource=PUBLIC, evaluationExamples=113)), spec=spec)
+    outcome = decide(s).outcome
+    assert outcome.fields["model"] == {"digest": "sha256:3", "artifact": "/artifacts/round-003.model",
+                                       "accuracy": 0.93, "evaluationExamples": 113}  # fmt: skip
+    assert f"accuracy 0.93 on 113 examples of the public {PUBLIC}" in outcome.ready.message
+
+
+def test_an_evaluation_source_that_may_hold_a_silos_records_is_refused_before_any_claim() -> None:
+    spec = parse({**RAW, "evaluation": {"source": "builtin://wine?part=evaluation"}}, "research")
+    d = decide(snapshot(spec=spec))
+    assert ready(d.outcome)[2] == "EvaluationSourceRefused" and d.ledger == () and d.create == ()
+    assert "cannot evaluate a model trained on 'builtin://breast_cancer?shard=0&of=3'" in d.outcome.ready.message
 
 
 def test_once_every_claim_is_committed_and_the_pods_are_gone_the_round_is_done() -> None:
