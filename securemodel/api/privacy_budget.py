@@ -121,6 +121,15 @@ SPEC = obj(
             list_type="map",
             map_keys=["kind", "namespace"],
         ),
+        "allowedImages": array(
+            "The images whose pods may read the data (a train pod's or a silo's image), as exact references; a "
+            "digest pins one build (registry/repo@sha256:...). Absent: only the operator's worker image. A "
+            "SecureModel or FederatedRound whose pods would run another image on the data gets no pod and a "
+            "condition (ImageNotAllowed): its code would read the raw records.",
+            string("An image reference.", min_length=1, max_length=512),
+            max_items=32,
+            list_type="set",
+        ),
         "dpf": obj(
             "Tuning of the dpf policy; only allowed with policy dpf.",
             {

@@ -341,7 +341,8 @@ def test_a_budget_is_charged_only_for_the_data_it_covers_and_no_datum_has_two_le
 ) -> None:
     start_operator(namespace)
     apply(kubectl, namespace, budget("wine", 5.0), model("covered", "wine", 1.0),
-          model("elsewhere", "wine", 1.0, data={"source": "builtin://iris"}))  # fmt: skip
+          model("elsewhere", "wine", 1.0, data={"source": "builtin://iris"}),
+          model("foreign", "wine", 1.0, model={"image": "registry.example/exfiltrate:1"}))  # fmt: skip
 
     def condition(name: str) -> tuple[str, str] | None:
         return reserved(get(api_client, namespace, "securemodels", name))
@@ -351,6 +352,9 @@ def test_a_budget_is_charged_only_for_the_data_it_covers_and_no_datum_has_two_le
     message = next(c["message"] for c in get(api_client, namespace, "securemodels", "elsewhere")["status"]["conditions"]
                    if c["type"] == "BudgetReserved")  # fmt: skip
     assert "PrivacyBudget wine protects builtin://wine, not builtin://iris" in message
+    wait_for(lambda: condition("foreign") == ("False", "ImageNotAllowed"), what="the unlisted image refused")
+    assert not [p for p in kubernetes.client.CoreV1Api(api_client).list_namespaced_pod(namespace).items
+                if p.metadata.labels.get("securemodel.io/model") == "foreign"], "no pod of an unlisted image"  # fmt: skip
     assert [c["consumer"]["name"] for c in claims(api_client, namespace, "wine")] == ["covered"]
 
     # A fresh budget over some of the same data would reset its spend: neither budget grants while both exist.

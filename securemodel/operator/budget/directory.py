@@ -21,19 +21,26 @@ NOT_COVERED = "DataNotCovered"
 OVERLAPPING = "BudgetOverlaps"
 NOT_CONSENTED = "BudgetNotConsented"
 EVALUATION_PROTECTED = "EvaluationProtected"
+IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 
 
 @dataclass(frozen=True)
 class BudgetData:
-    """``spec.data.sources`` and ``spec.consumers`` of one budget."""
+    """``spec.data.sources``, ``spec.consumers`` and ``spec.allowedImages`` of one budget."""
 
     sources: tuple[str, ...]
     consumers: tuple[Mapping[str, str], ...]
+    allowed_images: tuple[str, ...] = ()  # empty: only the operator's worker image
 
     @classmethod
     def of(cls, spec: Mapping[str, Any]) -> BudgetData:
         data = spec.get("data") or {}
-        return cls(tuple(data.get("sources") or ()), tuple(dict(c) for c in spec.get("consumers") or ()))
+        return cls(tuple(data.get("sources") or ()), tuple(dict(c) for c in spec.get("consumers") or ()),
+                   tuple(spec.get("allowedImages") or ()))  # fmt: skip
+
+    def allows(self, image: str, worker_image: str) -> bool:
+        """Whether pods of ``image`` may read the data: listed exactly, or the operator's worker image when none is."""
+        return image in self.allowed_images if self.allowed_images else image == worker_image
 
 
 @dataclass(frozen=True)
@@ -67,17 +74,23 @@ class BudgetDirectory:
         return tuple(sorted(other.name for other in self._neighbours_overlapping(ref)))
 
     def refusal(
-        self, ref: BudgetRef, kind: str, namespace: str, source: str, evaluation: str | None = None
-    ) -> Refusal | None:
-        """Why a ``kind`` in ``namespace`` training on ``source`` may not claim from ``ref``; None if it may
-        (or if the budget is unknown: the consumer then waits for it to exist).
+        self, ref: BudgetRef, kind: str, namespace: str, source: str, image: str, worker_image: str,
+        evaluation: str | None = None,
+    ) -> Refusal | None:  # fmt: skip
+        """Why a ``kind`` in ``namespace`` whose pods run ``image`` on ``source`` may not claim from ``ref``; None if
+        it may (or if the budget is unknown: the consumer then waits for it to exist).
 
         ``evaluation`` is the source the consumer declares public (its accuracy is published unaccounted):
-        data a budget of the namespace protects cannot be declared public.
+        data a budget of the namespace protects cannot be declared public. ``worker_image`` is the operator's
+        own, the only image a budget without ``spec.allowedImages`` lets read its data.
         """
         data = self._budgets.get(ref)
         if data is None:
             return None
+        if not data.allows(image, worker_image):
+            allowed = ", ".join(data.allowed_images) or f"the operator's worker image {worker_image}"
+            return Refusal(IMAGE_NOT_ALLOWED, f"PrivacyBudget {ref.name} lets only {allowed} read its data, not {image}: "
+                                              "a data steward lists an image in spec.allowedImages to trust its code")  # fmt: skip
         if evaluation is not None:
             protecting = sorted(other.name for other, theirs in self._budgets.items()
                                 if other.namespace == namespace and covers(theirs.sources, evaluation))  # fmt: skip

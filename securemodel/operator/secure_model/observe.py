@@ -94,7 +94,7 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         image=image,
         own_code=image == WORKER_IMAGE and spec.model.architecture is not None and spec.model.entrypoint is None,
         ledger=ledger,
-        refusal=current.budgets.refusal(ref, KIND, owner.namespace, spec.data.source,
+        refusal=current.budgets.refusal(ref, KIND, owner.namespace, spec.data.source, image, WORKER_IMAGE,
                                         spec.evaluation.source if spec.evaluation is not None else None),
         plan=target,
         calibration=calibration,

@@ -2,9 +2,11 @@
 
 import pytest
 
-from securemodel.operator.budget.directory import EVALUATION_PROTECTED, NOT_CONSENTED, NOT_COVERED, OVERLAPPING, BudgetDirectory
+from securemodel.operator.budget.directory import EVALUATION_PROTECTED, IMAGE_NOT_ALLOWED, NOT_CONSENTED, NOT_COVERED, OVERLAPPING, BudgetDirectory
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.privacy.coverage import consents, covers, overlaps, validate
+
+WORKER = "securemodel-worker:dev"
 
 
 @pytest.mark.parametrize(
@@ -71,16 +73,16 @@ def test_the_directory_refuses_uncovered_data_foreign_consumers_and_shared_data(
     directory = BudgetDirectory()
     a, b = BudgetRef("ns", "a"), BudgetRef("ns", "b")
     assert directory.put(a, budget_spec("builtin://wine?shard=0&of=2")) == set()
-    assert directory.refusal(a, "SecureModel", "ns", "builtin://wine?shard=0&of=2") is None
-    refused = directory.refusal(a, "SecureModel", "ns", "builtin://wine")
+    assert directory.refusal(a, "SecureModel", "ns", "builtin://wine?shard=0&of=2", WORKER, WORKER) is None
+    refused = directory.refusal(a, "SecureModel", "ns", "builtin://wine", WORKER, WORKER)
     assert refused is not None and refused.reason == NOT_COVERED and "builtin://wine" in refused.message
-    foreign = directory.refusal(a, "FederatedRound", "hub", "builtin://wine?shard=0&of=2")
+    foreign = directory.refusal(a, "FederatedRound", "hub", "builtin://wine?shard=0&of=2", WORKER, WORKER)
     assert foreign is not None and foreign.reason == NOT_CONSENTED
 
     # A second budget over the same data: both stop, each names the other.
     assert directory.put(b, budget_spec("builtin://wine")) == {a}
     assert directory.overlapping(a) == ("b",) and directory.overlapping(b) == ("a",)
-    shared = directory.refusal(a, "SecureModel", "ns", "builtin://wine?shard=0&of=2")
+    shared = directory.refusal(a, "SecureModel", "ns", "builtin://wine?shard=0&of=2", WORKER, WORKER)
     assert shared is not None and shared.reason == OVERLAPPING and "b" in shared.message
 
     # Made disjoint by the data steward: both grant again.
@@ -96,8 +98,8 @@ def test_data_a_budget_protects_cannot_be_declared_public() -> None:
     directory.put(BudgetRef("ns", "train"), budget_spec("pvc://data/train.csv"))
     directory.put(BudgetRef("ns", "exports"), budget_spec("pvc://exports/"))
     ref = BudgetRef("ns", "train")
-    assert directory.refusal(ref, "SecureModel", "ns", "pvc://data/train.csv", "pvc://public/eval.csv") is None
-    refused = directory.refusal(ref, "SecureModel", "ns", "pvc://data/train.csv", "pvc://exports/eval.csv")
+    assert directory.refusal(ref, "SecureModel", "ns", "pvc://data/train.csv", WORKER, WORKER, "pvc://public/eval.csv") is None
+    refused = directory.refusal(ref, "SecureModel", "ns", "pvc://data/train.csv", WORKER, WORKER, "pvc://exports/eval.csv")
     assert refused is not None and refused.reason == EVALUATION_PROTECTED and "PrivacyBudget exports" in refused.message
 
 
@@ -109,4 +111,19 @@ def test_budgets_of_other_namespaces_never_overlap() -> None:
 
 
 def test_an_unknown_budget_refuses_nothing() -> None:
-    assert BudgetDirectory().refusal(BudgetRef("ns", "missing"), "SecureModel", "ns", "builtin://wine") is None
+    assert BudgetDirectory().refusal(BudgetRef("ns", "missing"), "SecureModel", "ns", "builtin://wine", WORKER, WORKER) is None
+
+
+def test_only_the_images_a_budget_allows_may_read_its_data() -> None:
+    directory = BudgetDirectory()
+    default, listed = BudgetRef("ns", "default"), BudgetRef("ns", "listed")
+    directory.put(default, budget_spec("builtin://wine"))
+    pinned = "registry.example/team/trainer@sha256:" + "a" * 64
+    directory.put(listed, {**budget_spec("builtin://iris"), "allowedImages": [pinned]})
+    assert directory.refusal(default, "SecureModel", "ns", "builtin://wine", WORKER, WORKER) is None
+    custom = directory.refusal(default, "SecureModel", "ns", "builtin://wine", "evil/exfiltrate:1", WORKER)
+    assert custom is not None and custom.reason == IMAGE_NOT_ALLOWED and "evil/exfiltrate:1" in custom.message
+    assert directory.refusal(listed, "SecureModel", "ns", "builtin://iris", pinned, WORKER) is None
+    # Listing images replaces the default: the worker image itself must then be listed.
+    worker = directory.refusal(listed, "SecureModel", "ns", "builtin://iris", WORKER, WORKER)
+    assert worker is not None and worker.reason == IMAGE_NOT_ALLOWED
