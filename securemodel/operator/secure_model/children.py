@@ -22,6 +22,7 @@ from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND
 from securemodel.data.sources import Evaluation, PvcSource, parse_source
 from securemodel.operator.secure_model.spec import ModelSpecs, Versions
+from securemodel.serving.allowlist import FILE_NAME as ALLOW_LIST_FILE
 
 MODEL_LABEL: Final = f"{GROUP}/model"
 UID_LABEL: Final = f"{GROUP}/model-uid"
@@ -35,6 +36,7 @@ USER_ID: Final = 65532
 DATA_KEY: Final = "data.key"
 KEYS_DIR: Final = "/var/run/securemodel/keys"
 TLS_DIR: Final = "/var/run/securemodel/tls"
+ALLOW_LIST_DIR: Final = "/var/run/securemodel/allow-list"
 ARTIFACTS_DIR: Final = "/artifacts"
 DATA_DIR: Final = "/data"
 SERVE_PORT: Final = 8443
@@ -89,6 +91,10 @@ def tls_secret_name(model: str) -> str:
 
 def client_secret_name(model: str, client: str) -> str:
     return f"{model}-client-{client}"
+
+
+def allow_list_name(model: str) -> str:
+    return f"{model}-allow-list"
 
 
 def train_job_name(model: str, version: str) -> str:
@@ -185,6 +191,22 @@ def results_config_map(owner: Owner, results: Mapping[str, str]) -> dict[str, An
         "kind": "ConfigMap",
         "metadata": metadata(owner, results_name(owner.name), "results"),
         "data": dict(results),
+    }
+
+
+def allow_list_config_map(owner: Owner, content: str) -> dict[str, Any]:
+    """The serving pods' allow-list (:mod:`securemodel.serving.allowlist`): which client certificates they
+    answer, and how often. It holds no secret (serials and fingerprints of certificates, rate limits).
+
+    The pods mount it as a directory, never a ``subPath``, so the kubelet replaces the file in place
+    and the server reloads it without a restart: a change lands within the kubelet's sync period
+    (about a minute at worst) and rolls no pod.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, allow_list_name(owner.name), "allow-list"),
+        "data": {ALLOW_LIST_FILE: content},
     }
 
 
@@ -411,6 +433,11 @@ def deployment(
     authenticates as this model's (uid) compressed artifact of ``versions``; anything else stops
     them before they listen, with the termination message ``{"reason": "ArtifactRejected", ...}``.
     Without ``digest`` the pods refuse to start (``--artifact-digest`` is required).
+
+    The pods answer only the client certificates of the allow-list ConfigMap
+    (:func:`allow_list_config_map`), mounted as a directory so that the kubelet refreshes it: a
+    revocation lands within the kubelet's sync period (about 60 s at worst). Only the ConfigMap's
+    name is in the template, so a new allow-list never rolls the pods.
     """
     args = [
         "securemodel-worker", "serve",
@@ -423,6 +450,7 @@ def deployment(
         "--model-version", versions.version,
         "--port", str(SERVE_PORT),
         "--metrics-port", str(METRICS_PORT),
+        "--allow-list", f"{ALLOW_LIST_DIR}/{ALLOW_LIST_FILE}",
     ]  # fmt: skip
     if digest is not None:
         args += ["--artifact-digest", digest]
@@ -430,6 +458,7 @@ def deployment(
         {"name": "artifacts", "mountPath": ARTIFACTS_DIR, "readOnly": True},
         {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
         {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+        {"name": "allow-list", "mountPath": ALLOW_LIST_DIR, "readOnly": True},
     ]
     main = container("serve", image, args, mounts)
     main.update(
@@ -451,6 +480,7 @@ def deployment(
     )
     volumes = _volumes(owner, artifacts_read_only=True)
     volumes.append({"name": "tls", "secret": {"secretName": tls_secret_name(owner.name), "defaultMode": 0o440}})
+    volumes.append({"name": "allow-list", "configMap": {"name": allow_list_name(owner.name), "defaultMode": 0o444}})
     version = {VERSION_LABEL: versions.version, TRAINING_LABEL: versions.training}
     pod_labels = {**labels(owner, "serve", **version), **serving_labels(owner)}
     return {

@@ -27,13 +27,20 @@ from enum import StrEnum
 from typing import Any
 
 from securemodel.operator.budget.directory import Refusal
-from securemodel.operator.conditions import Condition, Outcome
+from securemodel.operator.conditions import Condition, Outcome, Progress
 from securemodel.operator.kube import drifted
 from securemodel.operator.secure_model import children, outcomes
 from securemodel.operator.secure_model.calibration import Plan
 from securemodel.operator.secure_model.children import Owner, Run
 from securemodel.operator.secure_model.jobs import JobPhase, JobView, PodView, job_view, pod_view
-from securemodel.operator.secure_model.keys import UnreadableAuthority, Write, removed_clients, wanted_secrets
+from securemodel.operator.secure_model.keys import (
+    ClientLimits,
+    UnreadableAuthority,
+    Write,
+    allow_list,
+    removed_clients,
+    wanted_secrets,
+)
 from securemodel.operator.secure_model.settlement import Act, Settlement, settle
 from securemodel.operator.secure_model.spec import ModelSpecs, Versions
 from securemodel.privacy import Calibration, Claim, ClaimState, Consumer, DpSgd, Ledger, Mechanism, dp_sgd_epsilon
@@ -90,6 +97,8 @@ class Snapshot:
     secrets: Mapping[str, Mapping[str, Any]]  # the model's Secrets by name
     now: datetime
     artifacts_storage: str = "256Mi"
+    allow_list: Mapping[str, Any] | None = None  # the allow-list ConfigMap
+    client_limits: ClientLimits = ClientLimits()  # each serving pod's share of spec.serving.clientLimits
 
     @property
     def versions(self) -> Versions:
@@ -495,13 +504,23 @@ def _termination(terminated: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _keys(s: Snapshot, work: _Work, outcome: Outcome) -> Outcome:
-    """The key Secrets to write (one writer: this reconciler), and the client Secrets to delete."""
+    """The key Secrets to write (one writer: this reconciler), the client Secrets to delete, and the
+    allow-list of the client certificates in force once they are written (applied where it drifted)."""
+    writes: list[Write] = []
     try:
-        work.secrets += wanted_secrets(s.owner, s.spec, s.secrets, s.now, rotation=s.rotation)
+        writes = wanted_secrets(s.owner, s.spec, s.secrets, s.now, rotation=s.rotation)
     except UnreadableAuthority as error:
-        return outcomes.blocked(outcome, "CertificateAuthorityUnreadable", f"{error}: restore it, or delete it to "
-                                "start a new CA (every client then needs its new Secret)")  # fmt: skip
+        outcome = outcomes.blocked(outcome, "CertificateAuthorityUnreadable", f"{error}: restore it, or delete it to "
+                                   "start a new CA (every client then needs its new Secret)")  # fmt: skip
+    work.secrets += writes
     work.delete_secrets += removed_clients(s.owner, s.spec, list(s.secrets.values()))
+    listed = children.allow_list_config_map(s.owner, allow_list(s.owner, s.spec, s.secrets, writes, s.client_limits, s.now))
+    if drifted(listed, s.allow_list):
+        work.apply.append(listed)
+    if s.client_limits.invalid and outcome.progress is not Progress.STALLED:
+        why = "; ".join(f"client {name}: {error}" for name, error in sorted(s.client_limits.invalid.items()))
+        outcome = outcomes.blocked(outcome, "InvalidClientLimits", f"spec.serving.clientLimits is not valid ({why}): "
+                                   "the serving pods refuse these clients until it is fixed")  # fmt: skip
     return outcome
 
 

@@ -32,14 +32,25 @@ expires).
 :func:`wanted_secrets` returns only the Secrets that must be (re)written: missing ones, a changed
 set of CAs, certificates whose ``ca.crt`` is not the current bundle or that are not issued by the
 signing CA, and certificates due for renewal. Nothing here logs or formats key material.
+
+Which client certificates the serving pods answer (:func:`allow_list`): for each client in
+``spec.serving.clients``, the certificate its Secret holds once this pass's writes are stored, and
+those routine re-issues replaced (``previous.crt`` in the client's Secret, each until it expires,
+so a client that has not re-read its Secret yet is not refused): routine renewals and CA
+rollovers revoke nothing. A client removed from the spec is not listed at all, and a forced
+rotation (:data:`ROTATE_ANNOTATION`) keeps no previous certificate: every certificate it replaced
+is refused once the pods see the new list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from securemodel.crypto.artifacts import new_data_key
 from securemodel.crypto.pki import (
@@ -60,6 +71,7 @@ from securemodel.crypto.pki import (
     tls_secret_data,
 )
 from securemodel.operator.secure_model.spec import ModelSpecs
+from securemodel.serving.allowlist import RateLimit, allow_list_json, pod_rate_limits
 from securemodel.operator.secure_model.children import (
     CLIENT_LABEL,
     Owner,
@@ -84,6 +96,9 @@ DEFAULT_LIFETIME: Final = "720h"
 NEXT_CERT: Final = "next.crt"
 NEXT_KEY: Final = "next.key"
 PREVIOUS_CERTS: Final = "previous.crt"
+# Key of a client Secret: the certificates routine re-issues replaced (never their keys), each still
+# answered until it expires; a forced rotation writes none.
+PREVIOUS_CLIENT_CERT: Final = "previous.crt"
 
 
 @dataclass(frozen=True)
@@ -198,15 +213,22 @@ def _secret_data(stored: Mapping[str, Any]) -> dict[str, bytes | None]:
 
 
 def _leaf_due(
-    stored: Mapping[str, Any] | None, ca: CertifiedKey, trusted: bytes, now: datetime, lifetime: timedelta
+    stored: Mapping[str, Any] | None,
+    ca: CertifiedKey,
+    trusted: bytes,
+    now: datetime,
+    lifetime: timedelta,
+    client: str | None = None,
 ) -> bool:
+    """Whether a leaf Secret must be (re)issued; a client's also when its certificate does not name ``client``."""
     if stored is None:
         return True
     cert = secret_bytes(stored, TLS_CERT)
     if not cert or not secret_bytes(stored, TLS_KEY) or secret_bytes(stored, CA_CERT) != trusted:
         return True
     try:
-        return not issued_by(cert, ca) or renewal_due(cert, now, lifetime)
+        named = client is None or _names(cert, client)
+        return not named or not issued_by(cert, ca) or renewal_due(cert, now, lifetime)
     except ValueError:
         return True
 
@@ -246,19 +268,27 @@ def wanted_secrets(
     if ca_stored is None or _secret_data(ca_stored) != ca_data:
         writes.append(Write(secret(owner, ca_name, "ca", ca_data), replace=ca_stored is not None))
     ca, trusted = authority.current, authority.trusted
+
+    def forced(name: str) -> bool:  # not yet re-issued for the model's forced rotation
+        annotations = ((stored.get(name) or {}).get("metadata") or {}).get("annotations") or {}
+        return force_renewal or (rotation is not None and annotations.get(ROTATION_ANNOTATION) != rotation)
+
     tls_name = tls_secret_name(owner.name)
-    tls_stored = stored.get(tls_name) or {}
-    if rotation and ((tls_stored.get("metadata") or {}).get("annotations") or {}).get(ROTATION_ANNOTATION) != rotation:
-        force_renewal = True
-    if force_renewal or _leaf_due(stored.get(tls_name), ca, trusted, now, lifetime):
+    if forced(tls_name) or _leaf_due(stored.get(tls_name), ca, trusted, now, lifetime):
         leaf = issue_server_certificate(ca, service_dns_names(owner.name, owner.namespace), now=now, lifetime=lifetime)
         body = secret(owner, tls_name, "tls", tls_secret_data(leaf, trusted))
         writes.append(Write(body, replace=tls_name in stored))
     for client in spec.serving.clients:
         name = client_secret_name(owner.name, client)
-        if force_renewal or _leaf_due(stored.get(name), ca, trusted, now, lifetime):
+        held = stored.get(name)
+        revoke = forced(name)
+        if revoke or _leaf_due(held, ca, trusted, now, lifetime, client):
             leaf = issue_client_certificate(ca, client, now=now, lifetime=lifetime)
-            body = secret(owner, name, "client", tls_secret_data(leaf, trusted), **{CLIENT_LABEL: client})
+            data = tls_secret_data(leaf, trusted)
+            replaced = [] if revoke or held is None else _client_certificates(held, client, now)
+            if replaced:
+                data[PREVIOUS_CLIENT_CERT] = b"".join(replaced)
+            body = secret(owner, name, "client", data, **{CLIENT_LABEL: client})
             writes.append(Write(body, replace=name in stored))
     if rotation:
         for write in writes:
@@ -276,3 +306,82 @@ def removed_clients(owner: Owner, spec: ModelSpecs, stored: Sequence[Mapping[str
         if CLIENT_LABEL in (meta.get("labels") or {}) and meta["name"] not in wanted:
             names.append(meta["name"])
     return names
+
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """Each serving pod's share of ``spec.serving.clientLimits`` by client, and why a client's limit is
+    unusable (such a client is refused: it is never answered unlimited)."""
+
+    per_pod: Mapping[str, RateLimit] = field(default_factory=dict)
+    invalid: Mapping[str, str] = field(default_factory=dict)
+
+
+def client_limits(serving: Mapping[str, Any]) -> ClientLimits:
+    """The limits of a SecureModel's raw ``spec.serving`` (the CRD's rules make an invalid one unlikely)."""
+    per_pod: dict[str, RateLimit] = {}
+    invalid: dict[str, str] = {}
+    for item in serving.get("clientLimits") or ():
+        name = str(item.get("name"))
+        try:
+            per_pod |= pod_rate_limits({**serving, "clientLimits": [item]})
+        except (KeyError, TypeError, ValueError) as error:
+            invalid[name] = f"it lacks {error.args[0]}" if isinstance(error, KeyError) else str(error)
+    return ClientLimits(per_pod, invalid)
+
+
+def allowed_certificates(
+    owner: Owner, spec: ModelSpecs, stored: Mapping[str, Mapping[str, Any]], writes: Sequence[Write], now: datetime
+) -> dict[str, list[bytes]]:
+    """The PEM client certificates in force by client, once ``writes`` are stored (module docstring).
+
+    Only clients of ``spec.serving.clients``; per client, the certificate of its Secret and those
+    routine re-issues replaced, each only if it names the client (CN) and has not expired.
+    """
+    written = {write.body["metadata"]["name"]: write.body for write in writes}
+    found: dict[str, list[bytes]] = {}
+    for client in spec.serving.clients:
+        held = written.get(client_secret_name(owner.name, client)) or stored.get(client_secret_name(owner.name, client))
+        found[client] = [] if held is None else _client_certificates(held, client, now)
+    return found
+
+
+def allow_list(
+    owner: Owner,
+    spec: ModelSpecs,
+    stored: Mapping[str, Mapping[str, Any]],
+    writes: Sequence[Write],
+    limits: ClientLimits,
+    now: datetime,
+) -> str:
+    """The allow-list file (:func:`securemodel.serving.allowlist.allow_list_json`) of the model once
+    ``writes`` are stored: the certificates of :func:`allowed_certificates` with each pod's share of
+    the client's limit. A client whose limit is invalid is listed with no certificate (refused)."""
+    certificates = allowed_certificates(owner, spec, stored, writes, now)
+    for client in limits.invalid:
+        if client in certificates:
+            certificates[client] = []
+    return allow_list_json(certificates, {name: limit for name, limit in limits.per_pod.items() if name in certificates})
+
+
+def _client_certificates(secret_obj: Mapping[str, Any], client: str, now: datetime) -> list[bytes]:
+    """The PEM certificate a client Secret holds, then those it lists as replaced, each once and only
+    if it names ``client`` (CN) and has not expired."""
+    found: list[bytes] = []
+    for key in (TLS_CERT, PREVIOUS_CLIENT_CERT):
+        pem = secret_bytes(secret_obj, key)
+        try:
+            certificates = split_certificates(pem) if pem else []
+        except ValueError:
+            continue
+        for cert in certificates[:1] if key == TLS_CERT else certificates:
+            if _names(cert, client) and time_left(cert, now) > timedelta(0) and cert not in found:
+                found.append(cert)
+    return found
+
+
+def _names(cert_pem: bytes, client: str) -> bool:
+    """Whether the certificate's CN is ``client``."""
+    names = x509.load_pem_x509_certificate(cert_pem).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return bool(names) and names[0].value == client

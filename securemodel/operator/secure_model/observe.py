@@ -24,7 +24,7 @@ from securemodel.operator.secure_model.calibration import plan
 from securemodel.operator.secure_model.decide import KIND, Snapshot
 from securemodel.operator.secure_model.spec import parse
 from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, WORKER_IMAGE
-from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION
+from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION, client_limits
 from securemodel.privacy import Ledger
 
 Index = kopf.Index[Any, Any]
@@ -108,4 +108,6 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         secrets={secret["metadata"]["name"]: secret for secret in _all(found.secrets, owner.uid)},
         now=datetime.now(UTC),
         artifacts_storage=ARTIFACTS_STORAGE,
+        allow_list=_named(config_maps, children.allow_list_name(owner.name)),
+        client_limits=client_limits(body["spec"].get("serving") or {}),
     )

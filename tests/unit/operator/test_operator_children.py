@@ -283,3 +283,20 @@ def test_serving_is_ready_only_with_all_replicas_available_and_reports_crashes()
     assert failure == ("ArtifactRejected", "serving pod tumor-x exited 1: " + refusal["message"])
     outcome = outcomes.serving(deployment, 2, failure, current=True)
     assert outcome.ready.reason == "ArtifactRejected" and outcome.progress is Progress.STALLED
+
+
+def test_serving_pods_read_the_allow_list_from_a_directory_mount_that_the_kubelet_refreshes() -> None:
+    deployment = children.deployment(OWNER, SPEC, SPEC.versions, "worker:dev", DIGEST)
+    pod = deployment["spec"]["template"]["spec"]
+    (main,) = pod["containers"]
+    args = worker_args(pod)
+    assert str(args.allow_list) == f"{children.ALLOW_LIST_DIR}/{children.ALLOW_LIST_FILE}"
+    (mount,) = [m for m in main["volumeMounts"] if m["name"] == "allow-list"]
+    assert mount == {"name": "allow-list", "mountPath": children.ALLOW_LIST_DIR, "readOnly": True}, "no subPath"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "allow-list"]
+    assert volume["configMap"]["name"] == children.allow_list_name("tumor") == "tumor-allow-list"
+    config_map = children.allow_list_config_map(OWNER, '{"version": 1, "clients": []}\n')
+    assert config_map["data"] == {children.ALLOW_LIST_FILE: '{"version": 1, "clients": []}\n'}
+    assert config_map["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    # Only the ConfigMap's name is in the pod template: a new list rolls no pod.
+    assert "clients" not in json.dumps(deployment)

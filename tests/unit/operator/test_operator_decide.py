@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from securemodel.operator.conditions import Progress
 from securemodel.operator.budget.directory import NOT_COVERED, OVERLAPPING, Refusal
@@ -28,6 +29,7 @@ RAW: dict[str, Any] = {
     "serving": {"replicas": 1, "clients": ["frontend"]},
 }
 SPEC = parse(RAW)
+NO_CLIENTS = parse({**RAW, "serving": {"replicas": 1, "clients": []}})
 V = SPEC.versions
 PLAN = plan(SPEC, 2.0, 1e-5)
 CALIBRATION = Calibration(3.0, PLAN.sample_rate, PLAN.steps, 1.9, 1e-5, "prv")
@@ -108,11 +110,18 @@ def stored_secrets() -> dict[str, Any]:
             for w in keys.wanted_secrets(OWNER, SPEC, {}, NOW)}  # fmt: skip
 
 
+def keyed(spec: Any = SPEC) -> dict[str, Any]:
+    """The key Secrets as stored, and the allow-list of their client certificates as applied."""
+    secrets = stored_secrets()
+    listed = children.allow_list_config_map(OWNER, keys.allow_list(OWNER, spec, secrets, [], keys.ClientLimits(), NOW))
+    return {"secrets": secrets, "allow_list": listed}
+
+
 def serving(**changes: Any) -> Snapshot:
     """Steady state: the spec's version serves, every child as the operator wants it."""
     steady = {
         "deployment": served_deployment(), "service": children.service(OWNER), "pvc": children.artifacts_pvc(OWNER, "256Mi"),
-        "secrets": stored_secrets(), "results": children.results_config_map(OWNER, {
+        **keyed(), "results": children.results_config_map(OWNER, {
             f"train-{V.training}": json.dumps(TRAIN_RESULT, sort_keys=True),
             f"compress-{V.version}": json.dumps(COMPRESS_RESULT, sort_keys=True)}),
     }  # fmt: skip
@@ -146,22 +155,23 @@ TABLE = [
      "WaitingForBudget", Progress.STALLED, [], [], False, []),
     ("waiting", snapshot(ledger=ledger(claim(ClaimState.WAITING))), "WaitingForBudget", Progress.WORKING, [], [], False, []),
     ("granted: dispatch, then the train Job", snapshot(ledger=ledger(claim(ClaimState.RESERVED))), "Training",
-     Progress.WORKING, [(Verb.DISPATCH, 0.0)], ["PersistentVolumeClaim"], True, []),
+     Progress.WORKING, [(Verb.DISPATCH, 0.0)], ["ConfigMap", "PersistentVolumeClaim"], True, []),
     ("training: the kubelet's start is recorded",
      snapshot(ledger=ledger(claim(ClaimState.RESERVED, dispatched="t1")), jobs={TRAIN: job(TRAIN, "train", V.training, active=1)},
               pods=(pod(TRAIN, "train", V.training, state=RUNNING),)),
-     "Training", Progress.WORKING, [(Verb.START, 0.0)], ["PersistentVolumeClaim"], False, []),
+     "Training", Progress.WORKING, [(Verb.START, 0.0)], ["ConfigMap", "PersistentVolumeClaim"], False, []),
     ("trained by own code: credited commit, compression starts",
      snapshot(ledger=ledger(claim(ClaimState.RESERVED, dispatched="t1", started="t2")),
               jobs={TRAIN: job(TRAIN, "train", V.training, succeeded=1)},
               pods=(pod(TRAIN, "train", V.training, state=DONE, phase="Succeeded", result=TRAIN_RESULT),)),
-     "Compressing", Progress.WORKING, [(Verb.COMMIT, CREDITED)], ["ConfigMap", "PersistentVolumeClaim"], False, []),
+     "Compressing", Progress.WORKING, [(Verb.COMMIT, CREDITED)], ["ConfigMap", "ConfigMap", "PersistentVolumeClaim"], False,
+     []),
     ("compressing", replace(trained(), jobs={**trained().jobs, COMPRESS: job(COMPRESS, "compress", V.version, active=1)},
                             results=children.results_config_map(OWNER, {f"train-{V.training}": json.dumps(TRAIN_RESULT, sort_keys=True)}),
-                            pvc=children.artifacts_pvc(OWNER, "256Mi"), secrets=stored_secrets()),
+                            pvc=children.artifacts_pvc(OWNER, "256Mi"), **keyed()),
      "Compressing", Progress.WORKING, [], [], False, []),
     ("compressed: Service and Deployment applied", replace(compressed(), pvc=children.artifacts_pvc(OWNER, "256Mi"),
-                                                           secrets=stored_secrets()),
+                                                           **keyed()),
      "Deploying", Progress.WORKING, [], ["ConfigMap", "Deployment", "Service"], False, []),
     ("serving, steady state: nothing to write", serving(), "Serving", Progress.DONE, [], [], False, []),
     ("serving, scaled to 0 by hand: put back", serving(deployment=served_deployment(replicas=0, available=0)), "Deploying",
@@ -172,14 +182,20 @@ TABLE = [
      snapshot(ledger=ledger(claim(ClaimState.RESERVED, dispatched="t1", started="t2")),
               jobs={TRAIN: job(TRAIN, "train", V.training, failed=1)},
               pods=(pod(TRAIN, "train", V.training, state={"terminated": {"exitCode": 1, "startedAt": "t"}}, phase="Failed"),)),
-     "Failed", Progress.STALLED, [(Verb.COMMIT, 2.0)], ["PersistentVolumeClaim"], False, []),
+     "Failed", Progress.STALLED, [(Verb.COMMIT, 2.0)], ["ConfigMap", "PersistentVolumeClaim"], False, []),
     ("image cannot be pulled: Job stopped",
      snapshot(ledger=ledger(claim(ClaimState.RESERVED, dispatched="t1")), jobs={TRAIN: job(TRAIN, "train", V.training, active=1)},
               pods=({**pod(TRAIN, "train", V.training, state={"waiting": {"reason": "ErrImageNeverPull"}}, phase="Pending"),
                      "status": {"phase": "Pending", "containerStatuses": [{"name": "train", "state": {"waiting": {"reason": "ErrImageNeverPull"}}}]}},)),
-     "Failed", Progress.STALLED, [], ["PersistentVolumeClaim"], False, [TRAIN]),
+     "Failed", Progress.STALLED, [], ["ConfigMap", "PersistentVolumeClaim"], False, [TRAIN]),
     ("released claim: failed until the spec changes", snapshot(ledger=ledger(claim(ClaimState.RELEASED, dispatched="t1"))),
      "Failed", Progress.STALLED, [], [], False, []),
+    ("serving, a client removed: the allow-list only, no rollout", serving(spec=NO_CLIENTS), "Serving", Progress.DONE,
+     [], ["ConfigMap"], False, []),
+    ("serving, forced rotation: the allow-list only, no rollout", serving(rotation="r1"), "Serving", Progress.DONE, [],
+     ["ConfigMap"], False, []),
+    ("serving, a client's limit is invalid: refused, stalled", serving(client_limits=keys.ClientLimits(invalid={"frontend": "x"})),
+     "Serving", Progress.STALLED, [], ["ConfigMap"], False, []),
 ]
 
 
@@ -293,3 +309,70 @@ def test_deletion_releases_a_claim_whose_job_never_ran_once_it_is_gone() -> None
     assert verbs(decision) == [] and decision.delete_jobs == (TRAIN,) and not decision.settled
     gone = decide_deletion(replace(pending, jobs={}, pods=()))
     assert verbs(gone) == [(Verb.RELEASE, 0.0)] and gone.ledger[0].gone == TRAIN
+
+
+# --- the allow-list of client certificates ---------------------------------------------------------
+
+
+def listed(decision: Decision) -> dict[str, list[str]]:
+    """Serials by client in the allow-list the decision applies."""
+    (config_map,) = [obj for obj in decision.apply if obj["metadata"]["name"] == children.allow_list_name("m")]
+    content = json.loads(config_map["data"][children.ALLOW_LIST_FILE])
+    return {entry["name"]: [c["serial"] for c in entry["certificates"]] for entry in content["clients"]}
+
+
+def serial(secret: Any, key: str = "tls.crt") -> str:
+    return format(x509.load_pem_x509_certificate(children.secret_bytes(secret, key)).serial_number, "x")
+
+
+def test_a_removed_clients_certificate_leaves_the_allow_list_in_the_pass_its_secret_is_deleted() -> None:
+    state = serving(spec=NO_CLIENTS)
+    decision = decide(state)
+    assert list(decision.delete_secrets) == [children.client_secret_name("m", "frontend")]
+    assert listed(decision) == {}
+    assert kinds(decision.apply) == ["ConfigMap"], "the Deployment must not roll for a new allow-list"
+
+
+def test_a_forced_rotation_replaces_every_client_certificate_in_the_allow_list() -> None:
+    state = serving(rotation="r1")
+    old = serial(state.secrets[children.client_secret_name("m", "frontend")])
+    decision = decide(state)
+    (written,) = [w.body for w in decision.secrets if w.body["metadata"]["name"] == children.client_secret_name("m", "frontend")]
+    assert keys.PREVIOUS_CLIENT_CERT not in written["data"], "a forced rotation keeps no previous certificate"
+    assert listed(decision) == {"frontend": [serial(written)]} and serial(written) != old
+    assert "Deployment" not in kinds(decision.apply)
+    # Fed back as stored, the rotation is done: nothing more is written.
+    stored = {**state.secrets, **{w.body["metadata"]["name"]: w.body for w in decision.secrets}}
+    again = decide(replace(state, secrets=stored, allow_list=next(o for o in decision.apply if o["kind"] == "ConfigMap")))
+    assert not again.secrets and not again.apply
+
+
+def test_a_routine_renewal_keeps_the_replaced_certificate_listed_until_it_expires() -> None:
+    state = serving()
+    name = children.client_secret_name("m", "frontend")
+    old = serial(state.secrets[name])
+    later = NOW + timedelta(hours=500)  # less than a third of 720 h left: renewal due
+    decision = decide(replace(state, now=later))
+    (written,) = [w.body for w in decision.secrets if w.body["metadata"]["name"] == name]
+    assert serial(written, keys.PREVIOUS_CLIENT_CERT) == old
+    assert listed(decision) == {"frontend": [serial(written), old]}
+    assert "Deployment" not in kinds(decision.apply)
+    # Once the replaced certificate has expired, it leaves the list.
+    stored = {**state.secrets, name: written}
+    expired = decide(replace(state, secrets=stored, now=NOW + timedelta(hours=721)))
+    assert listed(expired)["frontend"][-1] != old and old not in listed(expired)["frontend"]
+
+
+def test_client_limits_are_each_pods_share_and_an_invalid_one_refuses_the_client() -> None:
+    limits = keys.client_limits({"replicas": 2, "clients": ["frontend"],
+                                 "clientLimits": [{"name": "frontend", "requestsPerSecond": 50, "burst": 101}]})  # fmt: skip
+    decision = decide(serving(client_limits=limits))
+    (config_map,) = [obj for obj in decision.apply if obj["kind"] == "ConfigMap"]
+    (entry,) = json.loads(config_map["data"][children.ALLOW_LIST_FILE])["clients"]
+    assert entry["rateLimit"] == {"requestsPerSecond": 25.0, "burst": 51}
+    invalid = keys.client_limits({"clients": ["frontend"], "clientLimits": [{"name": "frontend", "requestsPerSecond": 0,
+                                                                             "burst": 1}]})  # fmt: skip
+    decision = decide(serving(client_limits=invalid))
+    assert listed(decision) == {"frontend": []}
+    assert conditions(decision)["Ready"] == (False, "InvalidClientLimits")
+    assert decision.outcome is not None and "client frontend" in decision.outcome.ready.message
