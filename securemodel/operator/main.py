@@ -13,6 +13,7 @@ from securemodel.operator.budget import handlers as budget_handlers  # noqa: F40
 from securemodel.operator.federated import handlers as federated_handlers  # noqa: F401
 from securemodel.operator.leader import LeaseElector, StandbyHealth, exit_now
 from securemodel.operator.secure_model import handlers as model_handlers  # noqa: F401
+from securemodel.operator.secure_model import client_role  # noqa: F401
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

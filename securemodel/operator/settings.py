@@ -61,3 +61,9 @@ DELETION_SETTLE_SECONDS = 3.0
 LEASE_NAME = "securemodel-operator"
 LEASE_SECONDS = 15
 LEASE_RENEW_SECONDS = 5.0
+# The ClusterRole whose rules the operator keeps equal to get on every client-certificate Secret it
+# issued (securemodel.operator.secure_model.client_role); unset: no such role is kept.
+CLIENT_SECRETS_ROLE = os.environ.get("SECUREMODEL_CLIENT_SECRETS_ROLE") or None
+# How often that role is re-read to undo an edit by hand, and how soon a failed write is tried again.
+CLIENT_ROLE_RESYNC_SECONDS = 60.0
+CLIENT_ROLE_RETRY_SECONDS = 5.0
