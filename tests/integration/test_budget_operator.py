@@ -257,7 +257,7 @@ def test_models_report_missing_budgets_refusals_and_calibration_failures_then_re
     message = next(c["message"] for c in hasty if c["type"] == "BudgetReserved")
     assert "batchSize 121 exceeds the 120 training examples of builtin://iris" in message
     mounted = get(api_client, namespace, "securemodels", "mounted")["status"]["privacy"]
-    assert mounted["sampleRate"] == 64 / 800 and mounted["steps"] == 13, "q over the 800 training examples"
+    assert mounted["sampleRate"] == 64 / 1000 and mounted["steps"] == 16, "q over the file's 1000 examples, trained whole"
     assert sorted(c["consumer"]["name"] for c in claims(api_client, namespace, "wine")) == [
         "careless", "greedy", "mounted"
     ]  # fmt: skip

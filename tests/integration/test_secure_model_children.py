@@ -190,7 +190,7 @@ def test_deleted_secrets_and_volume_and_a_forged_status_are_undone_by_the_next_p
     forged = {"status": {"privacy": {"noiseMultiplier": 0.001, "steps": 1, "epsilonSpent": 0.0}}}
     assert kubectl("patch", "-n", namespace, "securemodel/m", "--subresource=status", "--type=merge",
                    "-p", json.dumps(forged)).returncode == 0  # fmt: skip
-    wait_for(lambda: get(api_client, namespace, "securemodels", "m")["status"]["privacy"].get("noiseMultiplier", 0) > 0.01,
+    wait_for(lambda: get(api_client, namespace, "securemodels", "m")["status"]["privacy"].get("noiseMultiplier", 0) > 0.01, timeout=60,
              what="the operator's calibration back in status")  # fmt: skip
     job_after = kubernetes.client.BatchV1Api(api_client).read_namespaced_job(f"m-train-{version}", namespace)
     assert job_after.metadata.uid == job.metadata.uid and job_after.spec.template.spec.containers[0].command == command
