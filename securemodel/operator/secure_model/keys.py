@@ -6,7 +6,8 @@
   while it is being introduced; ``previous.crt`` the certificates (never the keys) of retired CAs
   that have not expired yet.
 * ``<model>-tls``: the serving certificate for the Service's DNS names, and ``ca.crt``.
-* ``<model>-client-<name>``: one client certificate per ``spec.serving.clients`` entry, and ``ca.crt``.
+* ``<model>-client-<name>``: one client certificate per ``spec.serving.clients`` entry, ``ca.crt``, and
+  ``previous.crt``: the certificates (never the keys) routine re-issues replaced that have not expired.
 
 Every ``ca.crt`` is the trust bundle: the signing CA, its successor, then the retired CAs. The
 server verifies client certificates against its ``ca.crt``; clients verify the server against theirs.
