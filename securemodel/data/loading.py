@@ -27,9 +27,9 @@ Sources:
     * ``.npz``: arrays ``x`` (float, ``(N, *sample_shape)``, used as they are) and ``y``
       (integer class indices into the schema's classes, ``(N,)``).
 
-The part rule, sharding and the held-out split follow :mod:`securemodel.data.sources`, the rules
-the operator also uses to compute the sample rate q, so that the worker trains on exactly the
-examples q was computed for.
+The part rule and sharding follow :mod:`securemodel.data.sources`, the rules the operator also
+uses to compute the sample rate q, so that the worker trains on exactly the examples q was
+computed for: all of them (nothing is held out).
 
 Evaluation (:func:`load_evaluation`) reads only a source the user declared public in
 ``spec.data.evaluation``, which :func:`securemodel.data.sources.check_evaluation` keeps apart
@@ -59,7 +59,6 @@ from securemodel.data.sources import (
     shard_indices,
     check_evaluation,
     part_indices,
-    split_indices,
 )
 from securemodel.data.tables import TABLE_SUFFIXES, SchemaError, TableSchema, read_table
 
@@ -91,9 +90,9 @@ class Standardization:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features and labels split into train and held-out (``validation_split``), and the preprocessing a model applies.
+    """The training features and labels (all of the source), and the preprocessing a model applies.
 
-    ``x_train`` and ``x_val`` are float32 features as a client of the served model sends them:
+    ``x_train`` holds float32 features as a client of the served model sends them:
     raw features for array sources, for which :meth:`model_inputs` applies ``standardization``
     (built-in sources) to give what the network is trained on; for tables, the inputs that
     ``encoding`` already made of the masked view (a client sends cells by column name, see
@@ -102,8 +101,6 @@ class Dataset:
 
     x_train: np.ndarray
     y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
     num_classes: int
     standardization: Standardization | None
     encoding: TableEncoding | None = None
@@ -121,26 +118,23 @@ class Dataset:
 def load_dataset(
     source: str,
     *,
-    seed: int,
-    validation_split: float = 0.0,
     data_root: Path | str = "/data",
     samples: int | None = None,
     schema: TableSchema | None = None,
     masking: Masking | None = None,
 ) -> Dataset:
-    """Read the training data ``source``, encode it with public preprocessing only, take its shard, split it by ``seed``.
+    """All of the training data ``source`` (its shard, if it names one), encoded with public preprocessing only.
 
-    ``validation_split`` holds out that fraction (FederatedRound silos; a SecureModel holds out
-    nothing). ``data_root`` is where the pod mounts the PVC of a ``pvc://`` source, ``samples``
-    the size ``spec.data.samples`` declares for it (a file of another size is refused: the
-    operator computed the sample rate from the declared size), ``schema`` and ``masking`` its
-    ``spec.data.schema`` and ``spec.data.masking``. Only the label and feature columns of the
+    Nothing is held out: every example is trained on. ``data_root`` is where the pod mounts the
+    PVC of a ``pvc://`` source, ``samples`` the size ``spec.data.samples`` declares for it (a file
+    of another size is refused: the operator computed the sample rate from the declared size),
+    ``schema`` and ``masking`` its ``spec.data.schema`` and ``spec.data.masking``. Only the label and feature columns of the
     masked view are read, so no pseudonymization key is needed. A built-in evaluation part is
     refused: it is public and never trained on. Raises :class:`DataLoadError`.
     """
     if isinstance(parsed := _parse(source), BuiltinSource) and parsed.evaluation:
         raise DataLoadError(f"{source}: the public evaluation part is never trained on; train on {source.split('?')[0]}")
-    return _load(source, seed, validation_split, Path(data_root), samples, schema, masking)
+    return _load(source, Path(data_root), samples, schema, masking)
 
 
 def load_evaluation(
@@ -168,7 +162,7 @@ def load_evaluation(
         path, training_path = resolve_pvc_path(evaluated, root), resolve_pvc_path(trained, root)
         if path.exists() and training_path.exists() and path.samefile(training_path):
             raise DataLoadError(f"{source}: is the training file {training} (a link to it): it cannot be public")
-    data = _load(source, 0, 0.0, root, samples, schema, masking)
+    data = _load(source, root, samples, schema, masking)
     return data.x_train, data.y_train
 
 
@@ -181,8 +175,6 @@ def _parse(source: str) -> BuiltinSource | PvcSource:
 
 def _load(
     source: str,
-    seed: int,
-    validation_split: float,
     data_root: Path,
     samples: int | None,
     schema: TableSchema | None,
@@ -217,12 +209,11 @@ def _load(
         if parsed.shard is not None:
             index = shard_indices(len(y), parsed.shard.index, parsed.shard.count)
             x, y = x[index], y[index]
-        train, val = split_indices(len(y), validation_split, seed)
     except (SourceError, SchemaError) as err:
         raise DataLoadError(str(err)) from None
-    if len(train) == 0:
-        raise DataLoadError(f"{source}: no examples left after sharding and the held-out split")
-    return Dataset(x[train], y[train], x[val], y[val], num_classes, standardization, encoding)
+    if len(y) == 0:
+        raise DataLoadError(f"{source}: the shard holds no examples")
+    return Dataset(x, y, num_classes, standardization, encoding)
 
 
 def load_masked_table(

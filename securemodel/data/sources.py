@@ -23,10 +23,9 @@ on exactly those examples. Both sides use the rules of this module:
 * **Shard rule.** Shard ``i`` of ``n`` of a dataset of ``N`` examples is
   ``numpy.array_split(numpy.random.default_rng(0).permutation(N), n)[i]``, so its size follows
   from ``N`` alone (:func:`shard_size`); a built-in dataset is sharded after the part rule.
-* **Held-out rule** (FederatedRound silos only; a SecureModel trains on all of its source). Of
-  ``n`` examples (after sharding), ``n_val = floor(n * validationSplit)`` are held out, computed
-  exactly on the decimal ``validationSplit`` prints as, and ``n_train = n - n_val`` are trained
-  on (:func:`split_sizes`). The Poisson sample rate is ``q = batchSize / n_train``.
+* **Nothing is held out.** A SecureModel, or a FederatedRound's silo, trains on every example of
+  its source (after sharding): with ``n`` of them, the Poisson sample rate is ``q = batchSize / n``.
+  Accuracy is measured only on a source declared public (:func:`check_evaluation`).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -196,29 +195,3 @@ def shard_size(n: int, index: int, count: int) -> int:
     if not 0 <= index < count:
         raise SourceError(f"shard {index} of {count} does not exist (0 <= shard < of)")
     return n // count + (1 if index < n % count else 0)
-
-
-class Split(NamedTuple):
-    """How ``train + validation`` examples are divided."""
-
-    train: int
-    validation: int
-
-
-def split_sizes(n: int, validation_split: float) -> Split:
-    """The validation rule: ``validation = floor(n * validation_split)`` exactly, ``train = n - validation``.
-
-    ``validation_split`` is read as the decimal it prints as (``0.29`` is 29/100, so 100
-    examples hold out 29, where the float product 28.999999999999996 would give 28).
-    """
-    if not 0 <= validation_split < 1:
-        raise SourceError(f"validationSplit must be in [0, 1); got {validation_split!r}")
-    validation = math.floor(n * Fraction(repr(float(validation_split))))
-    return Split(n - validation, validation)
-
-
-def split_indices(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and validation indices into ``range(n)``: a permutation by ``seed``, cut by :func:`split_sizes`."""
-    train = split_sizes(n, validation_split).train
-    permutation = np.random.default_rng(seed).permutation(n)
-    return permutation[:train], permutation[train:]

@@ -7,10 +7,9 @@ Order of work, so that the result tells the operator what was spent:
    the claim may be released);
 2. read the data (``dataTouched: true`` from here on), all of it (nothing is held out), build
    the model, train with :func:`securemodel.workers.dpsgd.train_dp_sgd` (see there for the
-   privacy guarantee); ``--seed`` governs the weight initialisation (and the order of the
-   examples) only: DP-SGD's sampling and noise come from a secret per-run source
-   (:mod:`.secret_random`), so two runs with identical arguments start from the same weights
-   and end with different ones;
+   privacy guarantee); ``--seed`` governs the weight initialisation only: DP-SGD's sampling
+   and noise come from a secret per-run source (:mod:`.secret_random`), so two runs with
+   identical arguments start from the same weights and end with different ones;
 3. write the fp32 payload (:mod:`securemodel.models.serialization`) encrypted with the data key,
    bound to ``--model-uid`` and ``--training-version``.
 
@@ -114,7 +113,6 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
     }
     data = load_dataset(
         args.data_source,
-        seed=args.seed,
         data_root=args.data_root,
         samples=args.data_samples,
         schema=TableSchema.from_spec(args.data_schema) if args.data_schema else None,

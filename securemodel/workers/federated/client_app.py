@@ -95,7 +95,6 @@ class SiloClient(NumPyClient):
         # All of the silo's data: the operator sized q from all of it, and nothing is held out to evaluate.
         return load_dataset(
             self.silo.data_source,
-            seed=0,
             data_root=self.silo.data_root,
             samples=self.silo.data_samples,
             schema=schema,

@@ -40,7 +40,7 @@ def test_a_request_by_name_is_encoded_like_the_training_rows(tmp_path: Path) -> 
     (tmp_path / "t.csv").write_text(
         "name,age,born,postcode,outcome\nAda Lovelace,47,1978-06-01,SW1A 1AA,sick\nAlan Turing,3,2021-01-30,ec1v 9nr,healthy\n"
     )
-    data = load_dataset("pvc://c/t.csv", validation_split=0, seed=0, data_root=tmp_path, samples=2, schema=SCHEMA,
+    data = load_dataset("pvc://c/t.csv", data_root=tmp_path, samples=2, schema=SCHEMA,
                         masking=MASKING)  # fmt: skip
     assert data.encoding == ENCODING
     served = ENCODING.encode_request(REQUEST)

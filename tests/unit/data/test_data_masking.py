@@ -1,7 +1,7 @@
 """Masking: no name, e-mail, phone number, ID number or exact date of a synthetic patient table survives.
 
 The table is generated here (no real patient data ships). The leak test searches everything the
-loader returns (the whole masked view, the training and validation arrays, and its error
+loader returns (the whole masked view, the training arrays, and its error
 messages) for every identifier: full names and each name part, e-mails, phone numbers, US SSNs,
 UK NHS numbers, credit-card numbers, IBANs, patient IDs, dates of birth and full postcodes.
 """
@@ -174,10 +174,10 @@ def test_training_arrays_do_not_depend_on_identifiers(clinic: tuple[Path, list[s
         table[column] = other[column]
     table["birth_date"] = [d[:4] + "-12-31" for d in table["birth_date"]]  # same year, other day
     write(tmp_path / "patients.csv", table)
-    args = {"validation_split": 0.25, "seed": 0, "samples": 60, "schema": SCHEMA, "masking": MASKING}
+    args = {"samples": 60, "schema": SCHEMA, "masking": MASKING}
     first = load_dataset("pvc://clinic/patients.csv", data_root=root, **args)
     second = load_dataset("pvc://clinic/patients.csv", data_root=tmp_path, **args)
-    for name in ("x_train", "y_train", "x_val", "y_val"):
+    for name in ("x_train", "y_train"):
         assert np.array_equal(getattr(first, name), getattr(second, name)), name
     assert first.encoding == second.encoding and first.input_shape == (1 + 1 + 4,)
     assert first.x_train.dtype == np.float32 and np.abs(first.x_train).max() <= 1
@@ -188,7 +188,7 @@ def test_errors_name_the_column_and_row_but_never_the_identifier(tmp_path: Path)
     table["birth_date"][3] = table["name"][3]  # a name where a date belongs
     write(tmp_path / "p.csv", table)
     with pytest.raises(DataLoadError) as raised:
-        load_dataset("pvc://c/p.csv", validation_split=0.2, seed=0, data_root=tmp_path, samples=5, schema=SCHEMA,
+        load_dataset("pvc://c/p.csv", data_root=tmp_path, samples=5, schema=SCHEMA,
                      masking=MASKING)  # fmt: skip
     assert "column 'birth_date', row 4: not an ISO 8601 date" in str(raised.value)
     assert leaks(str(raised.value), identifiers) == []

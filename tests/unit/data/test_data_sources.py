@@ -18,8 +18,6 @@ from securemodel.data.sources import (
     part_indices,
     shard_indices,
     shard_size,
-    split_indices,
-    split_sizes,
 )
 
 
@@ -99,22 +97,6 @@ def test_a_pvc_source_needs_its_declared_size_and_a_builtin_a_known_name() -> No
         dataset_size(parse_source("pvc://c/x.npz"))
     with pytest.raises(SourceError, match="unknown built-in dataset 'covtype'"):
         dataset_size(parse_source("builtin://covtype"))
-
-
-def test_the_validation_split_is_floored_exactly_on_the_decimal() -> None:
-    assert split_sizes(569, 0.2) == (456, 113) == (569 - 113, 113)
-    assert 100 * 0.29 < 29, "the float product would floor to 28"
-    assert split_sizes(100, 0.29).validation == 29
-    assert split_sizes(178, 0.2).train == 143
-    assert split_sizes(3, 0.2) == (3, 0)
-
-
-def test_split_indices_cut_a_seeded_permutation_by_the_validation_rule() -> None:
-    train, validation = split_indices(100, 0.29, seed=7)
-    assert (len(train), len(validation)) == (71, 29)
-    assert sorted([*train, *validation]) == list(range(100))
-    again, _ = split_indices(100, 0.29, seed=7)
-    assert np.array_equal(train, again)
 
 
 @pytest.mark.parametrize("n", [1, 4, 5, 150, 178, 569, 1797, 4096])

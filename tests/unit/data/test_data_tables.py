@@ -29,7 +29,7 @@ DROP_ID = Masking(drop=("id",))
 
 def load(root: Path, name: str, samples: int = 5, schema: TableSchema = SCHEMA, masking: Masking = DROP_ID):
     return load_dataset(
-        f"pvc://claim/{name}", validation_split=0, seed=0, data_root=root, samples=samples, schema=schema,
+        f"pvc://claim/{name}", data_root=root, samples=samples, schema=schema,
         masking=masking,
     )  # fmt: skip
 
@@ -79,9 +79,9 @@ def test_a_table_of_a_few_thousand_rows_loads(tmp_path: Path) -> None:
         }
     )
     parquet.write_table(table, tmp_path / "big.parquet")
-    data = load_dataset("pvc://c/big.parquet", validation_split=0.2, seed=0, data_root=tmp_path, samples=n,
+    data = load_dataset("pvc://c/big.parquet", data_root=tmp_path, samples=n,
                         schema=SCHEMA, masking=DROP_ID)  # fmt: skip
-    assert (len(data.y_train), len(data.y_val), data.input_shape) == (4000, 1000, (6,))
+    assert (len(data.y_train), data.input_shape) == (5000, (6,))  # all of it: nothing is held out
     assert np.abs(data.x_train).max() <= 1
 
 

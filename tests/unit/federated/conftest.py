@@ -17,7 +17,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def initial_record() -> ModelRecord:
     """A freshly initialised small MLP for breast_cancer, with the data set's published input map."""
     spec = ModelSpec("mlp", None, {"hidden": [8]})
-    data = load_dataset(SOURCE, seed=0)
+    data = load_dataset(SOURCE)
     torch.manual_seed(0)
     model = build_model(spec, data.input_shape, data.num_classes)
     return ModelRecord.from_module(spec, model, data.input_shape, data.num_classes, data.standardization)

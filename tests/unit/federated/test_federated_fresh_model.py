@@ -15,7 +15,7 @@ from securemodel.workers.federated.aggregate import AggregationError, fresh_mode
 @pytest.mark.parametrize("source", ["builtin://breast_cancer?shard=1&of=3", "builtin://digits", "builtin://iris"])
 def test_fresh_model_matches_what_the_silos_load(source: str) -> None:
     record = fresh_model("mlp", {"hidden": [4]}, source)
-    data = load_dataset(source, seed=0)
+    data = load_dataset(source)
     assert record.input_shape == data.input_shape and record.num_classes == data.num_classes
     assert data.standardization is not None and record.standardization is not None
     np.testing.assert_array_equal(record.standardization.mean, data.standardization.mean)

@@ -144,7 +144,7 @@ def test_identical_runs_draw_different_batches_and_noise(mode: ClippingMode) -> 
 
 
 def test_breast_cancer_at_epsilon_4_is_clearly_better_than_chance() -> None:
-    data = load_dataset("builtin://breast_cancer", seed=0)
+    data = load_dataset("builtin://breast_cancer")
     x_val, y_val = load_evaluation("builtin://breast_cancer?part=evaluation", training="builtin://breast_cancer")
     # What the operator calibrates for ε = 4, δ = 1e-5, batchSize 64, 5 epochs on the 456 training
     # examples (PRV accountant: ε = 3.997): q = 64/456, 36 steps, σ = 1.28043.
