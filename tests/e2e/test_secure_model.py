@@ -281,18 +281,59 @@ def first_answered(namespace: str, name: str) -> None:
                "the first answer", interval=1)  # fmt: skip
 
 
-def test_forced_certificate_rotation_keeps_requests_succeeding(served: dict[str, Any], namespace: str) -> None:
+REVOKED_CODE = r"""
+import http.client, json, ssl, sys, time
+host, model, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+context = ssl.create_default_context(cafile="/client/ca.crt")
+context.load_cert_chain("/bad/tls.crt", "/bad/tls.key")  # a copy of a certificate the operator issued
+body = json.dumps({"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": [0.0] * 30}]})
+answered, deadline = False, time.monotonic() + seconds
+while time.monotonic() < deadline:
+    try:
+        connection = http.client.HTTPSConnection(host, 8443, context=context, timeout=10)
+        connection.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
+        response = connection.getresponse(); response.read(); connection.close(); status = response.status
+    except Exception as error:
+        status = repr(error)
+    if status == 200 and not answered:
+        answered = True; print("FIRST", flush=True)
+    elif status != 200 and answered:
+        print("RESULT " + json.dumps({"refusedAt": time.time(), "status": status})); sys.exit(0)
+    time.sleep(0.5)
+print("RESULT " + json.dumps({"refusedAt": None, "answered": answered}))
+"""
+
+
+def copied_client(namespace: str, client: str, name: str) -> None:
+    """A Secret holding a copy of the certificate and key the operator issued to ``client`` now."""
+    secret = f"{MODEL}-client-{client}"
+    data = {key: base64.b64encode(secret_bytes(namespace, secret, key)).decode() for key in ("tls.crt", "tls.key")}
+    apply(namespace, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "data": data})
+
+
+def refused_within(namespace: str, pod_name: str, since: float, seconds: float) -> None:
+    """The copied certificate the pod ``pod_name`` uses was answered before ``since`` and refused (403) within ``seconds``."""
+    result = watch_result(namespace, pod_name, 240)
+    assert result["refusedAt"] is not None, f"the revoked certificate is still answered: {result}"
+    assert result["status"] == 403, result
+    assert result["refusedAt"] - since <= seconds, f"refused only {result['refusedAt'] - since:.0f} s after revocation"
+
+
+def test_a_forced_rotation_revokes_every_earlier_certificate_within_a_minute(served: dict[str, Any], namespace: str) -> None:
     old = secret_bytes(namespace, f"{MODEL}-tls", "tls.crt")
+    copied_client(namespace, CLIENT, "before-rotation")
     host = f"{MODEL}.{namespace}.svc"
-    apply(namespace, client_pod("rotation", WATCH_CODE, host, MODEL, "180", "certificate"))
-    first_answered(namespace, "rotation")
+    apply(namespace, client_pod("rotated-out", REVOKED_CODE, host, MODEL, "200", bad_secret="before-rotation"))
+    first_answered(namespace, "rotated-out")
+    rotated = time.time()
     kubectl("-n", namespace, "annotate", "--overwrite", f"securemodel/{MODEL}",
             f"securemodel.io/rotate-certificates={uuid.uuid4().hex[:8]}")  # fmt: skip
     wait_until(lambda: secret_bytes(namespace, f"{MODEL}-tls", "tls.crt") != old, 60, "a new server certificate")
-    result = watch_result(namespace, "rotation", 240)
-    assert result["changed"], f"the server never presented the new certificate: {result}"
-    assert result["failures"] == 0, result
-    assert result["ok"] > 1
+    refused_within(namespace, "rotated-out", rotated, 90)
+    # A client that reads its Secret after the rotation is answered.
+    apply(namespace, client_pod("rotated-in", WATCH_CODE, host, MODEL, "20", "certificate"))
+    result = watch_result(namespace, "rotated-in", 120)
+    assert result["ok"] > 1 and result["failures"] == 0, result
 
 
 def test_changing_serving_reconciles_clients_without_retraining(served: dict[str, Any], namespace: str) -> None:
@@ -304,15 +345,29 @@ def test_changing_serving_reconciles_clients_without_retraining(served: dict[str
     kubectl("-n", namespace, "patch", f"securemodel/{MODEL}", "--type=merge", "-p", json.dumps(patch))
     wait_until(lambda: kubectl("-n", namespace, "get", f"secret/{MODEL}-client-batch", check=False).returncode == 0,
                60, "the new client's Secret")  # fmt: skip
+    # A copy of the client's certificate, kept by whoever held it, is answered until the client is removed.
+    wait_until(lambda: "batch" in allow_listed(namespace), 60, "the new client in the serving pods' allow-list")
+    copied_client(namespace, "batch", "batch-copy")
+    host = f"{MODEL}.{namespace}.svc"
+    apply(namespace, client_pod("removed-client", REVOKED_CODE, host, MODEL, "200", bad_secret="batch-copy"))
+    first_answered(namespace, "removed-client")
+    removed = time.time()
     patch = {"spec": {"serving": {"clients": [CLIENT]}}}
     kubectl("-n", namespace, "patch", f"securemodel/{MODEL}", "--type=merge", "-p", json.dumps(patch))
     wait_until(lambda: kubectl("-n", namespace, "get", f"secret/{MODEL}-client-batch", check=False).returncode != 0,
                60, "the removed client's Secret deleted")  # fmt: skip
+    refused_within(namespace, "removed-client", removed, 90)
     model = wait_until(lambda: (lambda m: m if m["status"]["observedGeneration"] == m["metadata"]["generation"]
                                 and condition(m, "Ready").get("status") == "True" else None)(
                                     get(namespace, "securemodel", MODEL)), 60, "the change observed")  # fmt: skip
     assert jobs() == before, "a serving change started a Job"
     assert model["status"]["model"]["digest"] == served["status"]["model"]["digest"]
+
+
+def allow_listed(namespace: str) -> str:
+    """The allow-list the serving pods read (the ConfigMap the operator keeps)."""
+    found = kubectl("-n", namespace, "get", f"configmap/{MODEL}-allow-list", "-o", "json", check=False)
+    return json.dumps(json.loads(found.stdout).get("data") or {}) if found.returncode == 0 else ""
 
 
 def test_a_deployment_scaled_by_hand_and_an_edited_service_are_put_back(served: dict[str, Any], namespace: str) -> None:

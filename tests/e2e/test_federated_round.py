@@ -1,0 +1,123 @@
+"""A FederatedRound on the real cluster: three silos in three namespaces train on Flower with SecAgg+.
+
+Each silo's budget lives in the silo's namespace and consents to rounds of the hub namespace; each
+silo is charged its own ε, which Microsoft's prv-accountant reproduces from the σ, q and steps in
+status. A silo whose budget does not consent gets no pod.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prv_accountant.dpsgd import DPSGDAccountant
+
+from test_cluster import apply, kubectl
+from test_secure_model import condition, get, operator, wait_until  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.e2e
+
+SOURCE = "builtin://breast_cancer"
+EPSILON = 1.0
+ROUND = "tumor-round"
+
+
+def budget(namespace: str, shard: int, consumers: list[dict[str, str]]) -> dict[str, Any]:
+    return {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget",
+            "metadata": {"name": "clinic", "namespace": namespace},
+            "spec": {"epsilon": 5.0, "delta": 1e-5, "data": {"sources": [f"{SOURCE}?shard={shard}&of=3"]},
+                     "consumers": consumers}}  # fmt: skip
+
+
+def federated_round(name: str, silos: list[tuple[str, str, int]], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "securemodel.io/v1alpha1", "kind": "FederatedRound", "metadata": {"name": name},
+            "spec": {"model": {"secureModelRef": "architecture"},
+                     "clients": [{"name": silo, "namespace": ns, "budgetRef": "clinic",
+                                  "data": {"source": f"{SOURCE}?shard={shard}&of=3"}} for silo, ns, shard in silos],
+                     "rounds": 2, "minClients": 2,
+                     "training": {"localEpochs": 1, "batchSize": 32, "learningRate": 0.1},
+                     "privacy": {"epsilon": EPSILON, "delta": 1e-5, "maxGradNorm": 1.0},
+                     "secureAggregation": {"enabled": True, "threshold": 2},
+                     "evaluation": {"source": f"{SOURCE}?part=evaluation"},
+                     "timeout": "10m", **spec}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def namespaces(operator: None) -> Iterator[list[str]]:  # noqa: F811 (uses the imported fixture)
+    """The hub (the round, and silo a) and the namespaces of silos b and c, each with its silo's budget."""
+    suffix = uuid.uuid4().hex[:6]
+    names = [f"e2e-fl-hub-{suffix}", f"e2e-fl-b-{suffix}", f"e2e-fl-c-{suffix}"]
+    for name in names:
+        kubectl("create", "namespace", name)
+        kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    consent = [{"kind": "FederatedRound", "namespace": names[0]}]
+    apply(names[0], budget(names[0], 0, []))
+    apply(names[1], budget(names[1], 1, consent))
+    apply(names[2], budget(names[2], 2, consent))
+    # The architecture the round trains: a SecureModel's spec.model (this one waits for a budget it never gets).
+    apply(names[0], {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": "architecture"},
+                     "spec": {"model": {"architecture": "mlp", "params": {"hidden": [32]}}, "data": {"source": SOURCE},
+                              "privacy": {"budgetRef": "none", "epsilon": 1.0}, "serving": {"replicas": 0}}})  # fmt: skip
+    yield names
+    kubectl("-n", names[0], "delete", "federatedround", "--all", "--timeout=120s", check=False)
+    for name in names:
+        kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=60s", check=False)
+        kubectl("-n", name, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
+        kubectl("delete", "namespace", name, "--wait=false")
+
+
+def silo_pods(namespace: str) -> list[dict[str, Any]]:
+    return json.loads(kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)["items"]
+
+
+def test_a_silo_whose_budget_does_not_consent_gets_no_pod(namespaces: list[str]) -> None:
+    hub, b, c = namespaces
+    stranger = f"e2e-fl-x-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", stranger)
+    try:
+        apply(stranger, budget(stranger, 1, []))  # consents to nobody outside its namespace
+        apply(hub, federated_round("uninvited", [("a", hub, 0), ("x", stranger, 1)]))
+
+        def refused() -> dict[str, Any] | None:
+            found = condition(get(hub, "federatedround", "uninvited"), "Consented")
+            return found if found.get("status") == "False" else None
+
+        consented = wait_until(refused, 60, "Consented False naming the budget that does not consent")
+        assert stranger in consented["message"] and "clinic" in consented["message"], consented["message"]
+        assert silo_pods(stranger) == []
+        status = get(hub, "federatedround", "uninvited")["status"]
+        assert status["phase"] == "Pending"
+        assert not (get(stranger, "privacybudget", "clinic").get("status") or {}).get("claims")
+    finally:
+        kubectl("-n", hub, "delete", "federatedround", "uninvited", "--timeout=60s", check=False)
+        kubectl("delete", "namespace", stranger, "--wait=false")
+
+
+def test_three_silos_train_two_rounds_and_each_pays_its_own_budget(namespaces: list[str]) -> None:
+    hub, b, c = namespaces
+    apply(hub, federated_round(ROUND, [("a", hub, 0), ("b", b, 1), ("c", c, 2)]))
+
+    def finished() -> dict[str, Any] | None:
+        found = get(hub, "federatedround", ROUND)
+        return found if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+    done = wait_until(finished, 600, "the round finished", interval=5)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["roundsCompleted"] == 2 and status["submitted"] == "3/3"
+    assert status["model"]["digest"].startswith("sha256:")
+    assert 0.5 < status["model"]["accuracy"] <= 1 and status["model"]["evaluationExamples"] == 113
+    assert condition(done, "Ready")["status"] == "True"
+    for participant, namespace in zip(sorted(status["participants"], key=lambda p: p["name"]), namespaces):
+        assert participant["state"] == "Submitted" and participant["claim"] == "Committed", participant
+        sigma, q, steps = participant["noiseMultiplier"], participant["sampleRate"], participant["steps"]
+        _, estimate, upper = DPSGDAccountant(noise_multiplier=sigma, sampling_probability=q, max_steps=steps,
+                                             eps_error=0.01, delta_error=1e-8).compute_epsilon(delta=1e-5, num_steps=steps)  # fmt: skip
+        assert participant["epsilonSpent"] == pytest.approx(estimate, abs=0.02) and participant["epsilonSpent"] <= EPSILON
+        claims = get(namespace, "privacybudget", "clinic")["status"]["claims"]
+        (claim,) = [c for c in claims if c["consumer"]["kind"] == "FederatedRound"]
+        assert claim["state"] == "Committed" and claim["epsilon"] == pytest.approx(participant["epsilonSpent"])
+        assert claim["consumer"]["namespace"] == hub
