@@ -454,7 +454,7 @@ SERVING = obj(
         "clients": array(
             "Client identities; each gets a Secret <model>-client-<name> with tls.crt, tls.key and ca.crt. The "
             "serving pods answer only the certificates currently issued to these clients: a client removed from "
-            "the list, or a replaced certificate, is refused, though unexpired, as soon as the pods see the "
+            "the list, or a certificate a forced rotation replaced, is refused, though unexpired, as soon as the pods see the "
             "updated allow-list ConfigMap (the kubelet refreshes mounted ConfigMaps within its sync period, a "
             "minute by default). Rate limits go in clientLimits (items stay plain names: a structural schema "
             "cannot validate an item that may be a string or an object).",
