@@ -2,7 +2,8 @@
 # Build the local cluster's binaries from the Go module proxy, at the versions pinned in
 # hack/versions.env, into a cache outside the work tree keyed by those versions:
 #   $SECUREMODEL_CACHE/bin/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-.../{kube-apiserver,...,etcd,coredns,helm}
-# Prints that directory. A second run with the same versions only prints it.
+#   $SECUREMODEL_CACHE/bin/kube-router-$KUBE_ROUTER_VERSION/kube-router, linked from the first as kube-router
+# Prints the first directory. A second run with the same versions only prints it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -11,8 +12,14 @@ cache=${SECUREMODEL_CACHE:-/var/cache/securemodel}
 out="$cache/bin/k8s-$KUBE_VERSION-etcd-$ETCD_VERSION-coredns-$COREDNS_VERSION-helm-$HELM_VERSION"
 kube_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 all=("${kube_cmds[@]}" etcd coredns helm)
+# kube-router has a directory of its own, so that pinning another version of it rebuilds only it.
+router="$cache/bin/kube-router-$KUBE_ROUTER_VERSION"
+router_link="../kube-router-$KUBE_ROUTER_VERSION/kube-router"
 
-complete() { for b in "${all[@]}"; do [ -x "$out/$b" ] || return 1; done; }
+complete() {
+  for b in "${all[@]}"; do [ -x "$out/$b" ] || return 1; done
+  [ -x "$router/kube-router" ] && [ "$(readlink "$out/kube-router")" = "$router_link" ]
+}
 if complete; then echo "$out"; exit 0; fi
 
 mkdir -p "$out" "$cache/gobuild"
@@ -70,10 +77,25 @@ build_plain() {  # name module version package
   (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$out/$1.tmp" "$4" && mv "$out/$1.tmp" "$out/$1")
 }
 
+build_kube_router() {
+  if [ ! -x "$router/kube-router" ]; then
+    local dir="$cache/gobuild/kube-router-$KUBE_ROUTER_VERSION" module=github.com/cloudnativelabs/kube-router/v2
+    local ldflags="-s -w -X $module/pkg/version.Version=$KUBE_ROUTER_VERSION"
+    ldflags+=" -X $module/pkg/version.BuildDate=1970-01-01T00:00:00Z"
+    mkmod "$dir" "require $module $KUBE_ROUTER_VERSION"
+    mkdir -p "$router"
+    log "building kube-router $KUBE_ROUTER_VERSION"
+    (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$router/kube-router.tmp" "$module/cmd/kube-router" \
+      && mv "$router/kube-router.tmp" "$router/kube-router")
+  fi
+  ln -sfn "$router_link" "$out/kube-router"
+}
+
 build_etcd
 build_kube
 build_plain coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
 build_plain helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+build_kube_router
 complete
 # The binaries are the cache; Go's build cache (several GB) would only serve another version.
 rm -rf "$GOCACHE"

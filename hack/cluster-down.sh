@@ -19,6 +19,7 @@ stop_pid() {  # name : SIGTERM, then SIGKILL after 10 s
 # The kubelet first, so nothing restarts pods while they are being removed.
 stop_pid kubelet
 stop_pid kube-proxy
+stop_pid kube-router
 # Every pod process lives under the kubelet's "kubepods" cgroup: kill them all, whatever state
 # containerd is in, then the container shims of this cluster's containerd.
 for d in /sys/fs/cgroup/*/kubepods; do
@@ -44,7 +45,8 @@ for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns de
 
 ip link del "$BRIDGE" 2>/dev/null || true
 
-# iptables: our guard, kube-proxy's KUBE-* and the CNI plugins' CNI-* chains, and jumps to them.
+# iptables: our guard, kube-proxy's and kube-router's KUBE-* and the CNI plugins' CNI-* chains, and
+# jumps to them.
 for ipt in iptables ip6tables; do
   for table in filter nat mangle; do
     rules=$($ipt-save -t "$table" 2>/dev/null) || continue
@@ -57,5 +59,11 @@ for ipt in iptables ip6tables; do
     for c in $chains; do $ipt -t "$table" -X "$c" 2>/dev/null || true; done
   done
 done
+# kube-router's ipsets, once no rule refers to them.
+if command -v ipset >/dev/null; then
+  for set in $(ipset list -n 2>/dev/null | grep -E '^(inet6:)?(KUBE-(SRC|DST)-|TMP-)[A-Z2-7]+$' || true); do
+    ipset destroy "$set" 2>/dev/null || true
+  done
+fi
 
 rm -rf "$STATE" /tmp/hostpath_pv "$REPO_ROOT/.cluster/kubeconfig" "$REPO_ROOT/.cluster/bin"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Bring up a real single-node Kubernetes on this machine and return once it is usable:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd + runc, kubelet,
-# kube-proxy, CoreDNS and a default hostPath StorageClass. Idempotent: on a healthy running
-# cluster it only refreshes .cluster/kubeconfig and returns.
+# kube-proxy, kube-router (NetworkPolicy only), CoreDNS and a default hostPath StorageClass.
+# Idempotent: on a healthy running cluster it only starts kube-router if it is not running,
+# refreshes .cluster/kubeconfig and returns.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$HACK_DIR/pki.sh"
@@ -29,7 +30,35 @@ publish_kubeconfig() {
   ln -sfn "$BIN" "$(dirname "$KUBECONFIG_OUT")/bin"   # kubectl and helm of the cluster's version
 }
 
+start() {  # name command... : run detached in its own session, log and pid under $STATE
+  local name=$1; shift
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$STATE/pids/$name.pid"
+}
+fail_with_log() { tail -n 30 "$STATE/logs/$1.log" >&2; die "$1 did not come up (log: $STATE/logs/$1.log)"; }
+
+# The NetworkPolicy engine: kube-router's network policy controller alone (no routing, no service
+# proxy: the CNI bridge and kube-proxy do those), as a host process with its own identity. It
+# needs the node registered. It holds no state of its own: a restarted one rebuilds every rule.
+kube_router_ready() {
+  running kube-router && grep -q "Starting network policy controller full sync" "$STATE/logs/kube-router.log"
+}
+start_kube_router() {
+  running kube-router && return
+  command -v ipset >/dev/null || die "kube-router needs ipset: run make deps"
+  log "kube-router $KUBE_ROUTER_VERSION: NetworkPolicy enforcement"
+  sign kube-router "/CN=securemodel:kube-router"
+  kubeconfig "$STATE/kube-router.kubeconfig" kube-router
+  kubectl apply -f "$HACK_DIR/cluster/kube-router.yaml" >/dev/null
+  start kube-router "$BIN/kube-router" --kubeconfig="$STATE/kube-router.kubeconfig" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --run-loadbalancer=false \
+    --hostname-override="$NODE_NAME" --service-cluster-ip-range="$SERVICE_CIDR" \
+    --health-port=0 --metrics-port=0
+  wait_for 60 "kube-router's network policy controller" kube_router_ready || fail_with_log kube-router
+}
+
 if healthy; then
+  start_kube_router
   publish_kubeconfig
   log "cluster already running; kubeconfig: $KUBECONFIG_OUT"
   exit 0
@@ -43,28 +72,23 @@ for c in admin controller-manager scheduler kube-proxy kubelet-client; do
   kubeconfig "$STATE/$c.kubeconfig" "$c"
 done
 
-start() {  # name command... : run detached in its own session, log and pid under $STATE
-  local name=$1; shift
-  setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
-  echo $! >"$STATE/pids/$name.pid"
-}
-fail_with_log() { tail -n 30 "$STATE/logs/$1.log" >&2; die "$1 did not come up (log: $STATE/logs/$1.log)"; }
-
 log "network: bridge $BRIDGE $NODE_IP, forwarding, guard rules"
 sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
 ip link add "$BRIDGE" type bridge
 ip addr add "$NODE_IP/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 # Nothing of the cluster's address ranges may leave through another interface, and nothing from
-# outside may reach them: pods and services exist on this machine only.
-iptables -N SECUREMODEL-GUARD
+# outside may reach them: pods and services exist on this machine only. The guard is in the mangle
+# table, which the kernel runs before the filter table: kube-proxy and kube-router put ACCEPT rules
+# first in the filter table's chains, and none of them may let traffic past the guard.
+iptables -t mangle -N SECUREMODEL-GUARD
 for range in "$POD_CIDR" "$SERVICE_CIDR"; do
-  iptables -A SECUREMODEL-GUARD ! -o "$BRIDGE" -d "$range" -m addrtype ! --dst-type LOCAL -j DROP
+  iptables -t mangle -A SECUREMODEL-GUARD ! -o "$BRIDGE" -d "$range" -m addrtype ! --dst-type LOCAL -j DROP
 done
-iptables -A SECUREMODEL-GUARD -i "$BRIDGE" ! -o "$BRIDGE" -m addrtype ! --dst-type LOCAL -j DROP
-iptables -I OUTPUT -j SECUREMODEL-GUARD
-iptables -I FORWARD -j SECUREMODEL-GUARD
-iptables -I INPUT ! -i "$BRIDGE" -d "$NODE_IP" ! -s "$NODE_IP" -j DROP -m comment --comment SECUREMODEL-GUARD
+iptables -t mangle -I POSTROUTING -j SECUREMODEL-GUARD  # after DNAT: a Service's traffic by its pod
+iptables -t mangle -I FORWARD -i "$BRIDGE" ! -o "$BRIDGE" -m addrtype ! --dst-type LOCAL -j DROP \
+  -m comment --comment SECUREMODEL-GUARD
+iptables -t mangle -I INPUT ! -i "$BRIDGE" -d "$NODE_IP" ! -s "$NODE_IP" -j DROP -m comment --comment SECUREMODEL-GUARD
 
 log "volumes: $STATE/volumes seen through bindfs at /tmp/hostpath_pv"
 # kube-controller-manager's hostPath provisioner makes every volume under /tmp/hostpath_pv with
@@ -205,6 +229,7 @@ conntrack: {maxPerCore: 0}
 YAML
 start kube-proxy "$BIN/kube-proxy" --config="$STATE/kube-proxy.yaml"
 wait_for 120 "node $NODE_NAME Ready" node_ready || fail_with_log kubelet
+start_kube_router
 
 log "cluster add-ons: CoreDNS, default StorageClass"
 sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" -e "s|@DNS_SVC_IP@|$DNS_SVC_IP|g" -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
