@@ -1,13 +1,16 @@
-"""Compression benchmark: stored bytes, validation accuracy and CPU inference latency, fp32 vs compressed.
+"""Compression benchmark: stored bytes, public-evaluation accuracy and CPU inference latency, fp32 vs compressed.
 
-Trains each built-in example model with the train worker's DP-SGD at ε = 2 (δ = 1e-5, batch 64,
-10 epochs, calibrated by the operator's own :func:`securemodel.privacy.calibration.calibrate_dp_sgd`),
+Trains each built-in example model on all of its dataset's training part (``builtin://<name>``, as
+a SecureModel does) with the train worker's DP-SGD at ε = 2 (δ = 1e-5, batch 64, 10 epochs,
+calibrated by the operator's own :func:`securemodel.privacy.calibration.calibrate_dp_sgd`),
 then compresses it at several (sparsity, quantization) settings with the compress worker's code
 and reports, side by side in one run:
 
 * stored bytes: the fp32 payload vs the compressed payload (plaintext; the encrypted artifact
   adds a constant 39 bytes of header, nonce and tag to each), and their ratio;
-* validation accuracy of the fp32 model and of the compressed payload as serving decodes it;
+* accuracy of the fp32 model and of the compressed payload as serving decodes it, on all of the
+  dataset's public evaluation part (``builtin://<name>?part=evaluation``, never trained on), as the
+  compress worker measures it;
 * CPU inference latency of ``predict_proba`` for batch 1 and batch 256 (median of ``--runs``).
 
 Stored bytes and accuracy change per model are also drawn in ``docs/img/compression.png`` (``--plot``).
@@ -31,7 +34,7 @@ import torch
 
 from bench.plots import IMG_DIR, Panel, bar_charts
 from securemodel.compression import compress_state
-from securemodel.data.loading import load_dataset
+from securemodel.data.loading import load_dataset, load_evaluation
 from securemodel.models import (
     ModelPredictor,
     ModelRecord,
@@ -64,7 +67,8 @@ def latency_ms(predictor: ModelPredictor, x: np.ndarray, runs: int) -> float:
 
 
 def bench_case(source: str, spec: ModelSpec, runs: int) -> dict[str, Any]:
-    data = load_dataset(source, validation_split=0.2, seed=0)
+    data = load_dataset(source)
+    x_public, y_public = load_evaluation(f"{source}?part=evaluation", training=source)
     calibration = calibrate_dp_sgd(EPSILON, DELTA, len(data.y_train), BATCH, EPOCHS)
     torch.manual_seed(0)
     model = build_model(spec, data.input_shape, data.num_classes)
@@ -73,14 +77,14 @@ def bench_case(source: str, spec: ModelSpec, runs: int) -> dict[str, Any]:
     record = ModelRecord.from_module(spec, model, data.input_shape, data.num_classes, data.standardization)
     fp32_bytes = len(dump_fp32(record))
     fp32 = ModelPredictor(record, "fp32")
-    one, batch = data.x_val[:1], np.resize(data.x_val, (256, *data.input_shape))
+    one, batch = x_public[:1], np.resize(x_public, (256, *data.input_shape))
     row: dict[str, Any] = {
         "parameters": sum(a.size for a in record.state.values()),
         "sigma": round(calibration.noise_multiplier, 3),
         "steps": calibration.steps,
         "fp32": {
             "bytes": fp32_bytes,
-            "accuracy": fp32.accuracy(data.x_val, data.y_val),
+            "accuracy": fp32.accuracy(x_public, y_public),
             "ms_batch1": latency_ms(fp32, one, runs),
             "ms_batch256": latency_ms(fp32, batch, runs),
         },
@@ -95,7 +99,7 @@ def bench_case(source: str, spec: ModelSpec, runs: int) -> dict[str, Any]:
                 "quantization": quantization,
                 "bytes": len(payload),
                 "ratio": fp32_bytes / len(payload),
-                "accuracy": small.accuracy(data.x_val, data.y_val),
+                "accuracy": small.accuracy(x_public, y_public),
                 "ms_batch1": latency_ms(small, one, runs),
                 "ms_batch256": latency_ms(small, batch, runs),
             }
@@ -109,7 +113,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"CPU, {result['threads']} thread(s), torch {result['torch']}; DP-SGD at ε = {EPSILON}, δ = {DELTA}; "
         f"latency = median of {result['runs']} calls",
         "",
-        "| model (params) | setting | stored bytes | × smaller | val. accuracy | Δ accuracy "
+        "| model (params) | setting | stored bytes | × smaller | accuracy (public) | Δ accuracy "
         "| ms, batch 1 | ms, batch 256 |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -143,7 +147,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     }
     panels = [
         Panel("Stored payload size", "stored bytes (kB, plaintext)", models, stored, value_format="{:.1f}"),
-        Panel("Validation accuracy change vs fp32", "Δ accuracy (percentage points)", models, change, "{:+.1f}"),
+        Panel("Public-evaluation accuracy change vs fp32", "Δ accuracy (percentage points)", models, change, "{:+.1f}"),
     ]
     return bar_charts(path, f"Compression of DP-SGD models (ε = {EPSILON}), fp32 vs compressed", panels)
 

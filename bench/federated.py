@@ -9,7 +9,9 @@ protocol, not the training. With SecAgg+ every silo holds a share of every key (
 n) and the threshold is ⌊n/2⌋ + 1; without it the ServerApp runs Flower's default fit workflow.
 
 Measured, from the ServerApp's result: ``fit`` = from the start of the round's fit (all silos
-online) to the aggregate; ``round`` = fit + the silos' evaluation of the new global model; and
+online) to the aggregate; ``round`` = fit + the aggregator's evaluation of the new global model on
+the public evaluation part ``builtin://breast_cancer?part=evaluation`` (113 examples; the silos
+evaluate nothing); and
 the bytes Flower counted on the SuperLink for the whole run. Configurations alternate with and
 without SecAgg+ at each size so load drifting on a shared machine hits both alike.
 
@@ -35,12 +37,13 @@ from securemodel.models import ModelRecord, ModelSpec, build_model
 from securemodel.workers.federated.local import LocalRound, LocalSilo, RoundOptions
 
 SOURCE = "builtin://breast_cancer"
+EVALUATION = f"{SOURCE}?part=evaluation"  # public, never trained on: the only data an accuracy is read from
 
 
 def initial_record() -> ModelRecord:
     """A freshly initialised MLP with the data set's published input map."""
     spec = ModelSpec("mlp", None, {"hidden": [16]})
-    data = load_dataset(SOURCE, validation_split=0.2, seed=0)
+    data = load_dataset(SOURCE)
     torch.manual_seed(0)
     model = build_model(spec, data.input_shape, data.num_classes)
     return ModelRecord.from_module(spec, model, data.input_shape, data.num_classes, data.standardization)
@@ -53,7 +56,12 @@ def one_round(n: int, secure: bool, steps: int, record: ModelRecord, timeout: fl
         for i in range(n)
     ]
     options = RoundOptions(
-        min_clients=n, threshold=n // 2 + 1, secure_aggregation=secure, stage_timeout=timeout, timeout=timeout
+        min_clients=n,
+        threshold=n // 2 + 1,
+        secure_aggregation=secure,
+        stage_timeout=timeout,
+        timeout=timeout,
+        evaluation_source=EVALUATION,
     )
     started = time.monotonic()
     with (

@@ -3,15 +3,18 @@
 * ``federated``: three silos, shard i of 3 of ``builtin://breast_cancer`` each, ``--rounds``
   rounds of FedAvg under SecAgg+ on Flower's deployment engine (local processes, as the pods
   run; :mod:`securemodel.workers.federated.local`), one local epoch per round at batch 32; each
-  silo's σ calibrated (PRV accountant) for ε = 1, δ = 1e-5 over all its steps of all rounds;
-* ``central DP``: one model on the union of the three silos' training splits, the same number of
-  epochs, batch 32, σ calibrated for ε = 1 on the union (q = 32 / 456);
+  silo's σ calibrated (PRV accountant) for ε = 1, δ = 1e-5 over all its steps of all rounds, on
+  all of its shard (nothing is held out);
+* ``central DP``: one model on the union of the three silos' shards (the whole 456-example
+  training part), the same number of epochs, batch 32, σ calibrated for ε = 1 on the union
+  (q = 32 / 456);
 * ``non-private``: the same central training without clipping or noise (plain minibatch SGD).
 
 All start from the same initial weights and the data set's published input map, and are
-measured on the union of the three silos' validation splits (for the federated model that is
-the example-weighted accuracy the silos report). Central runs repeat over ``--repeats`` draws of
-the DP noise and sampling (mean and range); the federated run is one draw.
+measured on all of the public evaluation part ``builtin://breast_cancer?part=evaluation`` (113
+examples no silo holds; for the federated model, the accuracy the aggregator measures on it,
+``spec.evaluation.source`` of the example round). Central runs repeat over ``--repeats`` draws
+of the DP noise and sampling (mean and range); the federated run is one draw.
 
     python -m bench.federated_accuracy [--rounds 3] [--repeats 5] [--json out.json]
 """
@@ -29,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.federated import SOURCE, initial_record
-from securemodel.data.loading import load_dataset
+from bench.federated import EVALUATION, SOURCE, initial_record
+from securemodel.data.loading import load_dataset, load_evaluation
 from securemodel.models import ModelPredictor, ModelRecord
 from securemodel.privacy.calibration import calibrate_noise, poisson_sample_rate, steps_for_epochs
 from securemodel.workers.dpsgd import DPSGDConfig, train_dp_sgd
@@ -40,20 +43,20 @@ EPSILON, DELTA, BATCH, LEARNING_RATE, CLIP = 1.0, 1e-5, 32, 0.5, 1.0
 
 
 def shards() -> list[Any]:
-    return [load_dataset(f"{SOURCE}?shard={i}&of=3", validation_split=0.2, seed=0) for i in range(3)]
+    return [load_dataset(f"{SOURCE}?shard={i}&of=3") for i in range(3)]
 
 
-def union_accuracy(record: ModelRecord, model: nn.Module, data: list[Any]) -> float:
+def public_accuracy(record: ModelRecord, model: nn.Module) -> float:
+    """Accuracy of ``model`` (with ``record``'s input map) on all of the public evaluation part."""
     trained = ModelRecord.from_module(
         record.spec, model, record.input_shape, record.num_classes, record.standardization
     )
-    x = np.concatenate([d.x_val for d in data])
-    y = np.concatenate([d.y_val for d in data])
+    x, y = load_evaluation(EVALUATION, training=SOURCE)
     return float(ModelPredictor(trained, "central").accuracy(x, y))
 
 
 def central(record: ModelRecord, data: list[Any], epochs: int, private: bool) -> float:
-    """Train from ``record`` on the union of the training splits; accuracy on the union of validation splits."""
+    """Train from ``record`` on the union of the silos' shards; accuracy on the public evaluation part."""
     assert record.standardization is not None
     x = record.standardization.apply(np.concatenate([d.x_train for d in data]))
     y = np.concatenate([d.y_train for d in data])
@@ -70,7 +73,7 @@ def central(record: ModelRecord, data: list[Any], epochs: int, private: bool) ->
                 optimizer.zero_grad()
                 nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
                 optimizer.step()
-    return union_accuracy(record, model.eval(), data)
+    return public_accuracy(record, model.eval())
 
 
 def federated(record: ModelRecord, data: list[Any], rounds: int) -> dict[str, Any]:
@@ -81,7 +84,13 @@ def federated(record: ModelRecord, data: list[Any], rounds: int) -> dict[str, An
         sigma = calibrate_noise(EPSILON, DELTA, q, steps * rounds).noise_multiplier
         silos.append(LocalSilo(f"clinic-{'abc'[i]}", f"{SOURCE}?shard={i}&of=3", sigma, q, steps, rounds, CLIP))
     options = RoundOptions(
-        rounds=rounds, min_clients=3, threshold=2, learning_rate=LEARNING_RATE, stage_timeout=300, timeout=3000
+        rounds=rounds,
+        min_clients=3,
+        threshold=2,
+        learning_rate=LEARNING_RATE,
+        stage_timeout=300,
+        timeout=3000,
+        evaluation_source=EVALUATION,
     )
     with (
         tempfile.TemporaryDirectory(prefix="fl-accuracy-") as directory,
@@ -92,6 +101,7 @@ def federated(record: ModelRecord, data: list[Any], rounds: int) -> dict[str, An
         raise RuntimeError(result.get("error"))
     return {
         "accuracy": result["accuracy"],
+        "evaluationExamples": result["evaluationExamples"],
         "perRound": [h["accuracy"] for h in result["history"]],
         "silos": [
             {"name": s.name, "sigma": s.noise_multiplier, "q": s.sample_rate, "steps": s.steps_per_round * rounds}
