@@ -47,6 +47,8 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.posting.loggers = False
 # The worker image of train, compress and serve pods (spec.model.image overrides it per model).
 WORKER_IMAGE = os.environ.get("SECUREMODEL_WORKER_IMAGE", "securemodel-worker:dev")
+# The namespace whose pods may scrape the serving pods' metrics port (its NetworkPolicy); unset: none may.
+METRICS_NAMESPACE = os.environ.get("SECUREMODEL_METRICS_NAMESPACE") or None
 # Size of each model's artifact PersistentVolumeClaim.
 ARTIFACTS_STORAGE = os.environ.get("SECUREMODEL_ARTIFACTS_STORAGE", "256Mi")
 # A model's reconciler runs at least this often while it works (a watch event of the model, its

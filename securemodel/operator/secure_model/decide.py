@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from securemodel.operator.budget.directory import Refusal
 from securemodel.operator.conditions import Condition, Outcome, Progress
 from securemodel.operator.kube import drifted
-from securemodel.operator.secure_model import children, outcomes
+from securemodel.operator.secure_model import children, network, outcomes
 from securemodel.operator.secure_model.calibration import Plan
 from securemodel.operator.secure_model.children import Owner, Run
 from securemodel.operator.secure_model.jobs import JobPhase, JobView, PodView, job_view, pod_view
@@ -99,6 +99,8 @@ class Snapshot:
     artifacts_storage: str = "256Mi"
     allow_list: Mapping[str, Any] | None = None  # the allow-list ConfigMap
     client_limits: ClientLimits = ClientLimits()  # each serving pod's share of spec.serving.clientLimits
+    network_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the model's, by name
+    metrics_namespace: str | None = None  # the namespace whose pods may scrape the serving pods' metrics
 
     @property
     def versions(self) -> Versions:
@@ -249,6 +251,9 @@ def decide(s: Snapshot) -> Decision:
     if s.deleting:
         return decide_deletion(s)
     budget = s.spec.privacy.budget_ref
+    # The pods' connections are closed before any pod exists: applied in the first pass, kept while the model lives.
+    work.apply += [policy for policy in network.model_policies(s.owner, s.metrics_namespace)
+                   if drifted(policy, s.network_policies.get(policy["metadata"]["name"]))]  # fmt: skip
     if s.ledger is None:
         return work.decision(outcomes.with_fields(outcomes.budget_missing(budget), (), {"version": s.versions.version}))
     finishing = _settle_left(s, work)

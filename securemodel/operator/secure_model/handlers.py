@@ -93,11 +93,17 @@ async def model_secrets(body: kopf.Body, labels: Mapping[str, str], **_: Any) ->
     return {_uid(labels): _plain(body, "data", "type")}
 
 
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=CHILD)
+async def model_network_policies(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
+    return {_uid(labels): _plain(body, "spec")}
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD)
 @kopf.on.event("", "v1", "pods", labels=CHILD)
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD)
 @kopf.on.event("", "v1", "services", labels=CHILD)
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=CHILD)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=CHILD)
 @kopf.on.event("", "v1", "configmaps", labels=CHILD)
 @kopf.on.event("", "v1", "secrets", labels=CHILD)
 async def wake_owner(labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:

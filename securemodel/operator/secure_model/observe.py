@@ -23,7 +23,7 @@ from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.calibration import plan
 from securemodel.operator.secure_model.decide import KIND, Snapshot
 from securemodel.operator.secure_model.spec import parse
-from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, WORKER_IMAGE
+from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, METRICS_NAMESPACE, WORKER_IMAGE
 from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION, client_limits
 from securemodel.privacy import Ledger
 
@@ -41,6 +41,7 @@ class Children:
     pvcs: Index
     config_maps: Index
     secrets: Index
+    network_policies: Index
     ledgers: kopf.Index[BudgetRef, Ledger]
 
     @classmethod
@@ -53,6 +54,7 @@ class Children:
             pvcs=indexes["model_pvcs"],
             config_maps=indexes["model_config_maps"],
             secrets=indexes["model_secrets"],
+            network_policies=indexes["model_network_policies"],
             ledgers=indexes["budget_ledgers"],
         )
 
@@ -106,6 +108,8 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         pvc=_named(_all(found.pvcs, owner.uid), children.pvc_name(owner.name)),
         results=_named(config_maps, children.results_name(owner.name)),
         secrets={secret["metadata"]["name"]: secret for secret in _all(found.secrets, owner.uid)},
+        network_policies={policy["metadata"]["name"]: policy for policy in _all(found.network_policies, owner.uid)},
+        metrics_namespace=METRICS_NAMESPACE,
         now=datetime.now(UTC),
         artifacts_storage=ARTIFACTS_STORAGE,
         allow_list=_named(config_maps, children.allow_list_name(owner.name)),

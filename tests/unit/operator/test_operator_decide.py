@@ -12,7 +12,7 @@ from cryptography import x509
 
 from securemodel.operator.conditions import Progress
 from securemodel.operator.budget.directory import NOT_COVERED, OVERLAPPING, Refusal
-from securemodel.operator.secure_model import children, keys
+from securemodel.operator.secure_model import children, keys, network
 from securemodel.operator.secure_model.calibration import plan
 from securemodel.operator.secure_model.decide import Decision, Snapshot, Verb, decide, decide_deletion
 from securemodel.operator.secure_model.spec import parse
@@ -72,11 +72,14 @@ DONE = {"terminated": {"exitCode": 0, "startedAt": "t"}}
 RUNNING = {"running": {"startedAt": "t"}}
 
 
+POLICIES = {policy["metadata"]["name"]: policy for policy in network.model_policies(OWNER, None)}
+
+
 def snapshot(**changes: Any) -> Snapshot:
     base = Snapshot(
         owner=OWNER, generation=1, deleting=False, finalized=True, rotation=None, spec=SPEC, image="worker:dev",
         own_code=True, ledger=ledger(), refusal=None, plan=PLAN, calibration=CALIBRATION, calibration_error=None, jobs={},
-        pods=(), deployment=None, service=None, pvc=None, results=None, secrets={}, now=NOW,
+        pods=(), deployment=None, service=None, pvc=None, results=None, secrets={}, now=NOW, network_policies=POLICIES,
     )  # fmt: skip
     return replace(base, **changes)
 
@@ -146,6 +149,8 @@ CREDITED = round(dp_sgd_epsilon(3.0, PLAN.sample_rate, PLAN.steps, 1e-5, "prv"),
 TABLE = [
     # id, snapshot, phase, progress, ledger verbs, applied kinds, a train Job created, Jobs stopped
     ("budget missing", snapshot(ledger=None), "WaitingForBudget", Progress.STALLED, [], [], False, []),
+    ("new model: its NetworkPolicies come before anything else", snapshot(ledger=None, network_policies={}),
+     "WaitingForBudget", Progress.STALLED, [], ["NetworkPolicy", "NetworkPolicy"], False, []),
     ("new model waits for kopf's finalizer before claiming", snapshot(finalized=False), "WaitingForBudget",
      Progress.WORKING, [], [], False, []),
     ("new model claims", snapshot(), "WaitingForBudget", Progress.WORKING, [(Verb.SUBMIT, 2.0)], [], False, []),
