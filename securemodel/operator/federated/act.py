@@ -129,12 +129,16 @@ async def act(current: Runtime, s: Snapshot, decision: Decision) -> list[str]:
     ledgers = await _ledgers(current, s, decision)
     await _unhold(current, s, decision, ledgers)
     conflicts = await _secrets(current, s, decision)
+    isolated = True
     for obj in decision.apply:  # one child that cannot be written does not hold back the others
         try:
             await asyncio.to_thread(kube.apply, current.client, obj)
         except kubernetes.client.ApiException as error:
             name = f'{obj["kind"]} {obj["metadata"]["name"]}'
             logger.warning("%s/%s: %s not applied: %s %s", s.owner.namespace, s.owner.name, name, error.status, error.reason)
+            isolated = isolated and obj["kind"] != "NetworkPolicy"
+    if not isolated:  # no pod of the round starts before its connections are closed; the next pass tries again
+        return conflicts
     for obj in decision.create:
         await asyncio.to_thread(kube.create, current.client, obj)
     batch = kubernetes.client.BatchV1Api(current.client)
@@ -146,4 +150,6 @@ async def act(current: Runtime, s: Snapshot, decision: Decision) -> list[str]:
         await asyncio.to_thread(kube.delete, current.client, "Job", namespace, name)
     for namespace, name in decision.delete_secrets:
         await asyncio.to_thread(kube.delete, current.client, "Secret", namespace, name)
+    for namespace, name in decision.delete_policies:
+        await asyncio.to_thread(kube.delete, current.client, "NetworkPolicy", namespace, name)
     return conflicts

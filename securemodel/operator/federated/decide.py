@@ -43,6 +43,7 @@ from securemodel.operator.federated.children import Start
 from securemodel.operator.federated.keys import wanted_secrets
 from securemodel.operator.federated.snapshot import KIND, Silo, Snapshot, StartProblem
 from securemodel.operator.federated.spec import SiloSpec
+from securemodel.operator.secure_model import network
 from securemodel.operator.federated.views import AGGREGATOR_RESULT, aggregator_view, final_result, supernode_views
 from securemodel.operator.kube import drifted
 from securemodel.operator.secure_model.children import Run
@@ -65,6 +66,7 @@ class Decision:
     stop: tuple[tuple[str, str], ...] = ()  # SuperNode Jobs (namespace, name) to suspend: none of their containers ran
     delete_jobs: tuple[tuple[str, str], ...] = ()
     delete_secrets: tuple[tuple[str, str], ...] = ()
+    delete_policies: tuple[tuple[str, str], ...] = ()  # the silos' NetworkPolicies (no ownerReference reaches them)
     unhold: tuple[tuple[str, str, BudgetRef, str, bool], ...] = ()  # (namespace, pod, budget, claim key, ran)
     outcome: Outcome | None = None
     settled: bool = True  # on deletion: no live claim and no SuperNode pod is left
@@ -82,12 +84,13 @@ class _Work:
     stop: list[tuple[str, str]] = field(default_factory=list)
     delete_jobs: list[tuple[str, str]] = field(default_factory=list)
     delete_secrets: list[tuple[str, str]] = field(default_factory=list)
+    delete_policies: list[tuple[str, str]] = field(default_factory=list)
     unhold: list[tuple[str, str, BudgetRef, str, bool]] = field(default_factory=list)
 
     def decision(self, outcome: Outcome | None, *, settled: bool = True) -> Decision:
         return Decision(tuple(self.ledger), tuple(self.supernodes), tuple(self.apply), tuple(self.create),
                         tuple(self.secrets), tuple(self.stop), tuple(self.delete_jobs), tuple(self.delete_secrets),
-                        tuple(self.unhold), outcome, settled)  # fmt: skip
+                        tuple(self.delete_policies), tuple(self.unhold), outcome, settled)  # fmt: skip
 
 
 # --- checks before any claim ---------------------------------------------------------------------
@@ -276,6 +279,8 @@ def _running(s: Snapshot, work: _Work, claims: Mapping[str, Claim | None], start
         return outcomes.blocked(s, claims, "CertificateAuthorityUnreadable",
                                 f"{error}: restore it, or delete it and the round's other key Secrets")  # fmt: skip
     keys_ready = not work.secrets
+    if s.aggregator is None:  # the pods' connections are closed before the first pod of the round exists
+        work.apply += network.round_policies(s.owner, s.spec)
     if s.pvc is None:
         work.apply.append(children.artifacts_pvc(s.owner, s.artifacts_storage))
     service = children.service(s.owner)
@@ -315,6 +320,7 @@ def decide_deletion(s: Snapshot) -> Decision:
         name = children.supernode_secret_name(s.owner.name, silo.spec.name)
         if (silo.spec.namespace, name) in s.secrets:
             work.delete_secrets.append((silo.spec.namespace, name))
+        work.delete_policies.append((silo.spec.namespace, network.supernode_policy_name(s.owner.name, silo.spec.name)))
     _release_pods(s, work)
     pods = any(silo.pods for silo in s.silos)
     return work.decision(None, settled=not live and not pods)

@@ -252,8 +252,7 @@ def decide(s: Snapshot) -> Decision:
         return decide_deletion(s)
     budget = s.spec.privacy.budget_ref
     # The pods' connections are closed before any pod exists: applied in the first pass, kept while the model lives.
-    work.apply += [policy for policy in network.model_policies(s.owner, s.metrics_namespace)
-                   if drifted(policy, s.network_policies.get(policy["metadata"]["name"]))]  # fmt: skip
+    work.apply += _unisolated(s)
     if s.ledger is None:
         return work.decision(outcomes.with_fields(outcomes.budget_missing(budget), (), {"version": s.versions.version}))
     finishing = _settle_left(s, work)
@@ -272,6 +271,12 @@ def decide(s: Snapshot) -> Decision:
     work.release_pods(s)
     work.delete_jobs += _released_jobs(s)
     return work.decision(outcomes.with_fields(outcome, (), {"version": s.versions.version}))
+
+
+def _unisolated(s: Snapshot) -> list[dict[str, Any]]:
+    """The model's NetworkPolicies the API server does not hold as wanted (empty: its pods are isolated)."""
+    return [policy for policy in network.model_policies(s.owner, s.metrics_namespace)
+            if drifted(policy, s.network_policies.get(policy["metadata"]["name"]))]  # fmt: skip
 
 
 def _released_jobs(s: Snapshot) -> list[str]:
@@ -354,6 +359,9 @@ def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
     if claim.state is ClaimState.RESERVED:
         ending = _settle(s, claim, job, orphans, wanted=True)
         if ending.act is Act.DISPATCH:
+            if _unisolated(s):  # no train pod before the API server holds its NetworkPolicy
+                return outcomes.with_fields(outcomes.training(job_name, "waiting for its NetworkPolicies", False,
+                                                              reserved), (), privacy)  # fmt: skip
             run = run_of(s, claim)
             if run is None:
                 return outcomes.calibration_failed(s.spec.privacy.budget_ref, s.calibration_error or "not calibrated")

@@ -211,6 +211,9 @@ def test_granted_claims_write_the_keys_first_then_the_aggregator_then_dispatch()
     with_keys = snapshot(*silos, secrets=stored_keys(snapshot(*silos)))
     second = decide(with_keys)
     assert second.secrets == () and [j["metadata"]["name"] for j in second.create] == ["r1-aggregator"]
+    # The round's NetworkPolicies go with the aggregator (act creates no Job if one cannot be written).
+    policies = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in second.apply if p["kind"] == "NetworkPolicy"]
+    assert policies == [("research", "r1-aggregator"), *((f"clinic-{x}", f"r1-clinic-{x}") for x in "abc")]
     assert second.supernodes == ()  # the SuperNodes only once the aggregator exists
     third = decide(replace(with_keys, aggregator=job("research", "r1-aggregator")))
     assert verbs(third) == [(f"clinic-{x}", f"uid-r/clinic-{x}", Verb.DISPATCH) for x in "abc"]
@@ -382,6 +385,7 @@ def test_deleting_a_running_round_commits_silos_that_ran_and_waits_for_their_pod
     assert not d.settled
     assert ("research", "r1-aggregator") in d.delete_jobs and ("clinic-b", "r1-clinic-b") in d.delete_jobs
     assert ("clinic-a", "r1-clinic-a-supernode") in d.delete_secrets
+    assert ("clinic-b", "r1-clinic-b") in d.delete_policies  # no ownerReference reaches a silo's namespace
 
 
 def test_a_deleted_round_is_settled_when_no_claim_is_live_and_no_pod_is_left() -> None:
