@@ -1,0 +1,81 @@
+"""A model's pods have only the connections they need, enforced by the cluster's NetworkPolicy engine.
+
+The operator writes the policies before any pod of the model exists; here a pod carrying a train
+pod's labels tries to reach a Service in another namespace and the node, and fails, while the same
+pod without those labels succeeds (so the check can tell). The serving side (the mTLS port still
+answers an authorised client) is what every test of test_secure_model.py exercises.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from test_cluster import apply, kubectl, logs, pod, wait_phase
+from test_secure_model import SPEC, get, operator, wait_until  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.e2e
+
+PROBE = r"""
+import json, socket, sys
+results = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=4).close()
+        results[target] = "connected"
+    except OSError as error:
+        results[target] = type(error).__name__
+print("RESULT " + json.dumps(results))
+"""
+# kube-dns's Service in kube-system (another namespace), and the kubelet on the node.
+TARGETS = ["10.96.0.10:53", "10.244.0.1:10250"]
+
+
+@pytest.fixture(scope="module")
+def isolated_model(operator: None) -> Iterator[tuple[str, str]]:  # noqa: F811 (uses the imported fixture)
+    """(namespace, uid) of a model whose train pod never starts (it asks for a GPU the node lacks)."""
+    namespace = f"e2e-net-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    apply(namespace, {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "b"},
+                      "spec": {"epsilon": 5.0, "data": {"sources": [SPEC["data"]["source"]]}}})  # fmt: skip
+    spec = {**SPEC, "privacy": {**SPEC["privacy"], "budgetRef": "b"}, "resources": {**SPEC["resources"], "gpus": 1},
+            "serving": {"replicas": 0}}  # fmt: skip
+    apply(namespace, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": "m"},
+                      "spec": spec})  # fmt: skip
+    uid = get(namespace, "securemodel", "m")["metadata"]["uid"]
+    yield namespace, uid
+    kubectl("-n", namespace, "delete", "securemodel", "--all", "--timeout=60s", check=False)
+    kubectl("-n", namespace, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
+    kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def probe(namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    spec = pod(name, ["python", "-c", PROBE, *TARGETS])
+    spec["metadata"]["labels"] = labels
+    spec["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
+    spec["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
+    apply(namespace, spec)
+    wait_phase(namespace, name, "Succeeded", timeout=120)
+    line = next(line for line in logs(namespace, name).splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def test_a_pod_with_a_train_pods_labels_reaches_nothing(isolated_model: tuple[str, str]) -> None:
+    namespace, uid = isolated_model
+
+    def policies() -> list[str] | None:
+        found = json.loads(kubectl("-n", namespace, "get", "networkpolicies", "-o", "json").stdout)["items"]
+        names = sorted(p["metadata"]["name"] for p in found)
+        return names if len(names) == 2 else None
+
+    assert wait_until(policies, 60, "the model's NetworkPolicies") == ["m-isolated", "m-serve"]
+    unlabelled = probe(namespace, "control", {"app": "probe"})
+    assert unlabelled == {target: "connected" for target in TARGETS}, "the probe itself cannot connect"
+    train = probe(namespace, "as-train", {"securemodel.io/model-uid": uid, "securemodel.io/component": "train"})
+    assert all(result != "connected" for result in train.values()), train
