@@ -421,7 +421,13 @@ TRAINING = obj(
         "batchSize": integer("Expected batch size; sample rate q = batchSize / N (≥ 1).", minimum=1, default=64),
         "learningRate": number("Learning rate (> 0).", minimum=0, exclusive_minimum=True, default=0.1),
         "optimizer": string("sgd or adam.", enum=["sgd", "adam"], default="sgd"),
-        "seed": integer("Random seed for initialisation and sampling.", minimum=0, default=0, fmt="int64"),
+        "seed": integer(
+            "Seed of the weight initialisation only: DP-SGD's noise and batch sampling always come from a secret "
+            "source.",
+            minimum=0,
+            default=0,
+            fmt="int64",
+        ),
     },
     default={},
 )

@@ -12,7 +12,7 @@ from ``os.urandom`` when the object is created — a standard cryptographically 
 generator is the same idea). Reading ``os.urandom`` for every draw would be the same source at
 a tenth of the speed here. The key exists only inside this object's cipher context in the
 worker's memory: it is never stored, logged, returned, or derived from any argument, so the
-user's ``training.seed`` (which governs initialisation and the data split only) tells an
+user's ``training.seed`` (which governs initialisation only) tells an
 adversary nothing about it, and two runs with identical arguments draw independent streams.
 Up to 2^64 blocks (far beyond any run), the keystream is computationally indistinguishable
 from uniform bits.

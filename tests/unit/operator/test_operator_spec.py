@@ -11,7 +11,7 @@ MINIMAL = {
 }
 DEFAULTED = {
     "model": {"architecture": "mlp", "params": {}},
-    "data": {"source": "builtin://breast_cancer", "validationSplit": 0.2},
+    "data": {"source": "builtin://breast_cancer"},
     "privacy": {"budgetRef": "b", "epsilon": 2.0, "delta": 1e-5, "maxGradNorm": 1.0, "accountant": "prv"},
     "training": {"epochs": 10, "batchSize": 64, "learningRate": 0.1, "optimizer": "sgd", "seed": 0},
     "compression": {"pruning": {"sparsity": 0.0}, "quantization": "none"},
