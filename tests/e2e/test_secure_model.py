@@ -219,6 +219,17 @@ def test_the_budget_ledger_holds_the_committed_spend(served: dict[str, Any], nam
     assert budget["status"]["epsilonSummed"] == claim["epsilon"]
 
 
+def test_an_ml_engineer_may_read_the_models_client_secrets_and_no_key_secret(served: dict[str, Any], namespace: str) -> None:
+    """The operator keeps securemodel-ml-engineer-client-secrets: get on exactly the client Secrets it issued."""
+    kubectl("-n", namespace, "create", "rolebinding", "max", "--clusterrole=securemodel-ml-engineer", "--user=max")
+
+    def may(secret: str) -> str:
+        return kubectl("auth", "can-i", "get", f"secret/{secret}", "-n", namespace, "--as=max", check=False).stdout.strip()
+
+    wait_until(lambda: may(f"{MODEL}-client-{CLIENT}") == "yes", 120, "the client Secret in the ML engineer's role")
+    assert [may(f"{MODEL}-{key}") for key in ("data-key", "ca", "tls")] == ["no", "no", "no"]
+
+
 def test_inference_over_mtls_matches_the_reported_accuracy_and_bad_certificates_are_refused(
     served: dict[str, Any], namespace: str
 ) -> None:
@@ -494,7 +505,7 @@ def test_a_spec_change_mid_training_lets_the_training_finish_and_charges_it_befo
     name = "changed"
     # Its own data (a second budget over breast_cancer would share the first one's data, and neither would grant).
     spec = {**SPEC, "privacy": {**SPEC["privacy"], "budgetRef": "changing", "epsilon": 1.0},
-            "data": {**SPEC["data"], "source": "builtin://wine"},
+            "data": {"source": "builtin://wine"},
             "training": {**SPEC["training"], "epochs": 60}, "serving": {"replicas": 0}}  # fmt: skip
     budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "changing"},
               "spec": {"epsilon": 5.0, "delta": 1.0e-5, "data": {"sources": ["builtin://wine"]}}}  # fmt: skip
@@ -533,7 +544,7 @@ def test_deleting_a_model_whose_training_touched_the_data_commits_its_claim(name
     """The claim of a model deleted mid-training is committed (whole claim: it may have run every step), never released."""
     name = "interrupted"
     spec = {**SPEC, "privacy": {**SPEC["privacy"], "epsilon": 1.0}, "training": {**SPEC["training"], "epochs": 200},
-            "data": {**SPEC["data"], "source": "builtin://digits"}, "serving": {"replicas": 0}}  # fmt: skip
+            "data": {"source": "builtin://digits"}, "serving": {"replicas": 0}}  # fmt: skip
     budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "interruptible"},
               "spec": {"epsilon": 5.0, "delta": 1.0e-5, "data": {"sources": ["builtin://digits"]}}}  # fmt: skip
     spec["privacy"]["budgetRef"] = "interruptible"
