@@ -100,11 +100,12 @@ def test_three_silos_train_two_rounds_and_each_pays_its_own_budget(namespaces: l
     hub, b, c = namespaces
     apply(hub, federated_round(ROUND, [("a", hub, 0), ("b", b, 1), ("c", c, 2)]))
 
-    def finished() -> dict[str, Any] | None:
+    def finished() -> dict[str, Any] | None:  # Ready once the silos' claims are settled (their pods gone)
         found = get(hub, "federatedround", ROUND)
-        return found if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+        phase = (found.get("status") or {}).get("phase")
+        return found if phase == "Failed" or (phase == "Succeeded" and condition(found, "Ready").get("status") == "True") else None
 
-    done = wait_until(finished, 600, "the round finished", interval=5)
+    done = wait_until(finished, 600, "the round finished and its claims settled", interval=5)
     status = done["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert status["roundsCompleted"] == 2 and status["submitted"] == "3/3"
