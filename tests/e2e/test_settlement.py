@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from test_cluster import KUBECONFIG, apply, kubectl
+from test_cluster import KUBECONFIG, WORKER_IMAGE, apply, kubectl
 from test_secure_model import OPERATOR, SPEC, condition, get, operator, wait_until  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +39,9 @@ def namespace(operator: None) -> Iterator[str]:  # noqa: F811 (uses the imported
     kubectl("create", "namespace", name)
     kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": BUDGET},
-              "spec": {"epsilon": 50.0, "delta": 1.0e-5, "data": {"sources": [SPEC["data"]["source"]]}}}  # fmt: skip
+              "spec": {"epsilon": 50.0, "delta": 1.0e-5, "data": {"sources": [SPEC["data"]["source"]]},
+                       # The data steward trusts the forger's and a missing image's code to read the data.
+                       "allowedImages": [WORKER_IMAGE, "securemodel-forger:test", "securemodel-worker:absent"]}}  # fmt: skip
     apply(name, budget)
     yield name
     kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=120s", check=False)
