@@ -43,9 +43,10 @@ def adopt_crds() -> None:
                 f"meta.helm.sh/release-namespace={SYSTEM}")  # fmt: skip
 
 
-def operator_pods() -> list[dict[str, Any]]:
+def operator_pods() -> set[str]:
+    """The operator's pods that are not terminating."""
     found = kubectl(*OPERATOR, "get", "pods", "-l", "app.kubernetes.io/name=securemodel-operator", "-o", "json")
-    return json.loads(found.stdout)["items"]
+    return {p["metadata"]["name"] for p in json.loads(found.stdout)["items"] if not p["metadata"].get("deletionTimestamp")}
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +88,10 @@ def test_install_upgrade_uninstall_and_install_again_keep_the_model_serving(name
     deployment = get(namespace, "deployment", "m")["metadata"]["generation"]
 
     # An upgrade that changes a value rolls the operator; the model keeps serving, untouched.
-    old_pods = {p["metadata"]["name"] for p in operator_pods()}
+    old_pods = operator_pods()
     helm("upgrade", RELEASE, str(CHART), "-n", SYSTEM, *LOCAL_IMAGES, "--set", "resources.requests.cpu=60m",
          "--wait", "--timeout=5m")  # fmt: skip
-    new_pods = {p["metadata"]["name"] for p in operator_pods()}
-    assert new_pods and not new_pods & old_pods, "the operator was not rolled"
+    wait_until(lambda: operator_pods() and not operator_pods() & old_pods, 120, "the operator rolled")
     assert serving(namespace) is not None and get(namespace, "deployment", "m")["metadata"]["generation"] == deployment
 
     # Uninstall keeps the CRDs and every custom resource (and the model's children keep serving).
