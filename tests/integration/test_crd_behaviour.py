@@ -87,7 +87,7 @@ def test_kubectl_get_shows_phase_epsilon_endpoint_and_age(kubectl: Kubectl, name
     headers = {
         "pbudget": "NAME PHASE READY EPSILON COMMITTED RESERVED AVAILABLE AGE",
         "smodel": "NAME PHASE READY EPSILON SPENT ACCURACY ENDPOINT AGE",
-        "fround": "NAME PHASE READY EPSILON ACCURACY AGE",
+        "fround": "NAME PHASE READY ROUND ROUNDS SUBMITTED ACCURACY AGE",
     }
     for short, header in headers.items():
         table = kubectl("get", short, "-n", namespace)

@@ -15,7 +15,7 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 OBJECTS = {
     "privacybudgets": ("breast-cancer", "Available", "True", "BudgetAvailable"),
     "securemodels": ("tumor-classifier", "WaitingForBudget", "False", "WaitingForBudget"),
-    "federatedrounds": ("tumor-classifier-round-1", "Pending", "False", "Pending"),
+    "federatedrounds": ("tumor-classifier-round-1", "Pending", "False", "BudgetNotFound"),  # clinics b and c have none
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,26 +118,42 @@ async def wake_model(uid: str, memo: kopf.Memo, **_: Any) -> None:
     runtime(memo).wakeups.notify(model_key(uid))
 
 
-async def write_status(current: Runtime, body: kopf.Body, outcome: Outcome, written: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``outcome`` into the model's status unless it is already there; return all this daemon wrote.
+@dataclass
+class Published:
+    """What this daemon wrote to the status since the body last showed its own write, and that write's version."""
 
-    ``written`` is what this daemon wrote before (the body kopf hands it may not show it yet).
-    A ``None`` in the outcome's fields deletes the field.
-    """
-    known = {**(body.get("status") or {}), **written}
+    status: dict[str, Any] = field(default_factory=dict)
+    resource_version: str | None = None
+
+    def known(self, body: kopf.Body) -> dict[str, Any]:
+        """The status as it stands: the body's, plus this daemon's writes the body does not show yet.
+
+        Once the body shows this daemon's last write, the body alone is the truth: a later change by
+        anyone else (a forged field) is then seen, and overwritten by the next pass.
+        """
+        stored = dict(body.get("status") or {})
+        if body["metadata"].get("resourceVersion") == self.resource_version:
+            self.status = {}
+        return {**stored, **self.status}
+
+
+async def write_status(current: Runtime, body: kopf.Body, outcome: Outcome, published: Published) -> None:
+    """Merge ``outcome`` into the model's status unless it is already there (a ``None`` field deletes the field)."""
+    known = published.known(body)
     status = status_for(outcome, known, body["metadata"].get("generation", 0), datetime.now(UTC))
     status["display"] = KIND.display({**known, **status})
     if kube.merge_contains(known, status):
-        return dict(written)
+        return
     metadata = body["metadata"]
-    await asyncio.to_thread(
+    stored = await asyncio.to_thread(
         current.custom.patch_namespaced_custom_object_status, GROUP, VERSION, metadata["namespace"], KIND.plural,
         metadata["name"], {"status": status}, _content_type=kube.MERGE_PATCH,
     )  # fmt: skip
+    published.status = {**published.status, **status}
+    published.resource_version = stored["metadata"]["resourceVersion"]
     event = event_for(outcome, known)
     if event is not None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    return {**written, **status}
 
 
 @kopf.daemon(
@@ -152,7 +169,7 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
     current = runtime(memo)
     found = Children.of(indexes)
     ref = BudgetRef(body["metadata"]["namespace"], body["spec"]["privacy"]["budgetRef"])  # immutable (a CEL rule)
-    written: dict[str, Any] = {}
+    published = Published()
     while not stopped:
         with current.wakeups.listen(model_key(uid), budget_key(ref)) as changed:
             if body["metadata"].get("deletionTimestamp"):
@@ -167,7 +184,7 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
                 outcome = outcomes.blocked(outcome, "SecretConflict",
                                            f"Secret {names} exists and is not this model's: rename or delete it")  # fmt: skip
             if not stopped and not decision.quiet:
-                written = await write_status(current, body, outcome, written)
+                await write_status(current, body, outcome, published)
             idle = outcome.progress is not Progress.WORKING and not decision.ledger
             await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
 
