@@ -22,6 +22,7 @@ OVERLAPPING = "BudgetOverlaps"
 NOT_CONSENTED = "BudgetNotConsented"
 EVALUATION_PROTECTED = "EvaluationProtected"
 IMAGE_NOT_ALLOWED = "ImageNotAllowed"
+NOT_OBSERVED = "BudgetNotObserved"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class BudgetDirectory:
         before = self._neighbours_overlapping(ref)
         self._budgets.pop(ref, None)
         return before
+
+    def knows(self, ref: BudgetRef) -> bool:
+        """Whether the budget's data and consumers have been recorded (a budget's first event may still be queued)."""
+        return ref in self._budgets
 
     def overlapping(self, ref: BudgetRef) -> tuple[str, ...]:
         """Names of the other budgets of the namespace that cover data ``ref`` covers, sorted."""

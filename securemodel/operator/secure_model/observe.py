@@ -17,12 +17,13 @@ from typing import Any
 
 import kopf
 
+from securemodel.operator.budget.directory import NOT_OBSERVED, Refusal
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.calibration import plan
 from securemodel.operator.secure_model.decide import KIND, Snapshot
-from securemodel.operator.secure_model.spec import parse
+from securemodel.operator.secure_model.spec import ModelSpecs, parse
 from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, METRICS_NAMESPACE, WORKER_IMAGE
 from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION, client_limits
 from securemodel.privacy import Ledger
@@ -96,8 +97,7 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         image=image,
         own_code=image == WORKER_IMAGE and spec.model.architecture is not None and spec.model.entrypoint is None,
         ledger=ledger,
-        refusal=current.budgets.refusal(ref, KIND, owner.namespace, spec.data.source, image, WORKER_IMAGE,
-                                        spec.evaluation.source if spec.evaluation is not None else None),
+        refusal=_refusal(current, ref, ledger, owner, spec, image),
         plan=target,
         calibration=calibration,
         calibration_error=error,
@@ -115,3 +115,14 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         allow_list=_named(config_maps, children.allow_list_name(owner.name)),
         client_limits=client_limits(body["spec"].get("serving") or {}),
     )
+
+
+def _refusal(current: Runtime, ref: BudgetRef, ledger: Ledger | None, owner: children.Owner, spec: ModelSpecs,
+             image: str) -> Refusal | None:  # fmt: skip
+    """Why the model may not claim from its budget; a budget whose ledger is indexed but whose data declaration
+    has not been recorded yet (its first event still queued at startup) refuses until it is: no claim is ever
+    made before the budget's coverage is known."""
+    if ledger is not None and not current.budgets.knows(ref):
+        return Refusal(NOT_OBSERVED, f"PrivacyBudget {ref.name}: its spec.data is not observed yet")
+    evaluation = spec.evaluation.source if spec.evaluation is not None else None
+    return current.budgets.refusal(ref, KIND, owner.namespace, spec.data.source, image, WORKER_IMAGE, evaluation)

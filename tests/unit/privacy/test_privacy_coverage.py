@@ -110,6 +110,15 @@ def test_budgets_of_other_namespaces_never_overlap() -> None:
     assert directory.overlapping(BudgetRef("clinic-a", "b")) == ()
 
 
+def test_the_directory_knows_a_budget_once_its_spec_is_recorded() -> None:
+    directory, ref = BudgetDirectory(), BudgetRef("ns", "b")
+    assert not directory.knows(ref)
+    directory.put(ref, budget_spec("builtin://wine"))
+    assert directory.knows(ref)
+    directory.drop(ref)
+    assert not directory.knows(ref)
+
+
 def test_an_unknown_budget_refuses_nothing() -> None:
     assert BudgetDirectory().refusal(BudgetRef("ns", "missing"), "SecureModel", "ns", "builtin://wine", WORKER, WORKER) is None
 
