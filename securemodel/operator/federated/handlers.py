@@ -13,9 +13,7 @@ The operator must watch the silos' namespaces too (all namespaces, or each of th
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -24,16 +22,16 @@ from securemodel.api import GROUP, VERSION
 from securemodel.api.federated_round import KIND
 from securemodel.api.privacy_budget import KIND as BUDGET_KIND
 from securemodel.api.secure_model import KIND as MODEL_KIND
-from securemodel.operator import kube
 from securemodel.operator.budget.handlers import budget_key
 from securemodel.operator.budget.ledger import BudgetRef
-from securemodel.operator.conditions import READY, Condition, Outcome, Progress, event_for, status_for
+from securemodel.operator.conditions import READY, Condition, Outcome, Progress
 from securemodel.operator.federated import children
 from securemodel.operator.federated.act import act
 from securemodel.operator.federated.decide import decide, decide_deletion
 from securemodel.operator.federated.observe import Indexes, observe
 from securemodel.operator.federated.snapshot import BudgetView
-from securemodel.operator.runtime import Runtime, runtime
+from securemodel.operator.runtime import runtime
+from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.settings import (
     DAEMON_CANCELLATION_BACKOFF,
     DAEMON_CANCELLATION_TIMEOUT,
@@ -136,24 +134,6 @@ async def wake_on_round(uid: str, memo: kopf.Memo, **_: Any) -> None:
     runtime(memo).wakeups.notify(round_key(uid))
 
 
-async def write_status(current: Runtime, body: kopf.Body, outcome: Outcome, written: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``outcome`` into the round's status unless it is already there; return all this daemon wrote."""
-    known = {**(body.get("status") or {}), **written}
-    status = status_for(outcome, known, body["metadata"].get("generation", 0), datetime.now(UTC))
-    status["display"] = KIND.display({**known, **status})
-    if kube.merge_contains(known, status):
-        return dict(written)
-    metadata = body["metadata"]
-    await asyncio.to_thread(
-        current.custom.patch_namespaced_custom_object_status, GROUP, VERSION, metadata["namespace"], KIND.plural,
-        metadata["name"], {"status": status}, _content_type=kube.MERGE_PATCH,
-    )  # fmt: skip
-    event = event_for(outcome, known)
-    if event is not None:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    return {**written, **status}
-
-
 def _wake_keys(body: kopf.Body, uid: str) -> list[Any]:
     spec, namespace = body["spec"], body["metadata"]["namespace"]  # immutable (a CEL rule)
     keys: list[Any] = [round_key(uid)]
@@ -179,7 +159,7 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
     current = runtime(memo)
     found = Indexes.of(indexes)
     keys = _wake_keys(body, uid)
-    written: dict[str, Any] = {}
+    published = Published()
     while not stopped:
         with current.wakeups.listen(*keys) as changed:
             if body["metadata"].get("deletionTimestamp"):
@@ -194,7 +174,7 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
                 outcome = Outcome(outcome.phase, Condition(READY, False, "SecretConflict", text), outcome.conditions,
                                   outcome.fields, True, Progress.STALLED)  # fmt: skip
             if not stopped:
-                written = await write_status(current, body, outcome, written)
+                await write_status(current, KIND, body, outcome, published)
             idle = outcome.progress is not Progress.WORKING and not decision.ledger
             await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
 

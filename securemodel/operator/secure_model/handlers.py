@@ -14,21 +14,18 @@ live claim and every train pod of the model is gone (:func:`.decide.decide_delet
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND
-from securemodel.operator import kube
 from securemodel.operator.budget.handlers import budget_key
 from securemodel.operator.budget.ledger import BudgetRef
-from securemodel.operator.conditions import Outcome, Progress, event_for, status_for
-from securemodel.operator.runtime import Runtime, runtime
+from securemodel.operator.conditions import Progress
+from securemodel.operator.runtime import runtime
+from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.secure_model import children, outcomes
 from securemodel.operator.secure_model.act import act
 from securemodel.operator.secure_model.decide import decide, decide_deletion
@@ -118,44 +115,6 @@ async def wake_model(uid: str, memo: kopf.Memo, **_: Any) -> None:
     runtime(memo).wakeups.notify(model_key(uid))
 
 
-@dataclass
-class Published:
-    """What this daemon wrote to the status since the body last showed its own write, and that write's version."""
-
-    status: dict[str, Any] = field(default_factory=dict)
-    resource_version: str | None = None
-
-    def known(self, body: kopf.Body) -> dict[str, Any]:
-        """The status as it stands: the body's, plus this daemon's writes the body does not show yet.
-
-        Once the body shows this daemon's last write, the body alone is the truth: a later change by
-        anyone else (a forged field) is then seen, and overwritten by the next pass.
-        """
-        stored = dict(body.get("status") or {})
-        if body["metadata"].get("resourceVersion") == self.resource_version:
-            self.status = {}
-        return {**stored, **self.status}
-
-
-async def write_status(current: Runtime, body: kopf.Body, outcome: Outcome, published: Published) -> None:
-    """Merge ``outcome`` into the model's status unless it is already there (a ``None`` field deletes the field)."""
-    known = published.known(body)
-    status = status_for(outcome, known, body["metadata"].get("generation", 0), datetime.now(UTC))
-    status["display"] = KIND.display({**known, **status})
-    if kube.merge_contains(known, status):
-        return
-    metadata = body["metadata"]
-    stored = await asyncio.to_thread(
-        current.custom.patch_namespaced_custom_object_status, GROUP, VERSION, metadata["namespace"], KIND.plural,
-        metadata["name"], {"status": status}, _content_type=kube.MERGE_PATCH,
-    )  # fmt: skip
-    published.status = {**published.status, **status}
-    published.resource_version = stored["metadata"]["resourceVersion"]
-    event = event_for(outcome, known)
-    if event is not None:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
 @kopf.daemon(
     GROUP,
     VERSION,
@@ -184,7 +143,7 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
                 outcome = outcomes.blocked(outcome, "SecretConflict",
                                            f"Secret {names} exists and is not this model's: rename or delete it")  # fmt: skip
             if not stopped and not decision.quiet:
-                await write_status(current, body, outcome, published)
+                await write_status(current, KIND, body, outcome, published)
             idle = outcome.progress is not Progress.WORKING and not decision.ledger
             await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
 
