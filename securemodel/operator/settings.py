@@ -47,6 +47,10 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.posting.loggers = False
 # The worker image of train, compress and serve pods (spec.model.image overrides it per model).
 WORKER_IMAGE = os.environ.get("SECUREMODEL_WORKER_IMAGE", "securemodel-worker:dev")
+# Whether every pod the operator runs waits in an init container until its NetworkPolicy is enforced
+# (securemodel.workers.isolation); "false" only on a cluster without a NetworkPolicy engine, where pods
+# are then not isolated at all.
+AWAIT_NETWORK_ISOLATION = os.environ.get("SECUREMODEL_AWAIT_NETWORK_ISOLATION", "true").lower() != "false"
 # The namespace whose pods may scrape the serving pods' metrics port (its NetworkPolicy); unset: none may.
 METRICS_NAMESPACE = os.environ.get("SECUREMODEL_METRICS_NAMESPACE") or None
 # Size of each model's artifact PersistentVolumeClaim.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from securemodel.workers.arguments import binding_arguments, count, dp_arguments, fraction, json_object
 from securemodel.workers.federated.arguments import add_aggregate_arguments, add_client_arguments
+from securemodel.workers.isolation import add_arguments as add_isolation_arguments
 from securemodel.workers.serve import add_serve_arguments, run_serve
 
 DESCRIPTION = (
@@ -45,6 +46,12 @@ def _run_fl_aggregate(args: argparse.Namespace) -> int:
     from securemodel.workers.federated.aggregate import run_aggregate
 
     return run_aggregate(args)
+
+
+def _run_await_isolation(args: argparse.Namespace) -> int:
+    from securemodel.workers.isolation import run
+
+    return run(args)
 
 
 def _run_fl_client(args: argparse.Namespace) -> int:
@@ -111,7 +118,7 @@ def _compress_arguments(compress: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``securemodel-worker`` and its five subcommands."""
+    """The parser of ``securemodel-worker`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="securemodel-worker", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -136,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_arguments(client)
     _termination_log_argument(client)
     client.set_defaults(run=_run_fl_client)
+
+    gate = commands.add_parser(
+        "await-isolation", help="init container: wait until the pod's NetworkPolicy blocks the API server"
+    )
+    add_isolation_arguments(gate)
+    _termination_log_argument(gate)
+    gate.set_defaults(run=_run_await_isolation)
     return parser
 
 

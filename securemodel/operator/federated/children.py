@@ -41,6 +41,7 @@ from securemodel.operator.secure_model.children import (
     Owner,
     Run,
     container,
+    isolation_gates,
     pod_security_context,
 )
 from securemodel.workers.federated.arguments import SUPERLINK_PORT
@@ -299,6 +300,7 @@ def aggregator_job(owner: Owner, spec: RoundSpec, start: Start, max_weight: int,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
+        "initContainers": isolation_gates(),
         "containers": [main],
         "volumes": volumes,
     }
@@ -354,6 +356,7 @@ def supernode_job(owner: Owner, spec: RoundSpec, silo: SiloSpec, run: Run, steps
         "securityContext": pod_security_context(),
         # fl-client reports the steps its silo ran when stopped: time to stop Flower and write it.
         "terminationGracePeriodSeconds": 60,
+        "initContainers": isolation_gates(),
         "containers": [main],
         "volumes": volumes,
     }

@@ -22,6 +22,7 @@ from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND
 from securemodel.data.sources import Evaluation, PvcSource, parse_source
 from securemodel.operator.secure_model.spec import ModelSpecs, Versions
+from securemodel.operator.settings import AWAIT_NETWORK_ISOLATION, WORKER_IMAGE
 from securemodel.serving.allowlist import FILE_NAME as ALLOW_LIST_FILE
 
 MODEL_LABEL: Final = f"{GROUP}/model"
@@ -267,6 +268,27 @@ def container(name: str, image: str, command: Sequence[str], mounts: Sequence[Ma
     }
 
 
+ISOLATION_GATE: Final = "await-isolation"
+# Seconds a pod waits for its NetworkPolicy before it fails without running its workload.
+ISOLATION_WAIT_SECONDS: Final = 120
+
+
+def isolation_gates() -> list[dict[str, Any]]:
+    """The first init container of every pod the operator runs (:mod:`securemodel.workers.isolation`):
+    no other container starts before the pod's NetworkPolicy is enforced.
+
+    It runs the operator's own worker image and mounts nothing but ``/tmp``, so it can read no data:
+    a pod that stopped in it never ran its workload (:func:`securemodel.operator.secure_model.jobs.pod_view`).
+    Empty when the operator is told not to wait (a cluster without a NetworkPolicy engine).
+    """
+    if not AWAIT_NETWORK_ISOLATION:
+        return []
+    gate = container(ISOLATION_GATE, WORKER_IMAGE, ["securemodel-worker", "await-isolation", "--within",
+                                                    str(ISOLATION_WAIT_SECONDS)], [])  # fmt: skip
+    gate["resources"] = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+    return [gate]
+
+
 def _volumes(owner: Owner, *, artifacts_read_only: bool) -> list[dict[str, Any]]:
     return [
         {"name": "tmp", "emptyDir": {}},
@@ -367,7 +389,7 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
-        "initContainers": [_mkdir(image, f"{ARTIFACTS_DIR}/{training}")],
+        "initContainers": [*isolation_gates(), _mkdir(image, f"{ARTIFACTS_DIR}/{training}")],
         "containers": [main],
         "volumes": volumes,
     }
@@ -412,6 +434,7 @@ def compress_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
+        "initContainers": isolation_gates(),
         "containers": [main],
         "volumes": volumes,
     }
@@ -496,6 +519,7 @@ def deployment(
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(),
+                    "initContainers": isolation_gates(),
                     "containers": [main],
                     "volumes": volumes,
                 },

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from securemodel.operator.secure_model.children import SETTLEMENT_FINALIZER
+from securemodel.operator.secure_model.children import ISOLATION_GATE, SETTLEMENT_FINALIZER
 
 # Waiting reasons of a container whose image the kubelet cannot get: the pod never runs as it is.
 IMAGE_FAILURES: Final = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
@@ -118,6 +118,9 @@ def _pending(pod: Mapping[str, Any], statuses: Sequence[Mapping[str, Any]]) -> t
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             return "", f"pod {name} is not scheduled: {condition.get('message') or condition.get('reason')}"
     for status in statuses:
+        gate = (status.get("state") or {}).get("terminated") or {}
+        if status.get("name") == ISOLATION_GATE and gate.get("exitCode") not in (None, 0):
+            return "", f"pod {name}: {(gate.get('message') or '').strip() or 'NetworkNotIsolated'}"
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") not in (None, "PodInitializing", "ContainerCreating"):
             return "", f"pod {name}: {waiting.get('reason')}: {waiting.get('message', '')}".strip()
@@ -130,7 +133,8 @@ def pod_view(pod: Mapping[str, Any], container: str, kind: str) -> PodView:
     statuses = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
     worker = next((s for s in status.get("containerStatuses") or [] if s.get("name") == container), None)
     terminated = _terminated(worker)
-    ran = any(container_ran(s) for s in statuses)
+    # The isolation gate runs the operator's image with no data mounted: its run is not the workload's.
+    ran = any(container_ran(s) for s in statuses if s.get("name") != ISOLATION_GATE)
     image_failure, pending = ("", "") if ran else _pending(pod, statuses)
     return PodView(
         name=metadata["name"],

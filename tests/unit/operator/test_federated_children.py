@@ -149,3 +149,11 @@ def test_the_crd_carries_the_secure_aggregation_rules_and_columns() -> None:
     assert "public spec.evaluation" in columns["Accuracy"]["description"]
     accuracy = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["model"]["properties"]["accuracy"]
     assert "public data" in accuracy["description"]
+
+
+def test_round_pods_wait_for_their_network_policy_first() -> None:
+    start = Start(previous_round="r0", previous_artifact="/artifacts/round-003.model")
+    plan = Run(noise_multiplier=1.0, sample_rate=0.1, steps=4)
+    for pod in (_pod(children.aggregator_job(OWNER, SPEC, start, 160, "img")),
+                _pod(children.supernode_job(OWNER, SPEC, SPEC.silos[0], plan, 2, "img"))):  # fmt: skip
+        assert pod["initContainers"][0]["command"][:2] == ["securemodel-worker", "await-isolation"]

@@ -300,3 +300,25 @@ def test_serving_pods_read_the_allow_list_from_a_directory_mount_that_the_kubele
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
     # Only the ConfigMap's name is in the pod template: a new list rolls no pod.
     assert "clients" not in json.dumps(deployment)
+
+
+def test_every_pod_waits_for_its_network_policy_before_anything_else_runs() -> None:
+    versions = SPEC.versions
+    pods = [*pods_of(), children.compress_job(OWNER, SPEC, versions, "custom-image")["spec"]["template"]["spec"]]
+    for pod in pods:
+        gate = pod["initContainers"][0]
+        assert gate["name"] == children.ISOLATION_GATE
+        assert gate["command"][:2] == ["securemodel-worker", "await-isolation"]
+        assert gate["image"] == children.WORKER_IMAGE  # the operator's own image, whatever the model's
+        assert [m["mountPath"] for m in gate["volumeMounts"]] == ["/tmp"]  # it can read no data
+        cli.build_parser().parse_args(gate["command"][1:])
+
+
+def test_a_pod_stopped_by_the_isolation_gate_never_ran_its_workload_and_says_why() -> None:
+    message = "NetworkNotIsolated: the pod could still connect to the API server"
+    pod = {"metadata": {"name": "p"}, "status": {"phase": "Failed", "initContainerStatuses": [
+        {"name": children.ISOLATION_GATE, "containerID": "c://1",
+         "state": {"terminated": {"exitCode": 1, "containerID": "c://1", "message": message}}}]}}
+    view = pod_view(pod, "train", "TrainResult")
+    assert not view.ran  # the claim is released, not committed: no data was mounted
+    assert message in view.pending
