@@ -25,9 +25,12 @@ step kubectl get securemodel-all -n clinic-a
 step kubectl get smodel tumor-classifier -n clinic-a -o jsonpath='{.status.privacy}{"\n"}{.status.model}{"\n"}'
 step kubectl get events -n clinic-a --field-selector involvedObject.kind=SecureModel
 
-kubectl -n clinic-a delete pod demo-client --ignore-not-found >/dev/null
-kubectl -n clinic-a create configmap demo-client --from-file=infer.py=hack/demo-infer.py --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl -n clinic-a apply -f - >/dev/null <<YAML
+# ask MODEL: an OIP request over mutual TLS from a Pod holding MODEL's client certificate "frontend".
+ask() {
+  local model=$1
+  kubectl -n clinic-a delete pod demo-client --ignore-not-found >/dev/null
+  kubectl -n clinic-a create configmap demo-client --from-file=infer.py=hack/demo-infer.py --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  kubectl -n clinic-a apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Pod
 metadata: {name: demo-client}
@@ -38,16 +41,29 @@ spec:
   - name: client
     image: securemodel-worker:dev
     imagePullPolicy: IfNotPresent
-    command: [python, /demo/infer.py, "https://tumor-classifier.clinic-a.svc:8443", tumor-classifier]
+    command: [python, /demo/infer.py, "https://$model.clinic-a.svc:8443", $model]
     env: [{name: HOME, value: /tmp}]
     securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
     volumeMounts:
     - {name: client, mountPath: /client, readOnly: true}
     - {name: code, mountPath: /demo, readOnly: true}
   volumes:
-  - {name: client, secret: {secretName: tumor-classifier-client-frontend}}
+  - {name: client, secret: {secretName: $model-client-frontend}}
   - {name: code, configMap: {name: demo-client}}
 YAML
-kubectl -n clinic-a wait pod/demo-client --for=jsonpath='{.status.phase}'=Succeeded --timeout=300s >/dev/null \
-  || { kubectl -n clinic-a logs demo-client; exit 1; }
-step kubectl -n clinic-a logs demo-client
+  kubectl -n clinic-a wait pod/demo-client --for=jsonpath='{.status.phase}'=Succeeded --timeout=300s >/dev/null \
+    || { kubectl -n clinic-a logs demo-client; exit 1; }
+  step kubectl -n clinic-a logs demo-client
+}
+ask tumor-classifier
+
+# The federated round of examples/federatedround.yaml: clinics B and C join with their own budgets.
+for clinic in clinic-b clinic-c; do
+  kubectl create namespace $clinic --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+done
+step kubectl apply -f examples/federated/clinic-budgets.yaml
+echo "waiting for the federated round: 3 clinics, 3 rounds of FedAvg under SecAgg+ (a few minutes)..."
+kubectl wait -n clinic-a fround/tumor-classifier-round-1 --for=jsonpath='{.status.phase}'=Succeeded --timeout=1200s >/dev/null \
+  || { kubectl get fround -n clinic-a tumor-classifier-round-1 -o yaml; exit 1; }
+step kubectl get fround -n clinic-a
+step kubectl get fround tumor-classifier-round-1 -n clinic-a -o jsonpath='{range .status.participants[*]}{.name}{" in "}{.namespace}{": epsilon spent "}{.epsilonSpent}{" of its budget "}{.budget}{"\n"}{end}{"global accuracy on the public evaluation data: "}{.status.model.accuracy}{"\n"}'

@@ -122,3 +122,62 @@ def test_three_silos_train_two_rounds_and_each_pays_its_own_budget(namespaces: l
         (claim,) = [c for c in claims if c["consumer"]["kind"] == "FederatedRound"]
         assert claim["state"] == "Committed" and claim["epsilon"] == pytest.approx(participant["epsilonSpent"])
         assert claim["consumer"]["namespace"] == hub
+
+
+# Flower logs this line on each SecAgg+ stage message a SuperNode receives; the third is the one it trains on.
+TRAIN_MESSAGE = "Receiving: train message"
+TRAINING_STAGE = 3
+
+
+def kill_when_training(namespace: str, round_name: str) -> str:
+    """Delete the silo pod of ``round_name`` in ``namespace`` once it has received the message it trains on."""
+
+    def training_pod() -> str | None:
+        for pod in silo_pods(namespace):
+            labels = pod["metadata"].get("labels") or {}
+            if labels.get("securemodel.io/component") != "supernode" or not pod["metadata"]["name"].startswith(round_name):
+                continue
+            logs = kubectl("-n", namespace, "logs", pod["metadata"]["name"], "-c", "supernode", check=False).stdout
+            if logs.count(TRAIN_MESSAGE) >= TRAINING_STAGE:
+                return str(pod["metadata"]["name"])
+        return None
+
+    name = wait_until(training_pod, 300, f"the silo pod of {round_name} in {namespace} training", interval=1)
+    kubectl("-n", namespace, "delete", "pod", name, "--grace-period=1", "--wait=false")
+    return name
+
+
+def finished_round(hub: str, name: str) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        found = get(hub, "federatedround", name)
+        phase = (found.get("status") or {}).get("phase")
+        settled = all(p.get("claim") in ("Committed", "Released") for p in found["status"].get("participants") or [{}])
+        return found if phase in ("Succeeded", "Failed") and settled else None
+
+    return wait_until(finished, 600, f"round {name} finished and its claims settled", interval=5)
+
+
+def test_a_silo_killed_mid_round_drops_and_the_survivors_finish(namespaces: list[str]) -> None:
+    hub, b, c = namespaces
+    apply(hub, federated_round("dropout", [("a", hub, 0), ("b", b, 1), ("c", c, 2)], rounds=1, timeout="5m"))
+    kill_when_training(c, "dropout")
+    status = finished_round(hub, "dropout")["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["submitted"] == "2/3" and status["model"]["digest"].startswith("sha256:")
+    participants = {p["name"]: p for p in status["participants"]}
+    assert participants["c"]["state"] == "Dropped" and participants["c"]["rounds"] == [{"round": 1, "state": "Dropped"}]
+    # Its pod started: it may have read its data, so its ε is spent although it submitted nothing.
+    assert participants["c"]["claim"] == "Committed" and participants["c"]["epsilonSpent"] > 0
+    assert all(participants[s]["state"] == "Submitted" for s in ("a", "b"))
+
+
+def test_too_few_survivors_fail_the_round_naming_who_dropped(namespaces: list[str]) -> None:
+    hub, b, c = namespaces
+    apply(hub, federated_round("unmaskable", [("a", hub, 0), ("b", b, 1), ("c", c, 2)], rounds=1, minClients=3, timeout="5m"))
+    kill_when_training(c, "unmaskable")
+    done = finished_round(hub, "unmaskable")
+    status = done["status"]
+    assert status["phase"] == "Failed", json.dumps(status, indent=1)
+    message = condition(done, "Aggregated")["message"]
+    assert "c (" in message and "dropped" in message and "min-clients is 3" in message, message
+    assert "model" not in status  # no global model from a failed round
