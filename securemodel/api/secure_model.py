@@ -32,6 +32,7 @@ class Phase(StrEnum):
     """``status.phase`` of a SecureModel, in lifecycle order (Failed can follow any)."""
 
     WAITING_FOR_BUDGET = "WaitingForBudget"
+    WAITING_FOR_ROUND = "WaitingForRound"
     TRAINING = "Training"
     COMPRESSING = "Compressing"
     DEPLOYING = "Deploying"
@@ -54,7 +55,8 @@ ACCOUNTANT = string(
 
 
 MODEL = obj(
-    "What to train: a built-in architecture or a builder callable in a custom worker image.",
+    "What to serve: a built-in architecture or a builder callable in a custom worker image trained here, or the "
+    "global model of a FederatedRound (fromRound), which is compressed and served without training.",
     {
         "architecture": string(
             "A model the worker image ships, e.g. mlp or cnn.",
@@ -73,11 +75,24 @@ MODEL = obj(
             max_length=512,
         ),
         "params": free_form("Keyword arguments passed to the builder, e.g. {hidden: [64, 32]}."),
+        "fromRound": name_ref(
+            "A FederatedRound in the same namespace whose global model is compressed and served as it is: no "
+            "training pod and no claim (the round's silos paid for its privacy). Its architecture is the round's. "
+            "The model waits while the round is missing or running, and fails if the round failed. Not with "
+            "architecture, entrypoint, image, params or spec.privacy."
+        ),
     },
     rules=[
         rule(
-            "has(self.architecture) != has(self.entrypoint)",
-            "exactly one of spec.model.architecture and spec.model.entrypoint must be set",
+            "[has(self.architecture), has(self.entrypoint), has(self.fromRound)].filter(x, x).size() == 1",
+            "exactly one of spec.model.architecture, spec.model.entrypoint and spec.model.fromRound must be set",
+        ),
+        rule(
+            "!has(self.fromRound) || (!has(self.image) && !has(self.params))",
+            "spec.model.fromRound serves the round's model with the operator's worker image: image and params "
+            "are not allowed with it",
+            field_path=".fromRound",
+            reason="FieldValueForbidden",
         ),
     ],
 )
@@ -358,7 +373,9 @@ EVALUATION = obj(
 )
 
 DATA = obj(
-    "The training data, all of which DP-SGD reads (none is held out), and an optional public evaluation source.",
+    "The training data, all of which DP-SGD reads (none is held out), and an optional public evaluation source. "
+    "With spec.model.fromRound (optional there) nothing trains: source names the round's built-in data set and "
+    "only evaluation is read, to measure the accuracy of the round's model.",
     {
         "source": data_source(
             "builtin://<dataset>[?shard=i&of=n] (the training part of a scikit-learn dataset) or "
@@ -534,7 +551,39 @@ SPEC = obj(
         "serving": SERVING,
         "resources": RESOURCES,
     },
-    required=["model", "data", "privacy"],
+    required=["model"],
+    rules=[
+        rule(
+            "has(self.model.fromRound) || has(self.data)",
+            "spec.data is required to train: the data DP-SGD reads",
+            field_path=".data",
+            reason="FieldValueRequired",
+        ),
+        rule(
+            "has(self.model.fromRound) || has(self.privacy)",
+            "spec.privacy is required to train: the budget and ε the training may spend",
+            field_path=".privacy",
+            reason="FieldValueRequired",
+        ),
+        rule(
+            "!has(self.model.fromRound) || !has(self.privacy)",
+            "spec.privacy is not allowed with spec.model.fromRound: nothing is trained or claimed, the round's "
+            "silos paid for the model's privacy",
+            field_path=".privacy",
+            reason="FieldValueForbidden",
+        ),
+        rule(
+            "!has(self.model.fromRound) || !has(self.data) || self.data.source.startsWith('builtin://')",
+            "with spec.model.fromRound, spec.data only names the round's built-in data set and its public "
+            "evaluation part (a FederatedRound evaluates on built-in data only)",
+            field_path=".data.source",
+        ),
+        rule(
+            "has(self.model.fromRound) == has(oldSelf.model.fromRound)",
+            "a SecureModel cannot switch between training and serving a FederatedRound's model: create a new one",
+            field_path=".model",
+        ),
+    ],
 )
 
 STATUS = obj(
@@ -545,7 +594,7 @@ STATUS = obj(
         "conditions": conditions(),
         "privacy": obj(
             "The privacy of the training: what was claimed from the budget, the noise calibrated for it, "
-            "and what was spent.",
+            "and what was spent; with spec.model.fromRound, the round that paid for it.",
             {
                 "epsilonClaimed": number(
                     "ε claimed from the budget for this training, the target σ is calibrated for; held for "
@@ -561,6 +610,12 @@ STATUS = obj(
                     "The neighbouring relation ε is stated for: add-remove (one person's record added to or removed "
                     "from the training data). The number of training examples is public (it sets q)."
                 ),
+                "federatedRound": string(
+                    "With spec.model.fromRound: the FederatedRound that trained the model. This model made no claim; "
+                    "each silo's ε, σ, q and steps are in that round's status.participants, and the fields above "
+                    "other than delta are absent."
+                ),
+                "note": string("Where the privacy of the served model comes from, in words."),
             },
         ),
         "model": obj(

@@ -2,7 +2,9 @@
 
 Conditions besides Ready, Reconciling and Stalled: ``BudgetReserved`` (the claim of the spec's
 training version is held or spent), ``Trained``, ``Compressed``. Phase: WaitingForBudget →
-Training → Compressing → Deploying → Serving, or Failed.
+Training → Compressing → Deploying → Serving, or Failed. A model serving a FederatedRound's
+model (``spec.model.fromRound``) has no ``BudgetReserved``; its ``Trained`` is the round's, and its
+phase is WaitingForRound → Compressing → Deploying → Serving, or Failed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Final
 from securemodel.api.privacy_budget import RejectionReason
 from securemodel.api.secure_model import Phase
 from securemodel.operator.conditions import READY, Condition, Outcome, Progress
+from securemodel.operator.secure_model.rounds import ROUND_FAILED, RoundModel, RoundProblem
 from securemodel.privacy import Claim, ClaimState
 
 BUDGET_RESERVED: Final = "BudgetReserved"
@@ -126,6 +129,20 @@ def trained_condition(result: Mapping[str, Any] | None, epsilon: float | None) -
         return Condition(TRAINED, True, "Succeeded", "the training finished; its pod's report is no longer available")
     spent = f", ε={epsilon:.6g}" if epsilon is not None else ""
     return Condition(TRAINED, True, "Succeeded", f"{int(result.get('steps') or 0)} DP-SGD steps{spent}")
+
+
+def round_problem(problem: RoundProblem) -> Outcome:
+    """The model's FederatedRound is missing, running or failed: nothing to compress yet."""
+    failed = problem.reason == ROUND_FAILED
+    progress = Progress.STALLED if problem.stalled else Progress.WORKING
+    return _outcome(Phase.FAILED if failed else Phase.WAITING_FOR_ROUND, False, problem.reason, problem.message,
+                    Condition(TRAINED, False, problem.reason, problem.message), progress=progress, warning=failed)  # fmt: skip
+
+
+def round_condition(found: RoundModel) -> Condition:
+    """``Trained``: by the FederatedRound, whose global model the model serves."""
+    return Condition(TRAINED, True, "TrainedByFederatedRound", f"the global model of FederatedRound {found.name} after "
+                     f"{found.rounds} FedAvg round(s), {found.digest}; no claim: its silos paid")  # fmt: skip
 
 
 def compressing(job: str) -> Outcome:

@@ -53,6 +53,7 @@ class ModelSpec:
     entrypoint: str | None = None
     image: str | None = None
     params: str = "{}"  # canonical JSON of the builder's keyword arguments
+    from_round: str | None = None  # spec.model.fromRound: a FederatedRound's global model, served without training
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -119,11 +120,14 @@ class Versions:
 class ModelSpecs:
     """The whole spec of a SecureModel, defaults filled in. ``evaluation`` is ``spec.data.evaluation``, the
     source the user declared public: the compress Job measures accuracy on it, so it is part of ``version``
-    (not of ``training``: changing it compresses again and claims nothing)."""
+    (not of ``training``: changing it compresses again and claims nothing).
+
+    ``data`` and ``privacy`` are None only with ``model.from_round`` (CEL rules): such a model trains nothing,
+    and its ``training`` version hashes the model alone (the round it serves)."""
 
     model: ModelSpec
-    data: DataSpec
-    privacy: PrivacySpec
+    data: DataSpec | None
+    privacy: PrivacySpec | None
     training: TrainingSpec = field(default_factory=TrainingSpec)
     compression: CompressionSpec = field(default_factory=CompressionSpec)
     serving: ServingSpec = field(default_factory=ServingSpec)
@@ -132,7 +136,9 @@ class ModelSpecs:
 
     @property
     def versions(self) -> Versions:
-        trained = (self.model, self.data, self.training, self.privacy)
+        trained: tuple[Any, ...] = (self.model,)
+        if self.model.from_round is None:
+            trained = (self.model, self.data, self.training, self.privacy)
         compressed = (*trained, self.compression, *((self.evaluation,) if self.evaluation is not None else ()))
         return Versions(digest(*trained), digest(*compressed))
 
@@ -152,8 +158,8 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
         KeyError: if a required field is missing (the CRD schema makes that impossible in the cluster).
     """
     model = spec["model"]
-    data = spec["data"]
-    privacy = spec["privacy"]
+    data = spec.get("data")
+    privacy = spec.get("privacy")
     training = spec.get("training") or {}
     compression = spec.get("compression") or {}
     serving = spec.get("serving") or {}
@@ -164,20 +170,21 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             entrypoint=model.get("entrypoint"),
             image=model.get("image"),
             params=json.dumps(model.get("params") or {}, sort_keys=True, separators=(",", ":")),
+            from_round=str(model["fromRound"]) if model.get("fromRound") else None,
         ),
         data=DataSpec(
             source=str(data["source"]),
             samples=int(data["samples"]) if data.get("samples") is not None else None,
             schema=_canonical_json(data.get("schema")),
             masking=_canonical_json(data.get("masking")),
-        ),
+        ) if data else None,
         privacy=PrivacySpec(
             budget_ref=str(privacy["budgetRef"]),
             epsilon=float(privacy["epsilon"]),
             delta=float(privacy.get("delta", PrivacySpec.delta)),
             max_grad_norm=float(privacy.get("maxGradNorm", PrivacySpec.max_grad_norm)),
             accountant=str(privacy.get("accountant", PrivacySpec.accountant)),
-        ),
+        ) if privacy else None,
         training=TrainingSpec(
             epochs=int(training.get("epochs", TrainingSpec.epochs)),
             batch_size=int(training.get("batchSize", TrainingSpec.batch_size)),
@@ -199,7 +206,7 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             cpu=str(resources.get("cpu", ResourcesSpec.cpu)),
             memory=str(resources.get("memory", ResourcesSpec.memory)),
         ),
-        evaluation=_evaluation(data.get("evaluation")),
+        evaluation=_evaluation((data or {}).get("evaluation")),
     )
 
 
