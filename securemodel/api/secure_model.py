@@ -33,6 +33,7 @@ class Phase(StrEnum):
 
     WAITING_FOR_BUDGET = "WaitingForBudget"
     WAITING_FOR_ROUND = "WaitingForRound"
+    WAITING_FOR_SOURCE = "WaitingForSource"
     TRAINING = "Training"
     COMPRESSING = "Compressing"
     DEPLOYING = "Deploying"
@@ -53,6 +54,67 @@ ACCOUNTANT = string(
     "Accountant used to calibrate the noise: prv or rdp.", enum=list(Accountant), default=Accountant.PRV
 )
 
+
+PVC_FILE = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[^\s?#]+$"
+
+FROM = obj(
+    "The weights training starts from (fine-tuning): exactly one of secureModelRef, federatedRoundRef and file. "
+    "The training still reads only spec.data under its own claim; the starting weights are post-processing of "
+    "whatever produced them (a source trained on private data was paid for by its own budget).",
+    {
+        "secureModelRef": name_ref(
+            "A SecureModel in the same namespace: its trained (fp32) artifact of the version it serves, read "
+            "under its data key and accepted only with the digest its train pod reported."
+        ),
+        "federatedRoundRef": name_ref(
+            "A FederatedRound in the same namespace that succeeded: its last global model, read under the round's "
+            "data key and accepted only with the digest its aggregator reported."
+        ),
+        "file": string(
+            "pvc://<claim>/<path>: a plain torch state_dict on a PersistentVolumeClaim of the namespace, which the "
+            "user declares PUBLIC (it is not encrypted and no budget pays for it).",
+            pattern=PVC_FILE,
+            max_length=512,
+            rules=[rule("!self.matches('/[.][.]?(/|$)')", "the path inside the claim may not contain '.' or '..' segments")],
+        ),
+    },
+    rules=[
+        rule(
+            "[has(self.secureModelRef), has(self.federatedRoundRef), has(self.file)].filter(x, x).size() == 1",
+            "exactly one of spec.model.from.secureModelRef, federatedRoundRef and file must be set",
+        ),
+    ],
+)
+
+FINE_TUNE = obj(
+    "Which parameters fine-tuning trains (only with spec.model.from). Only trained parameters enter DP-SGD; "
+    "frozen ones stay bit-identical.",
+    {
+        "freeze": array(
+            "Parameter-name prefixes held fixed, e.g. net.0 (a prefix matches a name equal to it or starting with "
+            "it and a dot).",
+            string("A parameter-name prefix.", pattern=r"^[A-Za-z0-9_.]+$", max_length=253),
+            max_items=64,
+            list_type="set",
+        ),
+        "lora": obj(
+            "LoRA adapters (PEFT) on the named Linear modules; their base weights are frozen, and the adapters are "
+            "merged into them after training.",
+            {
+                "rank": integer("Rank r of the adapters (≥ 1).", minimum=1, maximum=1024),
+                "alpha": number("Scaling α (> 0): the update is (α / r)·B·A.", minimum=0, exclusive_minimum=True),
+                "targetModules": array(
+                    "Names of the Linear modules to adapt, e.g. net.0.",
+                    string("A module name.", pattern=r"^[A-Za-z0-9_.]+$", max_length=253),
+                    min_items=1,
+                    max_items=64,
+                    list_type="set",
+                ),
+            },
+            required=["rank", "alpha", "targetModules"],
+        ),
+    },
+)
 
 MODEL = obj(
     "What to serve: a built-in architecture or a builder callable in a custom worker image trained here, or the "
@@ -75,6 +137,8 @@ MODEL = obj(
             max_length=512,
         ),
         "params": free_form("Keyword arguments passed to the builder, e.g. {hidden: [64, 32]}."),
+        "from": FROM,
+        "fineTune": FINE_TUNE,
         "fromRound": name_ref(
             "A FederatedRound in the same namespace whose global model is compressed and served as it is: no "
             "training pod and no claim (the round's silos paid for its privacy). Its architecture is the round's. "
@@ -93,6 +157,18 @@ MODEL = obj(
             "are not allowed with it",
             field_path=".fromRound",
             reason="FieldValueForbidden",
+        ),
+        rule(
+            "!has(self.fromRound) || !has(self.from)",
+            "spec.model.from starts a training; spec.model.fromRound serves a round's model without one",
+            field_path=".from",
+            reason="FieldValueForbidden",
+        ),
+        rule(
+            "!has(self.fineTune) || has(self.from)",
+            "spec.model.fineTune needs spec.model.from: the weights it fine-tunes",
+            field_path=".fineTune",
+            reason="FieldValueRequired",
         ),
     ],
 )

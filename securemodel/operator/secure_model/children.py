@@ -67,6 +67,16 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class InitParts:
+    """What a fine-tuning adds to the train pod (:func:`securemodel.operator.secure_model.starts.train_parts`):
+    the worker's flags, and the source's volume and key, mounted read-only."""
+
+    args: tuple[str, ...]
+    volumes: tuple[dict[str, Any], ...]
+    mounts: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
 class Run:
     """The DP-SGD run the operator calibrated: the worker must honour it exactly."""
 
@@ -329,9 +339,11 @@ def _mkdir(image: str, path: str) -> dict[str, Any]:
     return container("prepare", image, ["python", "-c", code, path], [_KEY_MOUNTS[0]])
 
 
-def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: str) -> dict[str, Any]:
+def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: str,
+              init: InitParts | None = None) -> dict[str, Any]:  # fmt: skip
     """The DP-SGD training Job: exactly σ, q and steps of ``run`` (the operator's calibration), nothing
-    secret on its command line. Its pods carry :data:`SETTLEMENT_FINALIZER` and the budget's name."""
+    secret on its command line. Its pods carry :data:`SETTLEMENT_FINALIZER` and the budget's name. With
+    ``init`` (``spec.model.from``) it starts from the source's weights, mounted read-only."""
     model, data = spec.model, spec.data
     assert data is not None and spec.privacy is not None, "a model that trains has spec.data and spec.privacy"
     args = ["securemodel-worker", "train"]
@@ -367,6 +379,10 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
     if isinstance(source, PvcSource):
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
         mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": True})
+    if init is not None:
+        args += list(init.args)
+        volumes += [dict(v) for v in init.volumes]
+        mounts += [dict(m) for m in init.mounts]
     main = container("train", image, args, mounts)
     main["resources"] = resources(spec)
     pod = {

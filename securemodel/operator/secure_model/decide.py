@@ -44,6 +44,7 @@ from securemodel.operator.secure_model.keys import (
 from securemodel.operator.secure_model.rounds import RoundModel, RoundProblem, privacy_fields
 from securemodel.operator.secure_model.settlement import Act, Settlement, settle
 from securemodel.operator.secure_model.spec import ModelSpecs, PrivacySpec, Versions
+from securemodel.operator.secure_model.starts import InitProblem, Start, train_parts
 from securemodel.privacy import Calibration, Claim, ClaimState, Consumer, DpSgd, Ledger, Mechanism, dp_sgd_epsilon
 
 KIND = "SecureModel"
@@ -103,6 +104,7 @@ class Snapshot:
     network_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the model's, by name
     metrics_namespace: str | None = None  # the namespace whose pods may scrape the serving pods' metrics
     round: RoundModel | RoundProblem | None = None  # spec.model.fromRound: the round's global model, or why none
+    start: Start | None = None  # spec.model.from: the weights the training starts from, or why they are missing
 
     @property
     def versions(self) -> Versions:
@@ -355,6 +357,8 @@ def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple
             return outcomes.calibration_failed(budget, s.calibration_error or "not calibrated")
         if finishing is not None:
             return outcomes.finishing_left(*finishing)
+        if isinstance(s.start, InitProblem):  # nothing is claimed for a training that cannot start
+            return outcomes.waiting_for_start(s.start.reason, s.start.message)
         # Claimed in this pass (once kopf's finalizer is on, so deleting the model settles it): the
         # ledger's answer, Waiting or Reserved, is what the status shows next, not this moment.
         work.quiet = True
@@ -394,11 +398,15 @@ def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
             if _unisolated(s):  # no train pod before the API server holds its NetworkPolicy
                 return outcomes.with_fields(outcomes.training(job_name, "waiting for its NetworkPolicies", False,
                                                               reserved), (), privacy)  # fmt: skip
+            if isinstance(s.start, InitProblem):  # the source went away since the claim: no pod until it is back
+                return outcomes.with_fields(outcomes.training(job_name, f"waiting for the starting weights: "
+                                                              f"{s.start.message}", False, reserved), (), privacy)  # fmt: skip
             run = run_of(s, claim)
             if run is None:
                 return outcomes.calibration_failed(s.privacy.budget_ref, s.calibration_error or "not calibrated")
+            init = train_parts(s.start, s.spec.model.fine_tune) if s.start is not None else None
             work.ledger.append(LedgerAction(Verb.DISPATCH, claim.consumer.key))
-            work.train = (claim.consumer.key, children.train_job(s.owner, s.spec, training, run, s.image))
+            work.train = (claim.consumer.key, children.train_job(s.owner, s.spec, training, run, s.image, init))
             return outcomes.with_fields(outcomes.training(job_name, "", False, reserved), (), privacy)
         work.settle(claim, job, orphans, ending)
         if ending.act in (Act.STOP, Act.RELEASE):

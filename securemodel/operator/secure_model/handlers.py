@@ -125,18 +125,38 @@ async def wake_round_servers(namespace: str, name: str, memo: kopf.Memo, **_: An
     runtime(memo).wakeups.notify(start_key(ROUND_KIND.kind, namespace, name))
 
 
+@kopf.index(GROUP, VERSION, KIND.plural)
+async def model_uids(namespace: str, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
+    """Each SecureModel's uid by name: a model fine-tunes another's trained artifact (``spec.model.from``)."""
+    return {(namespace, name): uid}
+
+
+def source_key(namespace: str, name: str) -> tuple[str, str, str]:
+    """The wake-up key of a SecureModel others start from."""
+    return (f"{KIND.kind}-source", namespace, name)
+
+
 def _wake_keys(body: kopf.Body, uid: str) -> list[Any]:
-    """The model's own key, and its budget's or (``spec.model.fromRound``) its round's."""
+    """The model's own key, its budget's or (``spec.model.fromRound``) its round's, and its starting weights'."""
     spec, namespace = body["spec"], body["metadata"]["namespace"]
-    if (spec.get("model") or {}).get("fromRound"):
-        return [model_key(uid), start_key(ROUND_KIND.kind, namespace, spec["model"]["fromRound"])]
-    return [model_key(uid), budget_key(BudgetRef(namespace, spec["privacy"]["budgetRef"]))]  # immutable (a CEL rule)
+    model = spec.get("model") or {}
+    if model.get("fromRound"):
+        return [model_key(uid), start_key(ROUND_KIND.kind, namespace, model["fromRound"])]
+    keys = [model_key(uid), budget_key(BudgetRef(namespace, spec["privacy"]["budgetRef"]))]  # immutable (a CEL rule)
+    start = model.get("from") or {}
+    if start.get("secureModelRef"):
+        keys.append(source_key(namespace, start["secureModelRef"]))
+    if start.get("federatedRoundRef"):
+        keys.append(start_key(ROUND_KIND.kind, namespace, start["federatedRoundRef"]))
+    return keys
 
 
 @kopf.on.event(GROUP, VERSION, KIND.plural)
-async def wake_model(uid: str, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the model's reconciler; kopf has already updated the body it reads."""
+async def wake_model(uid: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the model's reconciler, and those of the models that start from it; kopf has already updated the
+    body it reads."""
     runtime(memo).wakeups.notify(model_key(uid))
+    runtime(memo).wakeups.notify(source_key(namespace, name))
 
 
 @kopf.daemon(

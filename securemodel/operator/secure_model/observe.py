@@ -20,13 +20,14 @@ import kopf
 from securemodel.operator.budget.directory import NOT_OBSERVED, Refusal
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.runtime import Runtime
-from securemodel.operator.secure_model import children
+from securemodel.operator.secure_model import children, starts
 from securemodel.operator.secure_model.calibration import plan
 from securemodel.operator.federated.children import results_name as round_results_name
 from securemodel.operator.secure_model.decide import KIND, Snapshot
 from securemodel.operator.secure_model.rounds import RoundModel, RoundProblem
 from securemodel.operator.secure_model.rounds import resolve as resolve_round
-from securemodel.operator.secure_model.spec import ModelSpecs, parse
+from securemodel.operator.secure_model.spec import ModelSpecs, StartSpec, parse
+from securemodel.operator.secure_model.starts import Start
 from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, METRICS_NAMESPACE, WORKER_IMAGE
 from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION, client_limits
 from securemodel.privacy import Ledger
@@ -49,6 +50,7 @@ class Children:
     ledgers: kopf.Index[BudgetRef, Ledger]
     rounds: Index  # (namespace, name) -> what fromRound reads of a FederatedRound (:func:`.rounds.round_entry`)
     round_config_maps: Index  # a round's uid -> its ConfigMaps (its results)
+    models: Index  # (namespace, name) -> a SecureModel's uid (spec.model.from.secureModelRef)
 
     @classmethod
     def of(cls, indexes: Mapping[str, Any]) -> Children:
@@ -64,6 +66,7 @@ class Children:
             ledgers=indexes["budget_ledgers"],
             rounds=indexes["served_rounds"],
             round_config_maps=indexes["round_config_maps"],
+            models=indexes["model_uids"],
         )
 
 
@@ -81,6 +84,20 @@ def _round(namespace: str, name: str, found: Children) -> RoundModel | RoundProb
     results = next((c for c in stored if c["metadata"]["name"] == round_results_name(name)
                     and c["metadata"]["namespace"] == namespace), None)  # fmt: skip
     return resolve_round(name, entry, results)
+
+
+def _start(owner: children.Owner, spec: StartSpec, found: Children) -> Start:
+    """The weights ``spec`` names, or why they are not available."""
+    if spec.secure_model_ref is not None:
+        name = spec.secure_model_ref
+        uid = next(iter(found.models.get((owner.namespace, name), ())), None)
+        deployment = _named(_all(found.deployments, uid), name) if uid is not None else None
+        results = _named(_all(found.config_maps, uid), children.results_name(name)) if uid is not None else None
+        return starts.from_secure_model(owner.name, name, uid, deployment, results)
+    if spec.federated_round_ref is not None:
+        return starts.from_round(_round(owner.namespace, spec.federated_round_ref, found))
+    assert spec.file is not None
+    return starts.from_file(spec.file)
 
 
 async def observe(current: Runtime, body: Mapping[str, Any], found: Children) -> Snapshot:
@@ -105,6 +122,7 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         refusal = _refusal(current, ref, ledger, owner, spec, image)
     if spec.model.from_round is not None:
         served = _round(owner.namespace, spec.model.from_round, found)
+    start = _start(owner, spec.model.start, found) if spec.model.start is not None else None
     config_maps = _all(found.config_maps, owner.uid)
     return Snapshot(
         owner=owner,
@@ -134,6 +152,7 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         allow_list=_named(config_maps, children.allow_list_name(owner.name)),
         client_limits=client_limits(body["spec"].get("serving") or {}),
         round=served,
+        start=start,
     )
 
 

@@ -4,7 +4,8 @@ Conditions besides Ready, Reconciling and Stalled: ``BudgetReserved`` (the claim
 training version is held or spent), ``Trained``, ``Compressed``. Phase: WaitingForBudget →
 Training → Compressing → Deploying → Serving, or Failed. A model serving a FederatedRound's
 model (``spec.model.fromRound``) has no ``BudgetReserved``; its ``Trained`` is the round's, and its
-phase is WaitingForRound → Compressing → Deploying → Serving, or Failed.
+phase is WaitingForRound → Compressing → Deploying → Serving, or Failed. A fine-tuning
+(``spec.model.from``) whose starting weights are not available is WaitingForSource, and claims nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Final
 from securemodel.api.privacy_budget import RejectionReason
 from securemodel.api.secure_model import Phase
 from securemodel.operator.conditions import READY, Condition, Outcome, Progress
-from securemodel.operator.secure_model.rounds import ROUND_FAILED, RoundModel, RoundProblem
+from securemodel.operator.secure_model.rounds import ROUND_FAILED, WAITING_FOR_ROUND, RoundModel, RoundProblem
+from securemodel.operator.secure_model.starts import SOURCE_NOT_READY
 from securemodel.privacy import Claim, ClaimState
 
 BUDGET_RESERVED: Final = "BudgetReserved"
@@ -129,6 +131,16 @@ def trained_condition(result: Mapping[str, Any] | None, epsilon: float | None) -
         return Condition(TRAINED, True, "Succeeded", "the training finished; its pod's report is no longer available")
     spent = f", ε={epsilon:.6g}" if epsilon is not None else ""
     return Condition(TRAINED, True, "Succeeded", f"{int(result.get('steps') or 0)} DP-SGD steps{spent}")
+
+
+def waiting_for_start(reason: str, message: str) -> Outcome:
+    """The weights ``spec.model.from`` names are not available: nothing is claimed until they are."""
+    stalled = reason != WAITING_FOR_ROUND and reason != SOURCE_NOT_READY
+    failed = reason == ROUND_FAILED
+    text = f"the starting weights are not available: {message}"
+    return _outcome(Phase.FAILED if failed else Phase.WAITING_FOR_SOURCE, False, reason, text,
+                    Condition(TRAINED, False, reason, text),
+                    progress=Progress.STALLED if stalled else Progress.WORKING, warning=failed)  # fmt: skip
 
 
 def round_problem(problem: RoundProblem) -> Outcome:

@@ -48,12 +48,38 @@ def digest(*parts: Any) -> str:
 
 
 @dataclass(frozen=True)
+class StartSpec:
+    """``spec.model.from``: exactly one of the three (a CEL rule)."""
+
+    secure_model_ref: str | None = None
+    federated_round_ref: str | None = None
+    file: str | None = None  # pvc://<claim>/<path> of a public torch state_dict
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FineTuneSpec:
+    """``spec.model.fineTune``: parameter-name prefixes held fixed, and LoRA adapters."""
+
+    freeze: tuple[str, ...] = ()
+    lora: LoraSpec | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     architecture: str | None = None
     entrypoint: str | None = None
     image: str | None = None
     params: str = "{}"  # canonical JSON of the builder's keyword arguments
     from_round: str | None = None  # spec.model.fromRound: a FederatedRound's global model, served without training
+    start: StartSpec | None = None  # spec.model.from: the weights training starts from
+    fine_tune: FineTuneSpec | None = None
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -171,6 +197,8 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             image=model.get("image"),
             params=json.dumps(model.get("params") or {}, sort_keys=True, separators=(",", ":")),
             from_round=str(model["fromRound"]) if model.get("fromRound") else None,
+            start=_start(model.get("from")),
+            fine_tune=_fine_tune(model.get("fineTune")),
         ),
         data=DataSpec(
             source=str(data["source"]),
@@ -215,3 +243,21 @@ def _evaluation(evaluation: Mapping[str, Any] | None) -> Evaluation | None:
         return None
     samples = evaluation.get("samples")
     return Evaluation(str(evaluation["source"]), int(samples) if samples is not None else None)
+
+
+def _start(start: Mapping[str, Any] | None) -> StartSpec | None:
+    if not start:
+        return None
+    return StartSpec(secure_model_ref=start.get("secureModelRef"), federated_round_ref=start.get("federatedRoundRef"),
+                     file=start.get("file"))  # fmt: skip
+
+
+def _fine_tune(fine_tune: Mapping[str, Any] | None) -> FineTuneSpec | None:
+    if not fine_tune:
+        return None
+    lora = fine_tune.get("lora")
+    return FineTuneSpec(
+        freeze=tuple(sorted(str(p) for p in fine_tune.get("freeze") or ())),
+        lora=LoraSpec(int(lora["rank"]), float(lora["alpha"]), tuple(sorted(str(t) for t in lora["targetModules"])))
+        if lora else None,
+    )  # fmt: skip
