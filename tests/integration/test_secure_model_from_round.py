@@ -1,5 +1,7 @@
-"""A SecureModel with ``spec.model.fromRound`` against the real API server: its schema, its waiting conditions,
-and that it claims nothing from any budget.
+"""A SecureModel built on another model's weights, against the real API server: with ``spec.model.fromRound``
+its schema, its waiting conditions, and that it claims nothing from any budget; with ``spec.model.from`` (a
+fine-tuning) its claim, its train Job reading the source read-only, and the refusal of "public" weights that a
+budget protects.
 
 No worker pod runs here: the round's silos name a budget that does not exist, so the round never
 starts, and its aggregator's report (the results ConfigMap the operator keeps, which is what the
@@ -16,7 +18,7 @@ import kubernetes
 from securemodel.api import GROUP, VERSION
 from securemodel.operator.federated import children as round_children
 from securemodel.operator.secure_model import children
-from test_budget_operator import apply, budget, claims, get
+from test_budget_operator import apply, budget, claims, get, model
 from test_secure_model_children import condition, owned
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -121,3 +123,35 @@ def test_the_api_server_keeps_serving_and_training_models_apart(kubectl: Kubectl
     assert "cannot switch between training and serving a FederatedRound's model" in switched.stderr
     other = served("m", "fl-2")  # another round: a new version, compressed anew
     assert kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(other)).returncode == 0
+
+
+def test_a_fine_tuning_from_public_weights_claims_as_usual_but_never_from_weights_a_budget_protects(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    start_operator(namespace)
+    protected = budget("exports", 1.0, sources=("pvc://exports/",))
+    tuned = model("tuned", "b", 1.0, model={"architecture": "mlp", "from": {"file": "pvc://exports/weights/mlp.pt"},
+                                            "fineTune": {"freeze": ["net.0"]}})  # fmt: skip
+    apply(kubectl, namespace, budget("b", 5.0), protected, tuned)
+    wait_for(lambda: ready(api_client, namespace, "tuned") == ("WaitingForBudget", "StartingWeightsProtected", "True"),
+             what="weights a budget protects are refused as public weights")  # fmt: skip
+    assert claims(api_client, namespace, "b") == [] and claims(api_client, namespace, "exports") == []
+
+    public = model("tuned", "b", 1.0, model={"architecture": "mlp", "from": {"file": "pvc://weights/pretrained/mlp.pt"},
+                                             "fineTune": {"freeze": ["net.0"]}})  # fmt: skip
+    apply(kubectl, namespace, public)
+    wait_for(lambda: condition(get(api_client, namespace, "securemodels", "tuned"), "BudgetReserved").get("status")
+             == "True", what="the fine-tuning's claim on its own budget")  # fmt: skip
+    uid = get(api_client, namespace, "securemodels", "tuned")["metadata"]["uid"]
+    (name,) = wait_for(lambda: owned(api_client, namespace, uid)["jobs"], what="the train Job")
+    pod = kubernetes.client.BatchV1Api(api_client).read_namespaced_job(name, namespace).spec.template.spec
+    args = pod.containers[0].command
+    assert args[args.index("--init-file") + 1] == "/init/pretrained/mlp.pt" and args[args.index("--freeze") + 1] == "net.0"
+    volumes = {v.name: v for v in pod.volumes}
+    assert volumes["init"].persistent_volume_claim.claim_name == "weights"
+    assert volumes["init"].persistent_volume_claim.read_only is True
+    assert [c["state"] for c in claims(api_client, namespace, "b")] == ["Reserved"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from securemodel.operator.budget.directory import NOT_OBSERVED, Refusal
+from securemodel.operator.budget.directory import NOT_OBSERVED, START_PROTECTED, Refusal
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children, starts
@@ -163,6 +163,11 @@ def _refusal(current: Runtime, ref: BudgetRef, ledger: Ledger | None, owner: chi
     made before the budget's coverage is known."""
     if ledger is not None and not current.budgets.knows(ref):
         return Refusal(NOT_OBSERVED, f"PrivacyBudget {ref.name}: its spec.data is not observed yet")
+    start = spec.model.start.file if spec.model.start is not None else None
+    protecting = current.budgets.protecting(owner.namespace, start) if start is not None else ()
+    if protecting:
+        return Refusal(START_PROTECTED, f"spec.model.from.file {start} is protected by PrivacyBudget "
+                       f"{', '.join(protecting)}: a file a budget protects cannot start a training as public weights")  # fmt: skip
     evaluation = spec.evaluation.source if spec.evaluation is not None else None
     assert spec.data is not None  # a model that claims trains (CEL rules)
     return current.budgets.refusal(ref, KIND, owner.namespace, spec.data.source, image, WORKER_IMAGE, evaluation)
