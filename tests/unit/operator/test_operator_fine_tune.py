@@ -131,3 +131,22 @@ def test_a_granted_fine_tuning_trains_from_the_source() -> None:
     gone = decide(snapshot(spec=FINE_TUNED, start=InitProblem(starts.SOURCE_NOT_FOUND, "gone"), ledger=reserved))
     assert gone.outcome is not None and gone.train is None and not gone.ledger
     assert "waiting for the starting weights: gone" in gone.outcome.ready.message
+
+
+# --- what wakes the model --------------------------------------------------------------------------
+
+
+def test_a_model_wakes_on_its_budget_and_on_the_weights_or_round_it_builds_on() -> None:
+    from securemodel.operator.budget.handlers import budget_key
+    from securemodel.operator.budget.ledger import BudgetRef
+    from securemodel.operator.federated.handlers import start_key
+    from securemodel.operator.secure_model.handlers import _wake_keys, model_key, source_key
+
+    def keys(spec: dict[str, Any]) -> list[Any]:
+        return _wake_keys({"spec": spec, "metadata": {"namespace": "ns"}}, "uid")  # type: ignore[arg-type]
+
+    trained = {"model": {"architecture": "mlp", "from": {"secureModelRef": "public"}}, "privacy": {"budgetRef": "b"}}
+    assert keys(trained) == [model_key("uid"), budget_key(BudgetRef("ns", "b")), source_key("ns", "public")]
+    tuned = {**trained, "model": {"architecture": "mlp", "from": {"federatedRoundRef": "fl"}}}
+    assert keys(tuned)[-1] == start_key("FederatedRound", "ns", "fl")
+    assert keys({"model": {"fromRound": "fl"}}) == [model_key("uid"), start_key("FederatedRound", "ns", "fl")]
