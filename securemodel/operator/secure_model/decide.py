@@ -41,7 +41,7 @@ from securemodel.operator.secure_model.keys import (
     removed_clients,
     wanted_secrets,
 )
-from securemodel.operator.secure_model.rounds import RoundModel, RoundProblem, privacy_fields
+from securemodel.operator.secure_model.rounds import RoundModel, privacy_fields, round_privacy
 from securemodel.operator.secure_model.settlement import Act, Settlement, settle
 from securemodel.operator.secure_model.spec import ModelSpecs, PrivacySpec, Versions
 from securemodel.operator.secure_model.starts import InitProblem, Start, train_parts
@@ -287,20 +287,24 @@ def decide(s: Snapshot) -> Decision:
 
 def _decide_from_round(s: Snapshot, work: _Work) -> Decision:
     """A model serving a FederatedRound's global model: no claim and no training; compress it once the round
-    has succeeded, then serve it. While the round is missing, running or failed, a version served before keeps
-    serving and the status says why the spec's version waits."""
+    has succeeded, then serve it. The round is needed only until the spec's version is compressed (the model's
+    own artifact): while it is missing, running or failed before that, a version served before keeps serving
+    and the status says why the spec's version waits."""
     work.apply += _unisolated(s)
     served = _served_versions(s)
     found = s.round
-    assert found is not None, "observe resolves the round of spec.model.fromRound"
-    if isinstance(found, RoundProblem):
-        outcome = outcomes.round_problem(found)
-    else:
-        outcome = _keys(s, work, _compress_and_serve(s, work, (outcomes.round_condition(found),), {
-            "privacy": privacy_fields(found), "endpoint": children.endpoint(s.owner.name, s.owner.namespace)}))
+    name = s.spec.model.from_round
+    assert found is not None and name is not None, "observe resolves the round of spec.model.fromRound"
+    if isinstance(found, RoundModel) or _compressed_digest(s, s.versions) is not None:
+        trained = outcomes.round_condition(found) if isinstance(found, RoundModel) else outcomes.round_kept(name)
+        fields = {"privacy": privacy_fields(found) if isinstance(found, RoundModel) else round_privacy(name),
+                  "endpoint": children.endpoint(s.owner.name, s.owner.namespace)}  # fmt: skip
+        outcome = _keys(s, work, _compress_and_serve(s, work, (trained,), fields))
         work.apply += [obj for obj in (children.artifacts_pvc(s.owner, s.artifacts_storage),) if _drifted_pvc(obj, s.pvc)]
-    if served is not None and isinstance(found, RoundProblem):
-        outcome = _keys(s, work, outcome)
+    else:
+        outcome = outcomes.round_problem(found)
+        if served is not None:
+            outcome = _keys(s, work, outcome)
     if served is not None and s.versions.version != served.version:
         outcome = _serve(s, work, served, outcome, current=False)
     _record_results(s, work)

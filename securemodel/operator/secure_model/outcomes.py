@@ -157,6 +157,12 @@ def round_condition(found: RoundModel) -> Condition:
                      f"{found.rounds} FedAvg round(s), {found.digest}; no claim: its silos paid")  # fmt: skip
 
 
+def round_kept(name: str) -> Condition:
+    """``Trained``: by a FederatedRound that is gone or changed since its model was compressed for this version."""
+    return Condition(TRAINED, True, "TrainedByFederatedRound", f"the global model of FederatedRound {name}, compressed "
+                     "for this version before the round was deleted or changed; no claim: its silos paid")  # fmt: skip
+
+
 def compressing(job: str) -> Outcome:
     text = f"Job {job} is pruning and quantising the trained model"
     return _outcome(Phase.COMPRESSING, False, "Compressing", text, Condition(COMPRESSED, False, "Compressing", text))

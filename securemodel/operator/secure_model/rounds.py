@@ -113,3 +113,10 @@ def privacy_fields(found: RoundModel) -> dict[str, Any]:
         "note": f"no claim: trained by FederatedRound {found.name}, whose silos each spent at most ε={found.epsilon:g} "
                 f"(δ={found.delta:g}) of their own budgets; see its status.participants",
     }  # fmt: skip
+
+
+def round_privacy(name: str) -> dict[str, Any]:
+    """``status.privacy`` of a model whose round's model is compressed but whose round is gone or changed."""
+    return {"federatedRound": name, "delta": None,
+            "note": f"no claim: trained by FederatedRound {name}, whose silos paid (its status.participants said how "
+                    "much while it existed)"}  # fmt: skip

@@ -161,16 +161,21 @@ def test_the_rounds_model_is_compressed_without_training_or_claim() -> None:
     assert "PersistentVolumeClaim" in {obj["kind"] for obj in decision.apply}
 
 
-def test_once_compressed_the_rounds_model_is_served() -> None:
-    assert isinstance(ROUND_MODEL, RoundModel)
-    result = {"kind": "CompressResult", "status": "Succeeded", "digest": "sha256:" + "cd" * 32,
+COMPRESSED = {"kind": "CompressResult", "status": "Succeeded", "digest": "sha256:" + "cd" * 32,
               "compressedSizeBytes": 10, "accuracy": 0.9, "compressedAccuracy": 0.89, "sparsity": 0.0}  # fmt: skip
-    stored = {"metadata": {"name": children.results_name("served")},
-              "data": {f"compress-{V.version}": json.dumps(result)}}  # fmt: skip
-    decision = decide(snapshot(ROUND_MODEL, results=stored))
+STORED = {"metadata": {"name": children.results_name("served")},
+          "data": {f"compress-{V.version}": json.dumps(COMPRESSED)}}  # fmt: skip
+
+
+@pytest.mark.parametrize("found", [ROUND_MODEL, RoundProblem(rounds.ROUND_NOT_FOUND, "deleted since")])
+def test_once_compressed_the_rounds_model_is_served_even_if_the_round_goes(found: RoundModel | RoundProblem) -> None:
+    decision = decide(snapshot(found, results=STORED))
 
     assert decision.outcome.phase == "Deploying" and not decision.ledger and decision.train is None
+    assert not decision.create  # compressed once: the round's volume is not read again
     (deployment,) = [obj for obj in decision.apply if obj["kind"] == "Deployment"]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert args[args.index("--artifact-digest") + 1] == result["digest"]
+    assert args[args.index("--artifact-digest") + 1] == COMPRESSED["digest"]
     assert decision.outcome.fields["model"]["compressedAccuracy"] == 0.89
+    assert _conditions(decision)["Trained"].reason == "TrainedByFederatedRound"
+    assert decision.outcome.fields["privacy"]["federatedRound"] == "fl"
