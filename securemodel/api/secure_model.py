@@ -32,6 +32,8 @@ class Phase(StrEnum):
     """``status.phase`` of a SecureModel, in lifecycle order (Failed can follow any)."""
 
     WAITING_FOR_BUDGET = "WaitingForBudget"
+    WAITING_FOR_ROUND = "WaitingForRound"
+    WAITING_FOR_SOURCE = "WaitingForSource"
     TRAINING = "Training"
     COMPRESSING = "Compressing"
     DEPLOYING = "Deploying"
@@ -53,8 +55,70 @@ ACCOUNTANT = string(
 )
 
 
+PVC_FILE = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[^\s?#]+$"
+
+FROM = obj(
+    "The weights training starts from (fine-tuning): exactly one of secureModelRef, federatedRoundRef and file. "
+    "The training still reads only spec.data under its own claim; the starting weights are post-processing of "
+    "whatever produced them (a source trained on private data was paid for by its own budget).",
+    {
+        "secureModelRef": name_ref(
+            "A SecureModel in the same namespace: its trained (fp32) artifact of the version it serves, read "
+            "under its data key and accepted only with the digest its train pod reported."
+        ),
+        "federatedRoundRef": name_ref(
+            "A FederatedRound in the same namespace that succeeded: its last global model, read under the round's "
+            "data key and accepted only with the digest its aggregator reported."
+        ),
+        "file": string(
+            "pvc://<claim>/<path>: a plain torch state_dict on a PersistentVolumeClaim of the namespace, which the "
+            "user declares PUBLIC (it is not encrypted and no budget pays for it).",
+            pattern=PVC_FILE,
+            max_length=512,
+            rules=[rule("!self.matches('/[.][.]?(/|$)')", "the path inside the claim may not contain '.' or '..' segments")],
+        ),
+    },
+    rules=[
+        rule(
+            "[has(self.secureModelRef), has(self.federatedRoundRef), has(self.file)].filter(x, x).size() == 1",
+            "exactly one of spec.model.from.secureModelRef, federatedRoundRef and file must be set",
+        ),
+    ],
+)
+
+FINE_TUNE = obj(
+    "Which parameters fine-tuning trains (only with spec.model.from). Only trained parameters enter DP-SGD; "
+    "frozen ones stay bit-identical.",
+    {
+        "freeze": array(
+            "Parameter-name prefixes held fixed, e.g. net.0 (a prefix matches a name equal to it or starting with "
+            "it and a dot).",
+            string("A parameter-name prefix.", pattern=r"^[A-Za-z0-9_.]+$", max_length=253),
+            max_items=64,
+            list_type="set",
+        ),
+        "lora": obj(
+            "LoRA adapters (PEFT) on the named Linear modules; their base weights are frozen, and the adapters are "
+            "merged into them after training.",
+            {
+                "rank": integer("Rank r of the adapters (≥ 1).", minimum=1, maximum=1024),
+                "alpha": number("Scaling α (> 0): the update is (α / r)·B·A.", minimum=0, exclusive_minimum=True),
+                "targetModules": array(
+                    "Names of the Linear modules to adapt, e.g. net.0.",
+                    string("A module name.", pattern=r"^[A-Za-z0-9_.]+$", max_length=253),
+                    min_items=1,
+                    max_items=64,
+                    list_type="set",
+                ),
+            },
+            required=["rank", "alpha", "targetModules"],
+        ),
+    },
+)
+
 MODEL = obj(
-    "What to train: a built-in architecture or a builder callable in a custom worker image.",
+    "What to serve: a built-in architecture or a builder callable in a custom worker image trained here, or the "
+    "global model of a FederatedRound (fromRound), which is compressed and served without training.",
     {
         "architecture": string(
             "A model the worker image ships, e.g. mlp or cnn.",
@@ -73,11 +137,38 @@ MODEL = obj(
             max_length=512,
         ),
         "params": free_form("Keyword arguments passed to the builder, e.g. {hidden: [64, 32]}."),
+        "from": FROM,
+        "fineTune": FINE_TUNE,
+        "fromRound": name_ref(
+            "A FederatedRound in the same namespace whose global model is compressed and served as it is: no "
+            "training pod and no claim (the round's silos paid for its privacy). Its architecture is the round's. "
+            "The model waits while the round is missing or running, and fails if the round failed. Not with "
+            "architecture, entrypoint, image, params or spec.privacy."
+        ),
     },
     rules=[
         rule(
-            "has(self.architecture) != has(self.entrypoint)",
-            "exactly one of spec.model.architecture and spec.model.entrypoint must be set",
+            "[has(self.architecture), has(self.entrypoint), has(self.fromRound)].filter(x, x).size() == 1",
+            "exactly one of spec.model.architecture, spec.model.entrypoint and spec.model.fromRound must be set",
+        ),
+        rule(
+            "!has(self.fromRound) || (!has(self.image) && !has(self.params))",
+            "spec.model.fromRound serves the round's model with the operator's worker image: image and params "
+            "are not allowed with it",
+            field_path=".fromRound",
+            reason="FieldValueForbidden",
+        ),
+        rule(
+            "!has(self.fromRound) || !has(self.from)",
+            "spec.model.from starts a training; spec.model.fromRound serves a round's model without one",
+            field_path=".from",
+            reason="FieldValueForbidden",
+        ),
+        rule(
+            "!has(self.fineTune) || has(self.from)",
+            "spec.model.fineTune needs spec.model.from: the weights it fine-tunes",
+            field_path=".fineTune",
+            reason="FieldValueRequired",
         ),
     ],
 )
@@ -358,7 +449,9 @@ EVALUATION = obj(
 )
 
 DATA = obj(
-    "The training data, all of which DP-SGD reads (none is held out), and an optional public evaluation source.",
+    "The training data, all of which DP-SGD reads (none is held out), and an optional public evaluation source. "
+    "With spec.model.fromRound (optional there) nothing trains: source names the round's built-in data set and "
+    "only evaluation is read, to measure the accuracy of the round's model.",
     {
         "source": data_source(
             "builtin://<dataset>[?shard=i&of=n] (the training part of a scikit-learn dataset) or "
@@ -534,7 +627,39 @@ SPEC = obj(
         "serving": SERVING,
         "resources": RESOURCES,
     },
-    required=["model", "data", "privacy"],
+    required=["model"],
+    rules=[
+        rule(
+            "has(self.model.fromRound) || has(self.data)",
+            "spec.data is required to train: the data DP-SGD reads",
+            field_path=".data",
+            reason="FieldValueRequired",
+        ),
+        rule(
+            "has(self.model.fromRound) || has(self.privacy)",
+            "spec.privacy is required to train: the budget and ε the training may spend",
+            field_path=".privacy",
+            reason="FieldValueRequired",
+        ),
+        rule(
+            "!has(self.model.fromRound) || !has(self.privacy)",
+            "spec.privacy is not allowed with spec.model.fromRound: nothing is trained or claimed, the round's "
+            "silos paid for the model's privacy",
+            field_path=".privacy",
+            reason="FieldValueForbidden",
+        ),
+        rule(
+            "!has(self.model.fromRound) || !has(self.data) || self.data.source.startsWith('builtin://')",
+            "with spec.model.fromRound, spec.data only names the round's built-in data set and its public "
+            "evaluation part (a FederatedRound evaluates on built-in data only)",
+            field_path=".data.source",
+        ),
+        rule(
+            "has(self.model.fromRound) == has(oldSelf.model.fromRound)",
+            "a SecureModel cannot switch between training and serving a FederatedRound's model: create a new one",
+            field_path=".model",
+        ),
+    ],
 )
 
 STATUS = obj(
@@ -545,7 +670,7 @@ STATUS = obj(
         "conditions": conditions(),
         "privacy": obj(
             "The privacy of the training: what was claimed from the budget, the noise calibrated for it, "
-            "and what was spent.",
+            "and what was spent; with spec.model.fromRound, the round that paid for it.",
             {
                 "epsilonClaimed": number(
                     "ε claimed from the budget for this training, the target σ is calibrated for; held for "
@@ -561,6 +686,12 @@ STATUS = obj(
                     "The neighbouring relation ε is stated for: add-remove (one person's record added to or removed "
                     "from the training data). The number of training examples is public (it sets q)."
                 ),
+                "federatedRound": string(
+                    "With spec.model.fromRound: the FederatedRound that trained the model. This model made no claim; "
+                    "each silo's ε, σ, q and steps are in that round's status.participants, and the fields above "
+                    "other than delta are absent."
+                ),
+                "note": string("Where the privacy of the served model comes from, in words."),
             },
         ),
         "model": obj(

@@ -11,7 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from securemodel.workers.arguments import binding_arguments, count, dp_arguments, fraction, json_object
+from securemodel.workers.arguments import (
+    artifact_digest,
+    binding_arguments,
+    count,
+    dp_arguments,
+    fraction,
+    json_object,
+)
 from securemodel.workers.federated.arguments import add_aggregate_arguments, add_client_arguments
 from securemodel.workers.isolation import add_arguments as add_isolation_arguments
 from securemodel.workers.serve import add_serve_arguments, run_serve
@@ -113,6 +120,21 @@ def _compress_arguments(compress: argparse.ArgumentParser) -> None:
         "(a pvc:// file under --data-root); without it, no accuracy is measured",
     )
     compress.add_argument("--evaluation-samples", type=count, help="examples in a pvc:// evaluation file")
+    round_input = compress.add_argument_group("a FederatedRound's global model as --input (spec.model.fromRound)")
+    round_input.add_argument(
+        "--from-round",
+        action="store_true",
+        help="--input is a round's global model: authenticated under --input-key-file (the round's data key) as "
+        "its aggregator wrote it, with --input-digest",
+    )
+    round_input.add_argument("--input-key-file", type=Path, help="the round's data key (with --from-round)")
+    round_input.add_argument("--input-digest", type=artifact_digest, help="sha256 the round's aggregator reported")
+    round_input.add_argument(
+        "--training-source",
+        action="append",
+        default=[],
+        help="each silo's training data (repeated): the evaluation source must be kept apart from every one",
+    )
     binding_arguments(compress, version=True)
     _common_worker_arguments(compress)
 

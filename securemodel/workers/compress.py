@@ -13,6 +13,14 @@ public and kept apart from the training data (:func:`securemodel.data.sources.ch
 the accuracy is then a function of the DP-trained model and public records. Without an
 evaluation source the result holds no accuracy at all, and no private record is read.
 
+With ``--from-round`` the input is a FederatedRound's global model (``spec.model.fromRound``): it
+is read under the round's own data key (``--input-key-file``) as the round's aggregator wrote it
+(bound to its kind only, :mod:`securemodel.workers.federated.server_app`), and only if its SHA-256
+is ``--input-digest``, the one the aggregator reported: no other file, not even another round's
+model under another key or an earlier round of the same run, is compressed. The evaluation source
+is then kept apart from every silo's data (``--training-source``), and the output is bound to this
+SecureModel like any compressed artifact.
+
 Sizes in the result are of the stored (encrypted) files: ``sizeBytes`` of ``--input``,
 ``compressedSizeBytes`` of ``--output``.
 """
@@ -27,6 +35,7 @@ from securemodel.compression import compress_state
 from securemodel.crypto.artifacts import ArtifactExistsError, read_artifact, read_data_key, write_artifact
 from securemodel.data.loading import load_evaluation
 from securemodel.data.masking import Masking
+from securemodel.data.sources import check_evaluation
 from securemodel.data.tables import TableSchema
 from securemodel.models import ARTIFACT_KIND, ModelPredictor, ModelRecord, PayloadError, dump_compressed, load_record
 from securemodel.workers.arguments import model_binding
@@ -52,9 +61,15 @@ def _compress(args: argparse.Namespace) -> dict[str, Any]:
     if output.exists():
         raise ArtifactExistsError(f"artifact {output} already exists; artifacts are never overwritten")
     key = read_data_key(args.data_key_file)
-    trained = model_binding(args.model_uid, args.training_version, "fp32")
     binding = model_binding(args.model_uid, args.training_version, "compressed", args.model_version)
-    record = load_record(read_artifact(source, key, kind=ARTIFACT_KIND, binding=trained))
+    if args.from_round:
+        if args.input_key_file is None or args.input_digest is None or not args.training_source:
+            raise ValueError("--from-round needs --input-key-file, --input-digest and the silos' --training-source")
+        payload = read_artifact(source, read_data_key(args.input_key_file), kind=ARTIFACT_KIND, digest=args.input_digest)
+    else:
+        trained = model_binding(args.model_uid, args.training_version, "fp32")
+        payload = read_artifact(source, key, kind=ARTIFACT_KIND, binding=trained)
+    record = load_record(payload)
     if record.encoding != "fp32":
         raise PayloadError(f"{source} is already compressed; compress the trained (fp32) artifact")
 
@@ -75,10 +90,13 @@ def _compress(args: argparse.Namespace) -> dict[str, Any]:
 
 def _evaluate(args: argparse.Namespace, trained: ModelRecord, compressed: ModelRecord) -> dict[str, Any]:
     """Accuracy of both models on all of the public ``--evaluation-source``, encoded as the training data was."""
-    data = trained.info["data"]
+    data = trained.info.get("data") or {}
+    sources = list(args.training_source) if args.from_round else [data["source"]]
+    for other in sources[1:]:  # load_evaluation checks the first
+        check_evaluation(other, args.evaluation_source)
     x, y = load_evaluation(
         args.evaluation_source,
-        training=data["source"],
+        training=sources[0],
         data_root=args.data_root,
         samples=args.evaluation_samples,
         schema=TableSchema.from_spec(data["schema"]) if data.get("schema") else None,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from prv_accountant.dpsgd import DPSGDAccountant
 
-from test_cluster import apply, kubectl
+from test_cluster import apply, kubectl, logs, pod, wait_phase
 from test_secure_model import condition, get, operator, wait_until  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
@@ -122,6 +122,96 @@ def test_three_silos_train_two_rounds_and_each_pays_its_own_budget(namespaces: l
         (claim,) = [c for c in claims if c["consumer"]["kind"] == "FederatedRound"]
         assert claim["state"] == "Committed" and claim["epsilon"] == pytest.approx(participant["epsilonSpent"])
         assert claim["consumer"]["namespace"] == hub
+
+
+SERVED = "tumor-federated"
+CLIENT = "frontend"
+SERVED_CLIENT_CODE = r"""
+import json, socket, ssl, sys, time, urllib.error, urllib.request
+import numpy as np
+from securemodel.data.loading import load_evaluation
+
+url, model = sys.argv[1], sys.argv[2]
+x, y = load_evaluation("builtin://breast_cancer?part=evaluation", training="builtin://breast_cancer?shard=0&of=3")
+x = x.astype(np.float32)
+body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                               "data": x.ravel().tolist()}]}).encode()
+
+def call(certified):
+    context = ssl.create_default_context(cafile="/client/ca.crt")
+    if certified:
+        context.load_cert_chain("/client/tls.crt", "/client/tls.key")
+    request = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=20, context=context) as response:
+        return json.load(response)
+
+deadline = time.monotonic() + 90
+while True:  # a fresh Service is routed shortly after its endpoints are ready
+    try:
+        answer = call(True); break
+    except (ConnectionRefusedError, socket.timeout, urllib.error.URLError) as error:
+        if time.monotonic() > deadline or isinstance(getattr(error, "reason", None), ssl.SSLError):
+            raise
+        time.sleep(1)
+try:
+    call(False); refused = None
+except (ssl.SSLError, ConnectionError, urllib.error.URLError, OSError) as error:
+    refused = f"{type(error).__name__}: {error}"
+predicted = next(o for o in answer["outputs"] if o["name"] == "predicted_class")["data"]
+print("RESULT " + json.dumps({"accuracy": float(np.mean(np.asarray(predicted) == y)), "examples": int(len(y)),
+                              "no_certificate": refused}))
+"""
+
+
+def test_the_rounds_global_model_is_served_over_mtls_without_training_or_a_new_claim(namespaces: list[str]) -> None:
+    hub = namespaces[0]
+
+    def round_done() -> dict[str, Any] | None:
+        found = get(hub, "federatedround", ROUND)
+        return found if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+    finished = wait_until(round_done, 600, "the round to finish", interval=5)
+    assert finished["status"]["phase"] == "Succeeded", "this test serves the round of the test before it"
+    ledgers = {ns: get(ns, "privacybudget", "clinic")["status"]["claims"] for ns in namespaces}
+    apply(hub, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": SERVED},
+                "spec": {"model": {"fromRound": ROUND},
+                         "data": {"source": SOURCE, "evaluation": {"source": f"{SOURCE}?part=evaluation"}},
+                         "compression": {"pruning": {"sparsity": 0.5}, "quantization": "int8"},
+                         "serving": {"replicas": 1, "clients": [CLIENT]}}})  # fmt: skip
+
+    def ready() -> dict[str, Any] | None:
+        obj = get(hub, "securemodel", SERVED)
+        if (obj.get("status") or {}).get("phase") == "Failed":
+            raise AssertionError(f"the model failed: {json.dumps(obj['status'], indent=1)}")
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    served = wait_until(ready, 300, "the SecureModel serving the round's model to be Ready")
+    status = served["status"]
+    assert status["phase"] == "Serving" and condition(served, "Trained")["reason"] == "TrainedByFederatedRound"
+    assert condition(served, "BudgetReserved") == {}
+    assert status["privacy"]["federatedRound"] == ROUND and "epsilonSpent" not in status["privacy"]
+    # the uncompressed model is the round's: the same accuracy on the same public data
+    assert status["model"]["accuracy"] == pytest.approx(finished["status"]["model"]["accuracy"], abs=1e-9)
+    jobs = json.loads(kubectl("-n", hub, "get", "jobs", "-l", f"securemodel.io/model={SERVED}", "-o", "json").stdout)
+    assert [job["metadata"]["labels"]["securemodel.io/component"] for job in jobs["items"]] == ["compress"]
+    # no claim on any silo's budget: the ledgers are as the round left them
+    assert {ns: get(ns, "privacybudget", "clinic")["status"]["claims"] for ns in namespaces} == ledgers
+
+    url = f"https://{SERVED}.{hub}.svc:8443"
+    client = pod("served-client", ["python", "-c", SERVED_CLIENT_CODE, url, SERVED],
+                 volumes=[{"name": "client", "secret": {"secretName": f"{SERVED}-client-{CLIENT}"}}],
+                 container={"volumeMounts": [{"name": "client", "mountPath": "/client", "readOnly": True}],
+                            "env": [{"name": "HOME", "value": "/tmp"}], "imagePullPolicy": "IfNotPresent"})  # fmt: skip
+    client["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532,
+                                         "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+    apply(hub, client)
+    wait_phase(hub, "served-client", "Succeeded", timeout=240)
+    line = next(line for line in logs(hub, "served-client").splitlines() if line.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["examples"] == 113
+    assert result["accuracy"] == pytest.approx(status["model"]["compressedAccuracy"], abs=1e-9)
+    assert result["no_certificate"], "a client without a certificate was served"
 
 
 # Flower logs this line on each SecAgg+ stage message a SuperNode receives; the third is the one it trains on.

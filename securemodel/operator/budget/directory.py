@@ -21,6 +21,7 @@ NOT_COVERED = "DataNotCovered"
 OVERLAPPING = "BudgetOverlaps"
 NOT_CONSENTED = "BudgetNotConsented"
 EVALUATION_PROTECTED = "EvaluationProtected"
+START_PROTECTED = "StartingWeightsProtected"
 IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 NOT_OBSERVED = "BudgetNotObserved"
 
@@ -74,6 +75,11 @@ class BudgetDirectory:
         """Whether the budget's data and consumers have been recorded (a budget's first event may still be queued)."""
         return ref in self._budgets
 
+    def protecting(self, namespace: str, source: str) -> tuple[str, ...]:
+        """Names of the budgets of ``namespace`` that cover ``source``, sorted: what may not be declared public."""
+        return tuple(sorted(other.name for other, theirs in self._budgets.items()
+                            if other.namespace == namespace and covers(theirs.sources, source)))  # fmt: skip
+
     def overlapping(self, ref: BudgetRef) -> tuple[str, ...]:
         """Names of the other budgets of the namespace that cover data ``ref`` covers, sorted."""
         return tuple(sorted(other.name for other in self._neighbours_overlapping(ref)))
@@ -97,8 +103,7 @@ class BudgetDirectory:
             return Refusal(IMAGE_NOT_ALLOWED, f"PrivacyBudget {ref.name} lets only {allowed} read its data, not {image}: "
                                               "a data steward lists an image in spec.allowedImages to trust its code")  # fmt: skip
         if evaluation is not None:
-            protecting = sorted(other.name for other, theirs in self._budgets.items()
-                                if other.namespace == namespace and covers(theirs.sources, evaluation))  # fmt: skip
+            protecting = self.protecting(namespace, evaluation)
             if protecting:
                 return Refusal(EVALUATION_PROTECTED, f"spec.data.evaluation.source {evaluation} is protected by PrivacyBudget "
                                                      f"{', '.join(protecting)}: data a budget protects cannot be declared "

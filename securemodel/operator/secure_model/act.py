@@ -78,7 +78,9 @@ def _gone(client: kubernetes.client.ApiClient, s: Snapshot, job: str, version: s
 
 async def _ledger(current: Runtime, s: Snapshot, decision: Decision) -> Ledger | None:
     """Apply the ledger actions; the ledger as last written (or as observed)."""
-    ref = BudgetRef(s.owner.namespace, s.spec.privacy.budget_ref)
+    if not decision.ledger:  # e.g. a model serving a FederatedRound's model, which has no budget
+        return s.ledger
+    ref = BudgetRef(s.owner.namespace, s.privacy.budget_ref)
     latest = s.ledger
     for action in decision.ledger:
         if action.verb is Verb.RELEASE and action.gone is not None:

@@ -44,6 +44,8 @@ def plan(spec: ModelSpecs, epsilon: float, delta: float) -> Plan:
             training examples (a ``SourceError`` is a ``ValueError``).
     """
     data, training = spec.data, spec.training
+    if data is None:
+        raise ValueError("spec.model.fromRound trains nothing: there is no DP-SGD run to plan")
     examples = dataset_size(parse_source(data.source), data.samples)
     if training.batch_size > examples:
         raise ValueError(

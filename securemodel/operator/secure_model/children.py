@@ -16,7 +16,7 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND
@@ -24,6 +24,9 @@ from securemodel.data.sources import Evaluation, PvcSource, parse_source
 from securemodel.operator.secure_model.spec import ModelSpecs, Versions
 from securemodel.operator.settings import AWAIT_NETWORK_ISOLATION, WORKER_IMAGE
 from securemodel.serving.allowlist import FILE_NAME as ALLOW_LIST_FILE
+
+if TYPE_CHECKING:  # rounds reads the FederatedRound's children, which build on these
+    from securemodel.operator.secure_model.rounds import RoundModel
 
 MODEL_LABEL: Final = f"{GROUP}/model"
 UID_LABEL: Final = f"{GROUP}/model-uid"
@@ -39,6 +42,8 @@ KEYS_DIR: Final = "/var/run/securemodel/keys"
 TLS_DIR: Final = "/var/run/securemodel/tls"
 ALLOW_LIST_DIR: Final = "/var/run/securemodel/allow-list"
 ARTIFACTS_DIR: Final = "/artifacts"
+ROUND_DIR: Final = "/round"  # a FederatedRound's artifacts volume, read-only (spec.model.fromRound)
+ROUND_KEY_DIR: Final = "/var/run/securemodel/round-key"
 DATA_DIR: Final = "/data"
 SERVE_PORT: Final = 8443
 METRICS_PORT: Final = 9090
@@ -60,6 +65,16 @@ class Owner:
     def of(cls, body: Mapping[str, Any]) -> Owner:
         metadata = body["metadata"]
         return cls(metadata["name"], metadata["namespace"], metadata["uid"])
+
+
+@dataclass(frozen=True)
+class InitParts:
+    """What a fine-tuning adds to the train pod (:func:`securemodel.operator.secure_model.starts.train_parts`):
+    the worker's flags, and the source's volume and key, mounted read-only."""
+
+    args: tuple[str, ...]
+    volumes: tuple[dict[str, Any], ...]
+    mounts: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -346,10 +361,13 @@ def _mkdir(image: str, path: str) -> dict[str, Any]:
     return container("prepare", image, ["python", "-c", code, path], [_KEY_MOUNTS[0]])
 
 
-def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: str) -> dict[str, Any]:
+def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: str,
+              init: InitParts | None = None) -> dict[str, Any]:  # fmt: skip
     """The DP-SGD training Job: exactly σ, q and steps of ``run`` (the operator's calibration), nothing
-    secret on its command line. Its pods carry :data:`SETTLEMENT_FINALIZER` and the budget's name."""
+    secret on its command line. Its pods carry :data:`SETTLEMENT_FINALIZER` and the budget's name. With
+    ``init`` (``spec.model.from``) it starts from the source's weights, mounted read-only."""
     model, data = spec.model, spec.data
+    assert data is not None and spec.privacy is not None, "a model that trains has spec.data and spec.privacy"
     args = ["securemodel-worker", "train"]
     if model.architecture:
         args += ["--architecture", model.architecture]
@@ -383,6 +401,10 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
     if isinstance(source, PvcSource):
         volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
         mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": True})
+    if init is not None:
+        args += list(init.args)
+        volumes += [dict(v) for v in init.volumes]
+        mounts += [dict(m) for m in init.mounts]
     main = container("train", image, args, mounts)
     main["resources"] = resources(spec)
     pod = {
@@ -398,17 +420,34 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
 
 
 def compress_job(
-    owner: Owner, spec: ModelSpecs, versions: Versions, image: str, evaluation: Evaluation | None = None
+    owner: Owner,
+    spec: ModelSpecs,
+    versions: Versions,
+    image: str,
+    evaluation: Evaluation | None = None,
+    from_round: RoundModel | None = None,
 ) -> dict[str, Any]:
     """Prune and quantise the trained artifact of ``versions.training`` into the compressed artifact of ``versions``.
 
     With ``evaluation`` (``spec.data.evaluation``, data the user declared public) both models are
     evaluated on all of it, its ``pvc://`` claim mounted read-only at :data:`DATA_DIR`; without
     it the pod measures no accuracy. It never mounts the training data.
+
+    With ``from_round`` (``spec.model.fromRound``) the input is the round's global model instead: the
+    round's artifacts volume is mounted read-only at :data:`ROUND_DIR` and its data key at
+    :data:`ROUND_KEY_DIR`, and the pod compresses only the file that authenticates under that key
+    with the digest the round's aggregator reported; the evaluation is kept apart from each silo's data.
     """
+    if from_round is not None:
+        input_args = ["--input", from_round.artifact.replace(ARTIFACTS_DIR, ROUND_DIR, 1), "--from-round",
+                      "--input-key-file", f"{ROUND_KEY_DIR}/{DATA_KEY}", "--input-digest", from_round.digest]  # fmt: skip
+        for silo_source in from_round.sources:
+            input_args += ["--training-source", silo_source]
+    else:
+        input_args = ["--input", trained_artifact(versions.training)]
     args = [
         "securemodel-worker", "compress",
-        "--input", trained_artifact(versions.training),
+        *input_args,
         "--output", compressed_artifact(versions),
         "--sparsity", repr(spec.compression.sparsity),
         "--quantization", spec.compression.quantization,
@@ -428,9 +467,16 @@ def compress_job(
             args += ["--data-root", DATA_DIR]
             volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
             mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": True})
+    if from_round is not None:
+        volumes += [
+            {"name": "round", "persistentVolumeClaim": {"claimName": from_round.pvc, "readOnly": True}},
+            {"name": "round-key", "secret": {"secretName": from_round.data_key_secret, "defaultMode": 0o440}},
+        ]
+        mounts += [{"name": "round", "mountPath": ROUND_DIR, "readOnly": True},
+                   {"name": "round-key", "mountPath": ROUND_KEY_DIR, "readOnly": True}]  # fmt: skip
     main = container("compress", image, args, mounts)
     main["resources"] = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
-    pod = {
+    pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": pod_security_context(),
@@ -438,6 +484,8 @@ def compress_job(
         "containers": [main],
         "volumes": volumes,
     }
+    if from_round is not None:  # no train pod made the version's directory
+        pod["initContainers"] = [_mkdir(image, f"{ARTIFACTS_DIR}/{versions.training}")]
     version_labels = {VERSION_LABEL: versions.version, TRAINING_LABEL: versions.training}
     return _job(owner, compress_job_name(owner.name, versions.version), "compress", pod, **version_labels)
 

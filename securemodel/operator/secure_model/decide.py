@@ -41,8 +41,10 @@ from securemodel.operator.secure_model.keys import (
     removed_clients,
     wanted_secrets,
 )
+from securemodel.operator.secure_model.rounds import RoundModel, privacy_fields, round_privacy
 from securemodel.operator.secure_model.settlement import Act, Settlement, settle
-from securemodel.operator.secure_model.spec import ModelSpecs, Versions
+from securemodel.operator.secure_model.spec import ModelSpecs, PrivacySpec, Versions
+from securemodel.operator.secure_model.starts import InitProblem, Start, train_parts
 from securemodel.privacy import Calibration, Claim, ClaimState, Consumer, DpSgd, Ledger, Mechanism, dp_sgd_epsilon
 
 KIND = "SecureModel"
@@ -101,10 +103,18 @@ class Snapshot:
     client_limits: ClientLimits = ClientLimits()  # each serving pod's share of spec.serving.clientLimits
     network_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the model's, by name
     metrics_namespace: str | None = None  # the namespace whose pods may scrape the serving pods' metrics
+    round: RoundModel | RoundProblem | None = None  # spec.model.fromRound: the round's global model, or why none
+    start: Start | None = None  # spec.model.from: the weights the training starts from, or why they are missing
 
     @property
     def versions(self) -> Versions:
         return self.spec.versions
+
+    @property
+    def privacy(self) -> PrivacySpec:
+        """``spec.privacy`` of a model that trains (every model without ``fromRound``: a CEL rule)."""
+        assert self.spec.privacy is not None, "a model that trains has spec.privacy"
+        return self.spec.privacy
 
     @property
     def consumer(self) -> Consumer:
@@ -235,7 +245,7 @@ def credit_for(s: Snapshot, claim: Claim) -> Callable[[int], float] | None:
     run = run_of(s, claim)
     if run is None:
         return None
-    sigma, rate, delta, accountant = run.noise_multiplier, run.sample_rate, claim.delta, s.spec.privacy.accountant
+    sigma, rate, delta, accountant = run.noise_multiplier, run.sample_rate, claim.delta, s.privacy.accountant
     return lambda steps: 0.0 if steps == 0 else float(dp_sgd_epsilon(sigma, rate, steps, delta, accountant))
 
 
@@ -250,7 +260,9 @@ def decide(s: Snapshot) -> Decision:
     work = _Work()
     if s.deleting:
         return decide_deletion(s)
-    budget = s.spec.privacy.budget_ref
+    if s.spec.model.from_round is not None:
+        return _decide_from_round(s, work)
+    budget = s.privacy.budget_ref
     # The pods' connections are closed before any pod exists: applied in the first pass, kept while the model lives.
     work.apply += _unisolated(s)
     if s.ledger is None:
@@ -270,6 +282,32 @@ def decide(s: Snapshot) -> Decision:
     _record_results(s, work)
     work.release_pods(s)
     work.delete_jobs += _released_jobs(s)
+    return work.decision(outcomes.with_fields(outcome, (), {"version": s.versions.version}))
+
+
+def _decide_from_round(s: Snapshot, work: _Work) -> Decision:
+    """A model serving a FederatedRound's global model: no claim and no training; compress it once the round
+    has succeeded, then serve it. The round is needed only until the spec's version is compressed (the model's
+    own artifact): while it is missing, running or failed before that, a version served before keeps serving
+    and the status says why the spec's version waits."""
+    work.apply += _unisolated(s)
+    served = _served_versions(s)
+    found = s.round
+    name = s.spec.model.from_round
+    assert found is not None and name is not None, "observe resolves the round of spec.model.fromRound"
+    if isinstance(found, RoundModel) or _compressed_digest(s, s.versions) is not None:
+        trained = outcomes.round_condition(found) if isinstance(found, RoundModel) else outcomes.round_kept(name)
+        fields = {"privacy": privacy_fields(found) if isinstance(found, RoundModel) else round_privacy(name),
+                  "endpoint": children.endpoint(s.owner.name, s.owner.namespace)}  # fmt: skip
+        outcome = _keys(s, work, _compress_and_serve(s, work, (trained,), fields))
+        work.apply += [obj for obj in (children.artifacts_pvc(s.owner, s.artifacts_storage),) if _drifted_pvc(obj, s.pvc)]
+    else:
+        outcome = outcomes.round_problem(found)
+        if served is not None:
+            outcome = _keys(s, work, outcome)
+    if served is not None and s.versions.version != served.version:
+        outcome = _serve(s, work, served, outcome, current=False)
+    _record_results(s, work)
     return work.decision(outcomes.with_fields(outcome, (), {"version": s.versions.version}))
 
 
@@ -315,7 +353,7 @@ def _settle_left(s: Snapshot, work: _Work) -> tuple[str, str] | None:
 
 def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple[str, str] | None) -> Outcome | None:
     """The outcome while the spec's version has no granted claim yet (None once it has one)."""
-    budget = s.spec.privacy.budget_ref
+    budget = s.privacy.budget_ref
     if claim is None:
         if s.refusal is not None:
             return outcomes.budget_refused(budget, s.refusal.reason, s.refusal.message)
@@ -323,6 +361,8 @@ def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple
             return outcomes.calibration_failed(budget, s.calibration_error or "not calibrated")
         if finishing is not None:
             return outcomes.finishing_left(*finishing)
+        if isinstance(s.start, InitProblem):  # nothing is claimed for a training that cannot start
+            return outcomes.waiting_for_start(s.start.reason, s.start.message)
         # Claimed in this pass (once kopf's finalizer is on, so deleting the model settles it): the
         # ledger's answer, Waiting or Reserved, is what the status shows next, not this moment.
         work.quiet = True
@@ -330,8 +370,8 @@ def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple
             consumer, plan = s.consumer, s.plan
             assert plan is not None
             mechanism = DpSgd(s.calibration.noise_multiplier, plan.sample_rate, plan.steps)
-            work.ledger.append(LedgerAction(Verb.SUBMIT, consumer.key, consumer, s.spec.privacy.epsilon,
-                                            s.spec.privacy.delta, mechanism=mechanism))  # fmt: skip
+            work.ledger.append(LedgerAction(Verb.SUBMIT, consumer.key, consumer, s.privacy.epsilon,
+                                            s.privacy.delta, mechanism=mechanism))  # fmt: skip
         return outcomes.claiming(budget, s.versions.training)
     found = outcomes.claim_outcome(budget, claim)
     return None if found is None else outcomes.with_fields(found, (), _privacy_fields(s, claim))
@@ -340,7 +380,7 @@ def _claim_stage(s: Snapshot, work: _Work, claim: Claim | None, finishing: tuple
 def _privacy_fields(s: Snapshot, claim: Claim) -> dict[str, Any]:
     """``status.privacy``: the operator's calibration of the claim, and what was committed."""
     fields: dict[str, Any] = {"epsilonClaimed": claim.epsilon, "delta": claim.delta, "neighbouring": "add-remove",
-                              "accountant": s.spec.privacy.accountant}  # fmt: skip
+                              "accountant": s.privacy.accountant}  # fmt: skip
     run = run_of(s, claim)
     if run is not None:
         fields |= {"noiseMultiplier": run.noise_multiplier, "sampleRate": run.sample_rate, "steps": run.steps}
@@ -352,7 +392,7 @@ def _privacy_fields(s: Snapshot, claim: Claim) -> dict[str, Any]:
 def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
     """Train, settle, compress and serve the spec's version, whose claim is Reserved or Committed."""
     training = s.versions.training
-    reserved = outcomes.reserved_condition(s.spec.privacy.budget_ref, claim)
+    reserved = outcomes.reserved_condition(s.privacy.budget_ref, claim)
     privacy = _privacy_fields(s, claim)
     job, orphans = train_views(s, training)
     job_name = children.train_job_name(s.owner.name, training)
@@ -362,11 +402,15 @@ def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
             if _unisolated(s):  # no train pod before the API server holds its NetworkPolicy
                 return outcomes.with_fields(outcomes.training(job_name, "waiting for its NetworkPolicies", False,
                                                               reserved), (), privacy)  # fmt: skip
+            if isinstance(s.start, InitProblem):  # the source went away since the claim: no pod until it is back
+                return outcomes.with_fields(outcomes.training(job_name, f"waiting for the starting weights: "
+                                                              f"{s.start.message}", False, reserved), (), privacy)  # fmt: skip
             run = run_of(s, claim)
             if run is None:
-                return outcomes.calibration_failed(s.spec.privacy.budget_ref, s.calibration_error or "not calibrated")
+                return outcomes.calibration_failed(s.privacy.budget_ref, s.calibration_error or "not calibrated")
+            init = train_parts(s.start, s.spec.model.fine_tune) if s.start is not None else None
             work.ledger.append(LedgerAction(Verb.DISPATCH, claim.consumer.key))
-            work.train = (claim.consumer.key, children.train_job(s.owner, s.spec, training, run, s.image))
+            work.train = (claim.consumer.key, children.train_job(s.owner, s.spec, training, run, s.image, init))
             return outcomes.with_fields(outcomes.training(job_name, "", False, reserved), (), privacy)
         work.settle(claim, job, orphans, ending)
         if ending.act in (Act.STOP, Act.RELEASE):
@@ -376,7 +420,7 @@ def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
             return outcomes.with_fields(outcomes.training(job_name, message, ran, reserved), (), privacy)
         privacy["privacy"]["epsilonSpent"] = ending.epsilon
         reserved = Condition(reserved.type, True, ClaimState.COMMITTED,
-                             f"ε={ending.epsilon:.6g} spent and committed to PrivacyBudget {s.spec.privacy.budget_ref}")  # fmt: skip
+                             f"ε={ending.epsilon:.6g} spent and committed to PrivacyBudget {s.privacy.budget_ref}")  # fmt: skip
     results = stored_results(s)
     train_result = (job.result if job else None) or next((o.result for o in orphans if o.result), None)
     train_result = train_result or results.get(f"train-{training}")
@@ -406,7 +450,8 @@ def _compress_and_serve(s: Snapshot, work: _Work, conditions: tuple[Condition, .
             if result is not None:  # it failed, and its Job was deleted since: not run again
                 error = str(result.get("error") or "the compression failed")
                 return outcomes.with_fields(outcomes.compression_failed(name, error), conditions, fields)
-            work.create.append(children.compress_job(s.owner, s.spec, versions, s.image, s.spec.evaluation))
+            source = s.round if isinstance(s.round, RoundModel) else None
+            work.create.append(children.compress_job(s.owner, s.spec, versions, s.image, s.spec.evaluation, source))
             return outcomes.with_fields(outcomes.compressing(name), conditions, _model(fields, gone))
         if job.phase is JobPhase.FAILED or (result is not None and result.get("status") != "Succeeded"):
             error = str((result or {}).get("error") or job.message or "the compression pod failed")

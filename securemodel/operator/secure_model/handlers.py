@@ -3,8 +3,9 @@
 :func:`reconcile` is a kopf daemon per model that loops *observe → decide → act*
 (:mod:`.observe`, :mod:`.decide`, :mod:`.act`) and writes the status it decided, until the
 model is deleted. It wakes on any watch event of the model, of its budget (after kopf has put
-the new ledger in :func:`~securemodel.operator.budget.handlers.budget_ledgers`), or of a child
-(the indexes below), and at least every :data:`~.settings.PIPELINE_RESYNC_SECONDS` while it
+the new ledger in :func:`~securemodel.operator.budget.handlers.budget_ledgers`), of a child
+(the indexes below), or, for ``spec.model.fromRound``, of the round or one of its children (its
+results ConfigMap), and at least every :data:`~.settings.PIPELINE_RESYNC_SECONDS` while it
 works or :data:`~.settings.PIPELINE_IDLE_RESYNC_SECONDS` once it is done, which is also how
 drift of a child (a Deployment scaled by hand, a deleted Secret) is undone.
 
@@ -20,13 +21,15 @@ from typing import Any
 import kopf
 
 from securemodel.api import GROUP, VERSION
+from securemodel.api.federated_round import KIND as ROUND_KIND
 from securemodel.api.secure_model import KIND
 from securemodel.operator.budget.handlers import budget_key
+from securemodel.operator.federated.handlers import start_key
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.conditions import Progress
 from securemodel.operator.runtime import runtime
 from securemodel.operator.status_writer import Published, write_status
-from securemodel.operator.secure_model import children, outcomes
+from securemodel.operator.secure_model import children, outcomes, rounds
 from securemodel.operator.secure_model.act import act
 from securemodel.operator.secure_model.decide import decide, decide_deletion
 from securemodel.operator.secure_model.observe import Children, observe
@@ -109,10 +112,51 @@ async def wake_owner(labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> No
     runtime(memo).wakeups.notify(model_key(_uid(labels)))
 
 
+@kopf.index(GROUP, VERSION, ROUND_KIND.plural)
+async def served_rounds(namespace: str, name: str, uid: str, spec: kopf.Spec, status: kopf.Status,
+                        **_: Any) -> dict[tuple[str, str], Any]:  # fmt: skip
+    """Each FederatedRound by name: a SecureModel with ``spec.model.fromRound`` serves its global model."""
+    return {(namespace, name): rounds.round_entry(uid, spec, status)}
+
+
+@kopf.on.event(GROUP, VERSION, ROUND_KIND.plural)
+async def wake_round_servers(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the models serving this round (its children's events wake them through the round's handlers)."""
+    runtime(memo).wakeups.notify(start_key(ROUND_KIND.kind, namespace, name))
+
+
+@kopf.index(GROUP, VERSION, KIND.plural)
+async def model_uids(namespace: str, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
+    """Each SecureModel's uid by name: a model fine-tunes another's trained artifact (``spec.model.from``)."""
+    return {(namespace, name): uid}
+
+
+def source_key(namespace: str, name: str) -> tuple[str, str, str]:
+    """The wake-up key of a SecureModel others start from."""
+    return (f"{KIND.kind}-source", namespace, name)
+
+
+def _wake_keys(body: kopf.Body, uid: str) -> list[Any]:
+    """The model's own key, its budget's or (``spec.model.fromRound``) its round's, and its starting weights'."""
+    spec, namespace = body["spec"], body["metadata"]["namespace"]
+    model = spec.get("model") or {}
+    if model.get("fromRound"):
+        return [model_key(uid), start_key(ROUND_KIND.kind, namespace, model["fromRound"])]
+    keys = [model_key(uid), budget_key(BudgetRef(namespace, spec["privacy"]["budgetRef"]))]  # immutable (a CEL rule)
+    start = model.get("from") or {}
+    if start.get("secureModelRef"):
+        keys.append(source_key(namespace, start["secureModelRef"]))
+    if start.get("federatedRoundRef"):
+        keys.append(start_key(ROUND_KIND.kind, namespace, start["federatedRoundRef"]))
+    return keys
+
+
 @kopf.on.event(GROUP, VERSION, KIND.plural)
-async def wake_model(uid: str, memo: kopf.Memo, **_: Any) -> None:
-    """Wake the model's reconciler; kopf has already updated the body it reads."""
+async def wake_model(uid: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the model's reconciler, and those of the models that start from it; kopf has already updated the
+    body it reads."""
     runtime(memo).wakeups.notify(model_key(uid))
+    runtime(memo).wakeups.notify(source_key(namespace, name))
 
 
 @kopf.daemon(
@@ -127,10 +171,9 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
     """Observe, decide, act and publish the status, whenever something the model depends on changes."""
     current = runtime(memo)
     found = Children.of(indexes)
-    ref = BudgetRef(body["metadata"]["namespace"], body["spec"]["privacy"]["budgetRef"])  # immutable (a CEL rule)
     published = Published()
     while not stopped:
-        with current.wakeups.listen(model_key(uid), budget_key(ref)) as changed:
+        with current.wakeups.listen(*_wake_keys(body, uid)) as changed:
             if body["metadata"].get("deletionTimestamp"):
                 return  # settle_on_delete takes over
             snapshot = await observe(current, body, found)

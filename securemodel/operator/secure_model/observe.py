@@ -17,13 +17,17 @@ from typing import Any
 
 import kopf
 
-from securemodel.operator.budget.directory import NOT_OBSERVED, Refusal
+from securemodel.operator.budget.directory import NOT_OBSERVED, START_PROTECTED, Refusal
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.runtime import Runtime
-from securemodel.operator.secure_model import children
+from securemodel.operator.secure_model import children, starts
 from securemodel.operator.secure_model.calibration import plan
+from securemodel.operator.federated.children import results_name as round_results_name
 from securemodel.operator.secure_model.decide import KIND, Snapshot
-from securemodel.operator.secure_model.spec import ModelSpecs, parse
+from securemodel.operator.secure_model.rounds import RoundModel, RoundProblem
+from securemodel.operator.secure_model.rounds import resolve as resolve_round
+from securemodel.operator.secure_model.spec import ModelSpecs, StartSpec, parse
+from securemodel.operator.secure_model.starts import Start
 from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, METRICS_NAMESPACE, WORKER_IMAGE
 from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION, client_limits
 from securemodel.privacy import Ledger
@@ -44,6 +48,9 @@ class Children:
     secrets: Index
     network_policies: Index
     ledgers: kopf.Index[BudgetRef, Ledger]
+    rounds: Index  # (namespace, name) -> what fromRound reads of a FederatedRound (:func:`.rounds.round_entry`)
+    round_config_maps: Index  # a round's uid -> its ConfigMaps (its results)
+    models: Index  # (namespace, name) -> a SecureModel's uid (spec.model.from.secureModelRef)
 
     @classmethod
     def of(cls, indexes: Mapping[str, Any]) -> Children:
@@ -57,6 +64,9 @@ class Children:
             secrets=indexes["model_secrets"],
             network_policies=indexes["model_network_policies"],
             ledgers=indexes["budget_ledgers"],
+            rounds=indexes["served_rounds"],
+            round_config_maps=indexes["round_config_maps"],
+            models=indexes["model_uids"],
         )
 
 
@@ -68,24 +78,51 @@ def _named(objects: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any]
     return next((o for o in objects if o["metadata"]["name"] == name), None)
 
 
+def _round(namespace: str, name: str, found: Children) -> RoundModel | RoundProblem:
+    entry = next(iter(found.rounds.get((namespace, name), ())), None)
+    stored = _all(found.round_config_maps, entry["uid"]) if entry is not None else []
+    results = next((c for c in stored if c["metadata"]["name"] == round_results_name(name)
+                    and c["metadata"]["namespace"] == namespace), None)  # fmt: skip
+    return resolve_round(name, entry, results)
+
+
+def _start(owner: children.Owner, spec: StartSpec, found: Children) -> Start:
+    """The weights ``spec`` names, or why they are not available."""
+    if spec.secure_model_ref is not None:
+        name = spec.secure_model_ref
+        uid = next(iter(found.models.get((owner.namespace, name), ())), None)
+        deployment = _named(_all(found.deployments, uid), name) if uid is not None else None
+        results = _named(_all(found.config_maps, uid), children.results_name(name)) if uid is not None else None
+        return starts.from_secure_model(owner.name, name, uid, deployment, results)
+    if spec.federated_round_ref is not None:
+        return starts.from_round(_round(owner.namespace, spec.federated_round_ref, found))
+    assert spec.file is not None
+    return starts.from_file(spec.file)
+
+
 async def observe(current: Runtime, body: Mapping[str, Any], found: Children) -> Snapshot:
     """The snapshot of the model ``body`` now."""
     metadata = body["metadata"]
     owner = children.Owner.of(body)
     spec = parse(body["spec"])
-    ref = BudgetRef(owner.namespace, spec.privacy.budget_ref)
-    ledger = next(iter(found.ledgers.get(ref, ())), None)
-    claim = ledger.claim(f"{owner.uid}/{spec.versions.training}") if ledger is not None else None
-    epsilon, delta = (claim.epsilon, claim.delta) if claim is not None else (spec.privacy.epsilon, spec.privacy.delta)
-    target, calibration, error = None, None, None
     deleting = bool(metadata.get("deletionTimestamp"))
-    try:
-        target = plan(spec, epsilon, delta)
-        if not deleting:  # settling on deletion needs only the mechanisms the ledger recorded
-            calibration = await current.calibrator.calibrate(target)
-    except ValueError as failure:  # the data cannot be sized, or the target ε cannot be met
-        error = str(failure)
+    ledger, refusal, target, calibration, error, served = None, None, None, None, None, None
     image = children.worker_image(spec, WORKER_IMAGE)
+    if spec.privacy is not None:
+        ref = BudgetRef(owner.namespace, spec.privacy.budget_ref)
+        ledger = next(iter(found.ledgers.get(ref, ())), None)
+        claim = ledger.claim(f"{owner.uid}/{spec.versions.training}") if ledger is not None else None
+        epsilon, delta = (claim.epsilon, claim.delta) if claim is not None else (spec.privacy.epsilon, spec.privacy.delta)
+        try:
+            target = plan(spec, epsilon, delta)
+            if not deleting:  # settling on deletion needs only the mechanisms the ledger recorded
+                calibration = await current.calibrator.calibrate(target)
+        except ValueError as failure:  # the data cannot be sized, or the target ε cannot be met
+            error = str(failure)
+        refusal = _refusal(current, ref, ledger, owner, spec, image)
+    if spec.model.from_round is not None:
+        served = _round(owner.namespace, spec.model.from_round, found)
+    start = _start(owner, spec.model.start, found) if spec.model.start is not None else None
     config_maps = _all(found.config_maps, owner.uid)
     return Snapshot(
         owner=owner,
@@ -97,7 +134,7 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         image=image,
         own_code=image == WORKER_IMAGE and spec.model.architecture is not None and spec.model.entrypoint is None,
         ledger=ledger,
-        refusal=_refusal(current, ref, ledger, owner, spec, image),
+        refusal=refusal,
         plan=target,
         calibration=calibration,
         calibration_error=error,
@@ -114,6 +151,8 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         artifacts_storage=ARTIFACTS_STORAGE,
         allow_list=_named(config_maps, children.allow_list_name(owner.name)),
         client_limits=client_limits(body["spec"].get("serving") or {}),
+        round=served,
+        start=start,
     )
 
 
@@ -124,5 +163,11 @@ def _refusal(current: Runtime, ref: BudgetRef, ledger: Ledger | None, owner: chi
     made before the budget's coverage is known."""
     if ledger is not None and not current.budgets.knows(ref):
         return Refusal(NOT_OBSERVED, f"PrivacyBudget {ref.name}: its spec.data is not observed yet")
+    start = spec.model.start.file if spec.model.start is not None else None
+    protecting = current.budgets.protecting(owner.namespace, start) if start is not None else ()
+    if protecting:
+        return Refusal(START_PROTECTED, f"spec.model.from.file {start} is protected by PrivacyBudget "
+                       f"{', '.join(protecting)}: a file a budget protects cannot start a training as public weights")  # fmt: skip
     evaluation = spec.evaluation.source if spec.evaluation is not None else None
+    assert spec.data is not None  # a model that claims trains (CEL rules)
     return current.budgets.refusal(ref, KIND, owner.namespace, spec.data.source, image, WORKER_IMAGE, evaluation)

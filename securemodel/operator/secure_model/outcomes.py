@@ -2,7 +2,10 @@
 
 Conditions besides Ready, Reconciling and Stalled: ``BudgetReserved`` (the claim of the spec's
 training version is held or spent), ``Trained``, ``Compressed``. Phase: WaitingForBudget →
-Training → Compressing → Deploying → Serving, or Failed.
+Training → Compressing → Deploying → Serving, or Failed. A model serving a FederatedRound's
+model (``spec.model.fromRound``) has no ``BudgetReserved``; its ``Trained`` is the round's, and its
+phase is WaitingForRound → Compressing → Deploying → Serving, or Failed. A fine-tuning
+(``spec.model.from``) whose starting weights are not available is WaitingForSource, and claims nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any, Final
 from securemodel.api.privacy_budget import RejectionReason
 from securemodel.api.secure_model import Phase
 from securemodel.operator.conditions import READY, Condition, Outcome, Progress
+from securemodel.operator.secure_model.rounds import ROUND_FAILED, WAITING_FOR_ROUND, RoundModel, RoundProblem
+from securemodel.operator.secure_model.starts import SOURCE_NOT_READY
 from securemodel.privacy import Claim, ClaimState
 
 BUDGET_RESERVED: Final = "BudgetReserved"
@@ -126,6 +131,36 @@ def trained_condition(result: Mapping[str, Any] | None, epsilon: float | None) -
         return Condition(TRAINED, True, "Succeeded", "the training finished; its pod's report is no longer available")
     spent = f", ε={epsilon:.6g}" if epsilon is not None else ""
     return Condition(TRAINED, True, "Succeeded", f"{int(result.get('steps') or 0)} DP-SGD steps{spent}")
+
+
+def waiting_for_start(reason: str, message: str) -> Outcome:
+    """The weights ``spec.model.from`` names are not available: nothing is claimed until they are."""
+    stalled = reason != WAITING_FOR_ROUND and reason != SOURCE_NOT_READY
+    failed = reason == ROUND_FAILED
+    text = f"the starting weights are not available: {message}"
+    return _outcome(Phase.FAILED if failed else Phase.WAITING_FOR_SOURCE, False, reason, text,
+                    Condition(TRAINED, False, reason, text),
+                    progress=Progress.STALLED if stalled else Progress.WORKING, warning=failed)  # fmt: skip
+
+
+def round_problem(problem: RoundProblem) -> Outcome:
+    """The model's FederatedRound is missing, running or failed: nothing to compress yet."""
+    failed = problem.reason == ROUND_FAILED
+    progress = Progress.STALLED if problem.stalled else Progress.WORKING
+    return _outcome(Phase.FAILED if failed else Phase.WAITING_FOR_ROUND, False, problem.reason, problem.message,
+                    Condition(TRAINED, False, problem.reason, problem.message), progress=progress, warning=failed)  # fmt: skip
+
+
+def round_condition(found: RoundModel) -> Condition:
+    """``Trained``: by the FederatedRound, whose global model the model serves."""
+    return Condition(TRAINED, True, "TrainedByFederatedRound", f"the global model of FederatedRound {found.name} after "
+                     f"{found.rounds} FedAvg round(s), {found.digest}; no claim: its silos paid")  # fmt: skip
+
+
+def round_kept(name: str) -> Condition:
+    """``Trained``: by a FederatedRound that is gone or changed since its model was compressed for this version."""
+    return Condition(TRAINED, True, "TrainedByFederatedRound", f"the global model of FederatedRound {name}, compressed "
+                     "for this version before the round was deleted or changed; no claim: its silos paid")  # fmt: skip
 
 
 def compressing(job: str) -> Outcome:

@@ -48,11 +48,38 @@ def digest(*parts: Any) -> str:
 
 
 @dataclass(frozen=True)
+class StartSpec:
+    """``spec.model.from``: exactly one of the three (a CEL rule)."""
+
+    secure_model_ref: str | None = None
+    federated_round_ref: str | None = None
+    file: str | None = None  # pvc://<claim>/<path> of a public torch state_dict
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FineTuneSpec:
+    """``spec.model.fineTune``: parameter-name prefixes held fixed, and LoRA adapters."""
+
+    freeze: tuple[str, ...] = ()
+    lora: LoraSpec | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     architecture: str | None = None
     entrypoint: str | None = None
     image: str | None = None
     params: str = "{}"  # canonical JSON of the builder's keyword arguments
+    from_round: str | None = None  # spec.model.fromRound: a FederatedRound's global model, served without training
+    start: StartSpec | None = None  # spec.model.from: the weights training starts from
+    fine_tune: FineTuneSpec | None = None
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -119,11 +146,14 @@ class Versions:
 class ModelSpecs:
     """The whole spec of a SecureModel, defaults filled in. ``evaluation`` is ``spec.data.evaluation``, the
     source the user declared public: the compress Job measures accuracy on it, so it is part of ``version``
-    (not of ``training``: changing it compresses again and claims nothing)."""
+    (not of ``training``: changing it compresses again and claims nothing).
+
+    ``data`` and ``privacy`` are None only with ``model.from_round`` (CEL rules): such a model trains nothing,
+    and its ``training`` version hashes the model alone (the round it serves)."""
 
     model: ModelSpec
-    data: DataSpec
-    privacy: PrivacySpec
+    data: DataSpec | None
+    privacy: PrivacySpec | None
     training: TrainingSpec = field(default_factory=TrainingSpec)
     compression: CompressionSpec = field(default_factory=CompressionSpec)
     serving: ServingSpec = field(default_factory=ServingSpec)
@@ -132,7 +162,9 @@ class ModelSpecs:
 
     @property
     def versions(self) -> Versions:
-        trained = (self.model, self.data, self.training, self.privacy)
+        trained: tuple[Any, ...] = (self.model,)
+        if self.model.from_round is None:
+            trained = (self.model, self.data, self.training, self.privacy)
         compressed = (*trained, self.compression, *((self.evaluation,) if self.evaluation is not None else ()))
         return Versions(digest(*trained), digest(*compressed))
 
@@ -152,8 +184,8 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
         KeyError: if a required field is missing (the CRD schema makes that impossible in the cluster).
     """
     model = spec["model"]
-    data = spec["data"]
-    privacy = spec["privacy"]
+    data = spec.get("data")
+    privacy = spec.get("privacy")
     training = spec.get("training") or {}
     compression = spec.get("compression") or {}
     serving = spec.get("serving") or {}
@@ -164,20 +196,23 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             entrypoint=model.get("entrypoint"),
             image=model.get("image"),
             params=json.dumps(model.get("params") or {}, sort_keys=True, separators=(",", ":")),
+            from_round=str(model["fromRound"]) if model.get("fromRound") else None,
+            start=_start(model.get("from")),
+            fine_tune=_fine_tune(model.get("fineTune")),
         ),
         data=DataSpec(
             source=str(data["source"]),
             samples=int(data["samples"]) if data.get("samples") is not None else None,
             schema=_canonical_json(data.get("schema")),
             masking=_canonical_json(data.get("masking")),
-        ),
+        ) if data else None,
         privacy=PrivacySpec(
             budget_ref=str(privacy["budgetRef"]),
             epsilon=float(privacy["epsilon"]),
             delta=float(privacy.get("delta", PrivacySpec.delta)),
             max_grad_norm=float(privacy.get("maxGradNorm", PrivacySpec.max_grad_norm)),
             accountant=str(privacy.get("accountant", PrivacySpec.accountant)),
-        ),
+        ) if privacy else None,
         training=TrainingSpec(
             epochs=int(training.get("epochs", TrainingSpec.epochs)),
             batch_size=int(training.get("batchSize", TrainingSpec.batch_size)),
@@ -199,7 +234,7 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             cpu=str(resources.get("cpu", ResourcesSpec.cpu)),
             memory=str(resources.get("memory", ResourcesSpec.memory)),
         ),
-        evaluation=_evaluation(data.get("evaluation")),
+        evaluation=_evaluation((data or {}).get("evaluation")),
     )
 
 
@@ -208,3 +243,21 @@ def _evaluation(evaluation: Mapping[str, Any] | None) -> Evaluation | None:
         return None
     samples = evaluation.get("samples")
     return Evaluation(str(evaluation["source"]), int(samples) if samples is not None else None)
+
+
+def _start(start: Mapping[str, Any] | None) -> StartSpec | None:
+    if not start:
+        return None
+    return StartSpec(secure_model_ref=start.get("secureModelRef"), federated_round_ref=start.get("federatedRoundRef"),
+                     file=start.get("file"))  # fmt: skip
+
+
+def _fine_tune(fine_tune: Mapping[str, Any] | None) -> FineTuneSpec | None:
+    if not fine_tune:
+        return None
+    lora = fine_tune.get("lora")
+    return FineTuneSpec(
+        freeze=tuple(sorted(str(p) for p in fine_tune.get("freeze") or ())),
+        lora=LoraSpec(int(lora["rank"]), float(lora["alpha"]), tuple(sorted(str(t) for t in lora["targetModules"])))
+        if lora else None,
+    )  # fmt: skip

@@ -101,6 +101,10 @@ def test_data_a_budget_protects_cannot_be_declared_public() -> None:
     assert directory.refusal(ref, "SecureModel", "ns", "pvc://data/train.csv", WORKER, WORKER, "pvc://public/eval.csv") is None
     refused = directory.refusal(ref, "SecureModel", "ns", "pvc://data/train.csv", WORKER, WORKER, "pvc://exports/eval.csv")
     assert refused is not None and refused.reason == EVALUATION_PROTECTED and "PrivacyBudget exports" in refused.message
+    # what no budget of the namespace covers may be declared public (e.g. the starting weights of a fine-tuning)
+    assert directory.protecting("ns", "pvc://exports/weights/mlp.pt") == ("exports",)
+    assert directory.protecting("ns", "pvc://weights/mlp.pt") == ()
+    assert directory.protecting("other", "pvc://exports/weights/mlp.pt") == ()
 
 
 def test_budgets_of_other_namespaces_never_overlap() -> None:

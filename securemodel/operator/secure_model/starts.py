@@ -1,0 +1,138 @@
+"""The weights a fine-tuning starts from (``spec.model.from``), and the train pod's part of reading them (pure).
+
+A SecureModel source gives its trained (fp32) artifact of the version it serves (the training
+version on its serving Deployment), bound to its uid and that training version, with the digest
+its train pod reported; a FederatedRound gives its last global model (:mod:`.rounds`); a file is a
+plain state_dict on a claim, which the user declares public. The train pod authenticates an
+artifact under its source's data key, binding and digest before it reads any training data, so
+the only weights it can start from are the source's. What a source was trained on was paid for
+by its own budget (or declared public): starting from it is post-processing, and this training's
+claim covers only what it reads of ``spec.data``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from securemodel.data.sources import PvcSource, parse_source
+from securemodel.operator.secure_model import children
+from securemodel.operator.secure_model.children import InitParts
+from securemodel.operator.secure_model.rounds import RoundModel, RoundProblem
+from securemodel.operator.secure_model.spec import FineTuneSpec, StartSpec
+from securemodel.workers.arguments import model_binding
+
+SOURCE_NOT_FOUND: Final = "SourceNotFound"
+SOURCE_NOT_READY: Final = "SourceNotReady"
+SOURCE_INVALID: Final = "SourceInvalid"
+
+INIT_DIR: Final = "/init"  # the source's volume, read-only
+INIT_KEY_DIR: Final = "/var/run/securemodel/init-key"
+ARTIFACTS_DIR: Final = "/artifacts"  # where every writer of an artifact mounts its volume
+
+
+@dataclass(frozen=True)
+class InitArtifact:
+    """An encrypted artifact to start from: where it lies, under which key, binding and digest."""
+
+    claim: str  # the PVC holding it
+    path: str  # its path as its writer wrote it (under /artifacts)
+    key_secret: str  # the Secret holding its data key (key data.key)
+    binding: str  # canonical JSON of the binding fields it was written for ({} for a round's model)
+    digest: str
+    describe: str
+
+
+@dataclass(frozen=True)
+class InitFile:
+    """A plain public state_dict on a claim of the namespace."""
+
+    claim: str
+    path: str  # inside the claim
+
+
+@dataclass(frozen=True)
+class InitProblem:
+    """Why the starting weights are not available (yet)."""
+
+    reason: str
+    message: str
+
+
+Start = InitArtifact | InitFile | InitProblem
+
+
+def from_secure_model(model: str, name: str, uid: str | None, deployment: Mapping[str, Any] | None,
+                      results: Mapping[str, Any] | None) -> Start:  # fmt: skip
+    """The trained artifact of the SecureModel ``name`` (uid, serving Deployment and results ConfigMap) that
+    the model ``model`` fine-tunes."""
+    from securemodel.operator.secure_model import children  # children builds the train Job from this module
+
+    if name == model:
+        return InitProblem(SOURCE_INVALID, "spec.model.from.secureModelRef names this model itself")
+    if uid is None:
+        return InitProblem(SOURCE_NOT_FOUND, f"SecureModel {name} does not exist in this namespace")
+    labels = ((deployment or {}).get("metadata") or {}).get("labels") or {}
+    training = labels.get(children.TRAINING_LABEL)
+    if not training:
+        return InitProblem(SOURCE_NOT_READY, f"SecureModel {name} serves no version yet; training starts from the "
+                           "trained model of the version it serves")  # fmt: skip
+    text = ((results or {}).get("data") or {}).get(f"train-{training}")
+    try:
+        result = json.loads(text) if text else {}
+    except ValueError:
+        result = {}
+    digest = str(result.get("digest") or "") if result.get("status") == "Succeeded" else ""
+    if not digest.startswith("sha256:"):
+        return InitProblem(SOURCE_NOT_READY, f"SecureModel {name}: the report of its training {training} is not "
+                           "available, so its trained artifact cannot be authenticated")  # fmt: skip
+    binding = json.dumps(model_binding(uid, training, "fp32"), sort_keys=True, separators=(",", ":"))
+    return InitArtifact(children.pvc_name(name), children.trained_artifact(training),
+                        children.data_key_secret_name(name), binding, digest,
+                        f"SecureModel {name}'s trained model of version {training}")  # fmt: skip
+
+
+def from_round(found: RoundModel | RoundProblem) -> Start:
+    """The last global model of a FederatedRound (see :func:`.rounds.resolve`)."""
+    if isinstance(found, RoundProblem):
+        return InitProblem(found.reason, found.message)
+    return InitArtifact(found.pvc, found.artifact, found.data_key_secret, "{}", found.digest,
+                        f"FederatedRound {found.name}'s global model after {found.rounds} round(s)")  # fmt: skip
+
+
+def from_file(source: str) -> Start:
+    parsed = parse_source(source)
+    assert isinstance(parsed, PvcSource), "spec.model.from.file is a pvc:// path (the CRD's pattern)"
+    return InitFile(parsed.claim, parsed.path)
+
+
+def train_parts(start: InitArtifact | InitFile, fine_tune: FineTuneSpec | None) -> InitParts:
+    """The train worker's flags for ``start`` and ``fine_tune``, with the source's claim mounted read-only at
+    :data:`INIT_DIR` and, for an artifact, its key Secret at :data:`INIT_KEY_DIR`."""
+    volumes: list[dict[str, Any]] = [{"name": "init", "persistentVolumeClaim": {"claimName": start.claim, "readOnly": True}}]
+    mounts: list[dict[str, Any]] = [{"name": "init", "mountPath": INIT_DIR, "readOnly": True}]
+    if isinstance(start, InitArtifact):
+        args = ["--init-artifact", INIT_DIR + start.path.removeprefix(ARTIFACTS_DIR),
+                "--init-key-file", f"{INIT_KEY_DIR}/{children.DATA_KEY}", "--init-binding", start.binding,
+                "--init-digest", start.digest]  # fmt: skip
+        volumes.append({"name": "init-key", "secret": {"secretName": start.key_secret, "defaultMode": 0o440}})
+        mounts.append({"name": "init-key", "mountPath": INIT_KEY_DIR, "readOnly": True})
+    else:
+        args = ["--init-file", f"{INIT_DIR}/{start.path}"]
+    if fine_tune is not None and fine_tune.freeze:
+        args += ["--freeze", ",".join(fine_tune.freeze)]
+    if fine_tune is not None and fine_tune.lora is not None:
+        lora = fine_tune.lora
+        args += ["--lora-rank", str(lora.rank), "--lora-alpha", repr(lora.alpha), "--lora-targets", ",".join(lora.targets)]
+    return InitParts(tuple(args), tuple(volumes), tuple(mounts))
+
+
+def describe(spec: StartSpec) -> str:
+    """The source in words, for conditions."""
+    if spec.secure_model_ref:
+        return f"SecureModel {spec.secure_model_ref}"
+    if spec.federated_round_ref:
+        return f"FederatedRound {spec.federated_round_ref}"
+    return str(spec.file)
