@@ -43,7 +43,8 @@ class Worker:
         monkeypatch.setattr(train_module, "train_dp_sgd", observed)
 
     def train(self, output: str, *extra: str, uid: str = "u1", training: str = "v1") -> tuple[int, dict[str, Any]]:
-        argv = ["train", *MLP, *SOURCE, *DP, "--output", str(self.root / output), "--data-key-file", str(self.key_file),
+        model = [] if "--entrypoint" in extra else MLP
+        argv = ["train", *model, *SOURCE, *DP, "--output", str(self.root / output), "--data-key-file", str(self.key_file),
                 "--model-uid", uid, "--training-version", training, *extra]  # fmt: skip
         status = cli.main(argv)
         return status, json.loads(self.capsys.readouterr().out.strip().splitlines()[-1])
@@ -190,3 +191,25 @@ def test_a_rounds_global_model_is_read_with_an_empty_binding(worker: Worker, pub
     status, result = worker.train("tuned.model", *worker.init_flags("round-001.model", {}))
     assert status == 0, result
     assert result["init"]["binding"] == {}
+
+
+def test_lora_is_refused_next_to_parameters_only_opacus_hooks_could_clip(
+    worker: Worker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "scaled_models.py").write_text(
+        "import torch\n"
+        "from torch import nn\n\n"
+        "class Scaled(nn.Module):\n"
+        "    def __init__(self, features, classes):\n"
+        "        super().__init__()\n"
+        "        self.body, self.scale = nn.Linear(features, classes), nn.Parameter(torch.ones(classes))\n\n"
+        "    def forward(self, x):\n"
+        "        return self.body(x) * self.scale\n\n"
+        "def build(input_shape, num_classes):\n"
+        "    return Scaled(input_shape[0], num_classes)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lora = ["--lora-rank", "2", "--lora-alpha", "2", "--lora-targets", "body"]
+    status, result = worker.train("tuned.model", "--entrypoint", "scaled_models:build", "--params", "{}", *lora)
+    assert status == 1 and result["steps"] == 0
+    assert result["error"].startswith("LoraError: LoRA needs book-keeping clipping, which does not support: model (Scaled)")
