@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def fraction(text: str) -> float:
@@ -57,6 +58,44 @@ def dp_arguments(parser: argparse.ArgumentParser) -> None:
     dp.add_argument("--steps", type=count, required=True, help="noisy optimizer steps to run, no more")
     dp.add_argument("--max-grad-norm", type=positive, required=True, help="per-sample clipping norm C")
     dp.add_argument("--learning-rate", type=positive, default=0.1)
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated list of non-empty parameter or module names, e.g. ``net.0,net.2``."""
+    items = text.split(",")
+    if not all(item and item == item.strip() for item in items):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of names")
+    return items
+
+
+def string_map(text: str) -> dict[str, str]:
+    """A JSON object whose values are strings (an artifact binding's fields)."""
+    value = json_object(text)
+    if not all(isinstance(v, str) for v in value.values()):
+        raise argparse.ArgumentTypeError("not a JSON object of strings")
+    return {k: str(v) for k, v in value.items()}
+
+
+def finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where training starts and which parameters it trains (:mod:`securemodel.workers.finetune`)."""
+    start = parser.add_argument_group("starting weights (default: the builder's initialisation)")
+    source = start.add_mutually_exclusive_group()
+    source.add_argument("--init-artifact", type=Path, help="an encrypted fp32 model artifact to start from")
+    source.add_argument("--init-file", type=Path, help="a plain, public torch state_dict to start from")
+    start.add_argument("--init-key-file", type=Path, help="the data key of --init-artifact's model")
+    start.add_argument(
+        "--init-binding",
+        type=string_map,
+        help="binding fields --init-artifact was written for, as JSON ({} for a round's global model)",
+    )
+    start.add_argument("--init-digest", type=artifact_digest, help="the digest --init-artifact must have")
+    trained = parser.add_argument_group("trained parameters (default: all)")
+    trained.add_argument("--freeze", type=names, default=[], help="parameter-name prefixes that stay fixed")
+    trained.add_argument(
+        "--lora-rank", type=count, help="LoRA adapters of this rank (with --lora-alpha and --lora-targets)"
+    )
+    trained.add_argument("--lora-alpha", type=positive, help="LoRA scaling numerator: adapters scale by alpha/rank")
+    trained.add_argument("--lora-targets", type=names, help="Linear modules that get adapters, by name")
 
 
 def binding_arguments(parser: argparse.ArgumentParser, *, version: bool) -> None:

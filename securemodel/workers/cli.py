@@ -16,6 +16,7 @@ from securemodel.workers.arguments import (
     binding_arguments,
     count,
     dp_arguments,
+    finetune_arguments,
     fraction,
     json_object,
 )
@@ -102,6 +103,7 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--data-masking", type=json.loads, help="spec.data.masking as JSON")
     train.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     train.add_argument("--seed", type=int, default=0, help="model initialization (DP-SGD's sampling and noise are always secret)")
+    finetune_arguments(train)
     dp_arguments(train)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA if available")
     train.add_argument("--output", type=Path, required=True, help="path of the new encrypted model artifact")

@@ -7,10 +7,15 @@ noise multiplier and ``C`` the clipping norm. Each of exactly ``steps`` iteratio
    probability ``q`` (the batch size varies and may be 0; there are no epochs and no
    fixed-size batches);
 2. computes every example's gradient of its cross-entropy loss and scales it to L2 norm at
-   most ``C`` over all parameters together ("flat" clipping), and sums the scaled gradients
-   (an empty batch sums to zero);
+   most ``C`` over all trained parameters together ("flat" clipping), and sums the scaled
+   gradients (an empty batch sums to zero);
 3. adds Gaussian noise ``N(0, σ²C²·I)`` to that SUM and divides by the expected batch size ``q·n``;
 4. hands that to the optimizer (SGD or Adam: post-processing).
+
+The trained parameters are those with ``requires_grad`` (:mod:`.finetune` freezes the others and
+adds LoRA adapters): a frozen parameter is neither clipped, noised nor updated, and the noise has
+exactly one coordinate per trained scalar; the guarantee is the same for any such split, which
+the arguments decide, never the data.
 
 This is the Poisson-subsampled Gaussian mechanism with noise multiplier ``σ`` composed
 ``steps`` times, the mechanism :mod:`securemodel.privacy.accounting` accounts for. The released

@@ -3,20 +3,25 @@
 Order of work, so that the result tells the operator what was spent:
 
 1. refuse an existing ``--output`` (artifacts are write-once), read the data key, import the
-   model's builder: failures here happen before any data is read (``dataTouched: false``,
-   the claim may be released);
+   model's builder, read and authenticate the starting weights (``--init-artifact`` or
+   ``--init-file``, :mod:`.finetune`): failures here happen before any data is read
+   (``dataTouched: false``, the claim may be released);
 2. read the data (``dataTouched: true`` from here on), all of it (nothing is held out), build
-   the model, train with :func:`securemodel.workers.dpsgd.train_dp_sgd` (see there for the
-   privacy guarantee); ``--seed`` governs the weight initialisation only: DP-SGD's sampling
-   and noise come from a secret per-run source (:mod:`.secret_random`), so two runs with
+   the model, load the starting weights (the architecture must match exactly), freeze
+   ``--freeze``'s parameters and add ``--lora-*``'s adapters, train with
+   :func:`securemodel.workers.dpsgd.train_dp_sgd` (see there for the privacy guarantee; only
+   parameters that are not frozen are clipped, noised and updated), merge the adapters;
+   ``--seed`` governs the weight (and adapter) initialisation only: DP-SGD's sampling and
+   noise come from a secret per-run source (:mod:`.secret_random`), so two runs with
    identical arguments start from the same weights and end with different ones;
 3. write the fp32 payload (:mod:`securemodel.models.serialization`) encrypted with the data key,
    bound to ``--model-uid`` and ``--training-version``.
 
 Privacy: the private data reaches nothing but DP-SGD. This worker measures no accuracy and
 reports only the operator's parameters, counts of examples (the training set's size is public:
-it sets q), the clipping mode, the device and the artifact's digest, size and path; the trained
-weights leave the pod only encrypted. The accuracy the operator publishes is measured by the
+it sets q), counts of trained and frozen parameters, the starting weights' digest, the clipping
+mode, the device and the artifact's digest, size and path; the trained weights leave the pod
+only encrypted. The accuracy the operator publishes is measured by the
 compress worker on a source the user declared public (``spec.data.evaluation``), or not at all.
 
 The result (see :mod:`securemodel.workers.report`) is emitted on success AND on failure, with
@@ -47,7 +52,21 @@ from securemodel.models import (
     resolve_builder,
 )
 from securemodel.workers.arguments import model_binding
-from securemodel.workers.dpsgd import DPSGDConfig, DPSGDProgress, resolve_device, train_dp_sgd
+from securemodel.workers.bookkeeping import unsupported_layers
+from securemodel.workers.dpsgd import ClippingMode, DPSGDConfig, DPSGDProgress, resolve_device, train_dp_sgd
+from securemodel.workers.finetune import (
+    InitModelError,
+    InitWeights,
+    LoraError,
+    LoraSettings,
+    add_lora,
+    freeze,
+    load_init,
+    merge_lora,
+    parameter_counts,
+    read_artifact_init,
+    read_file_init,
+)
 from securemodel.workers.report import describe_error, emit
 
 
@@ -102,6 +121,8 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
     spec = ModelSpec(args.architecture, args.entrypoint, args.params)
     resolve_builder(spec)
     device = resolve_device(args.device)
+    lora = _lora_settings(args)
+    init = _init_weights(args)
 
     result["dataTouched"] = True
     data_spec = {
@@ -120,9 +141,23 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
     )
     torch.manual_seed(args.seed)
     model = build_model(spec, data.input_shape, data.num_classes)
+    if init is not None:
+        load_init(model, init, spec, data.input_shape, data.num_classes, data.standardization)
+    if args.freeze:
+        freeze(model, args.freeze)
+    mode: ClippingMode | None = None
+    if lora is not None:
+        add_lora(model, lora)
+        problems = unsupported_layers(model)
+        if problems:
+            raise LoraError("LoRA needs book-keeping clipping, which does not support: " + "; ".join(problems))
+        mode = "bookkeeping"  # never Opacus' hooks with PEFT (opacus#820)
+    trainable, frozen = parameter_counts(model)
     report = train_dp_sgd(
-        model, data.model_inputs(data.x_train), data.y_train, config, device=device, progress=progress
+        model, data.model_inputs(data.x_train), data.y_train, config, device=device, progress=progress, mode=mode
     )
+    if lora is not None:
+        merge_lora(model)
     training: dict[str, Any] = {
         "steps": report.steps,
         "noiseMultiplier": config.noise_multiplier,
@@ -134,8 +169,41 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
         "device": report.device,
         "trainExamples": report.train_examples,
         "sampledExamples": report.sampled_examples,
+        "init": None if init is None else init.source,
+        "trainableParameters": trainable,
+        "frozenParameters": frozen,
+        "frozen": list(args.freeze),
+        "lora": None if lora is None else lora.describe(),
     }
     record = ModelRecord.from_module(spec, model, data.input_shape, data.num_classes, data.standardization)
     record = record.with_info(data=data_spec, training=training)
     digest = write_artifact(output, dump_fp32(record), key, kind=ARTIFACT_KIND, binding=binding)
     return {**training, "digest": digest, "sizeBytes": output.stat().st_size, "artifact": str(output)}
+
+
+def _init_weights(args: argparse.Namespace) -> InitWeights | None:
+    """The starting weights ``--init-artifact`` or ``--init-file`` name, read and authenticated; None without."""
+    artifact_options = (args.init_key_file, args.init_binding, args.init_digest)
+    if args.init_file is not None:
+        if any(option is not None for option in artifact_options):
+            raise InitModelError(
+                "--init-key-file, --init-binding and --init-digest go with --init-artifact, not --init-file"
+            )
+        return read_file_init(args.init_file)
+    if args.init_artifact is None:
+        if any(option is not None for option in artifact_options):
+            raise InitModelError("--init-key-file, --init-binding and --init-digest need --init-artifact")
+        return None
+    if args.init_key_file is None or args.init_binding is None:
+        raise InitModelError("--init-artifact needs --init-key-file and --init-binding")
+    return read_artifact_init(args.init_artifact, args.init_key_file, args.init_binding, args.init_digest)
+
+
+def _lora_settings(args: argparse.Namespace) -> LoraSettings | None:
+    """``--lora-rank/-alpha/-targets``, all three or none."""
+    given = (args.lora_rank, args.lora_alpha, args.lora_targets)
+    if all(option is None for option in given):
+        return None
+    if any(option is None for option in given):
+        raise LoraError("--lora-rank, --lora-alpha and --lora-targets go together")
+    return LoraSettings(args.lora_rank, args.lora_alpha, tuple(args.lora_targets))
