@@ -123,7 +123,8 @@ def load_record(payload: bytes) -> ModelRecord:
         input_shape = tuple(int(d) for d in meta["inputShape"])
         table = TableEncoding.from_json(meta["table"]) if meta.get("table") is not None else None
         if table is not None and input_shape != (table.schema.input_width,):
-            raise PayloadError(f"the table encoding makes {table.schema.input_width} inputs; the model takes {input_shape}")
+            width = table.schema.input_width
+            raise PayloadError(f"the table encoding makes {width} inputs; the model takes {input_shape}")
         return ModelRecord(
             spec=ModelSpec.from_json(meta["model"]),
             input_shape=input_shape,

@@ -186,7 +186,8 @@ def _table_batch(inputs: Any, table: TableEncoding, max_batch: int) -> np.ndarra
         names.append(name)
     try:
         table.check_names(names)
-        return table.encode_request({name: _column(tensor, name, max_batch) for name, tensor in zip(names, inputs)})
+        columns = {name: _column(tensor, name, max_batch) for name, tensor in zip(names, inputs, strict=True)}
+        return table.encode_request(columns)
     except RequestError as err:
         raise OipError(400, str(err)) from None
 
@@ -218,7 +219,8 @@ def _column(tensor: dict[str, Any], name: str, max_batch: int) -> list[object]:
         except OipError as err:
             raise OipError(err.status, f"input {name!r}: {err.message}") from None
     else:
-        raise OipError(400, f"input {name!r}: unsupported datatype {datatype!r}: use BYTES or one of {', '.join(DATATYPES)}")
+        choices = ", ".join(DATATYPES)
+        raise OipError(400, f"input {name!r}: unsupported datatype {datatype!r}: use BYTES or one of {choices}")
     if len(cells) != shape[0]:
         raise OipError(400, f"input {name!r}: data has {len(cells)} elements, shape {shape} needs {shape[0]}")
     return cells
