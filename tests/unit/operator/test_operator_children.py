@@ -300,3 +300,19 @@ def test_serving_pods_read_the_allow_list_from_a_directory_mount_that_the_kubele
     assert config_map["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
     # Only the ConfigMap's name is in the pod template: a new list rolls no pod.
     assert "clients" not in json.dumps(deployment)
+
+
+def test_no_pod_of_a_table_model_mounts_the_pseudonymization_key_and_serving_never_the_data() -> None:
+    # Identifier columns are never inputs (features and the label may only be generalized), so no pod needs the
+    # key: training reads only the label and features, serving takes its encoding from the artifact.
+    data = {"source": "pvc://clinic-data/exports/patients.csv", "samples": 100,
+            "schema": {"label": {"column": "readmitted", "classes": ["no", "yes"]},
+                       "features": [{"name": "age", "type": "numeric", "min": 0, "max": 110}]},
+            "masking": {"pseudonymize": ["patient_id"], "keySecretRef": {"name": "patient-pseudonym-key", "key": "key"},
+                        "drop": ["name"]}}  # fmt: skip
+    train, _, serve = pods_of(spec_with(data=data))
+    assert "patient-pseudonym-key" not in json.dumps([train["volumes"], serve["volumes"]])
+    assert "patient-pseudonym-key" not in json.dumps(serve)
+    assert worker_args(train).data_masking == data["masking"], "training applies the masking it is given"
+    assert [v["name"] for v in serve["volumes"]] == ["tmp", "artifacts", "keys", "tls", "allow-list"]
+    assert not {"--data-schema", "--data-masking", "--data-root"} & set(serve["containers"][0]["command"])
