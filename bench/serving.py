@@ -79,6 +79,7 @@ class Mlp:
     name = MODEL
     input_shape = (30,)
     num_classes = 2
+    table = None
 
     def __init__(self, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)

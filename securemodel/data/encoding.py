@@ -10,7 +10,7 @@ them, and apply exactly the masking and encoding its training saw (:meth:`encode
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,18 +57,22 @@ class TableEncoding:
             out.append({"name": feature.column, "datatype": "BYTES" if textual else "FP32", "shape": [-1]})
         return out
 
+    def check_names(self, names: Collection[str]) -> None:
+        """Raise :class:`RequestError` naming the first unexpected column of ``names``, else the first missing one."""
+        unexpected = sorted(set(names) - set(self.columns))
+        if unexpected:
+            raise RequestError(f"unexpected input {unexpected[0]!r}; this model takes {list(self.columns)}")
+        missing = [c for c in self.columns if c not in names]
+        if missing:
+            raise RequestError(f"missing input {missing[0]!r}; this model takes {list(self.columns)}")
+
     def encode_request(self, inputs: Mapping[str, Sequence[object]]) -> np.ndarray:
         """The model input ``(batch, input_width)`` float32 of one value per row for each input column.
 
         Raises :class:`RequestError` naming a missing or unexpected column, columns of unequal
         length, or the column and row of a cell that does not fit (the serving layer answers 400).
         """
-        unexpected = sorted(set(inputs) - set(self.columns))
-        if unexpected:
-            raise RequestError(f"unexpected input {unexpected[0]!r}; this model takes {list(self.columns)}")
-        missing = [c for c in self.columns if c not in inputs]
-        if missing:
-            raise RequestError(f"missing input {missing[0]!r}; this model takes {list(self.columns)}")
+        self.check_names(inputs)
         lengths = {len(inputs[c]) for c in self.columns}
         if len(lengths) != 1:
             raise RequestError(f"inputs must all hold the same number of rows; got lengths {sorted(lengths)}")

@@ -4,7 +4,8 @@
 :mod:`securemodel.serving.predictor`: ``name``, ``input_shape`` (per sample), ``num_classes``
 and ``predict_proba(x)`` mapping float32 ``(batch, *input_shape)`` raw features to float32
 ``(batch, num_classes)`` class probabilities. The payload's input standardization (if any) is
-applied inside, so callers send features as the data source holds them.
+applied inside, so callers send features as the data source holds them. A model trained on a
+table carries its ``table`` encoding, which the server applies to inputs given by column name.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class ModelPredictor:
         self.input_shape = record.input_shape
         self.num_classes = record.num_classes
         self.encoding: Encoding = record.encoding
+        self.table = record.table
         self._standardization = record.standardization
         self._module = record.build()
 

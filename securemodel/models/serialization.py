@@ -6,6 +6,8 @@ pickle, nothing executed on load). The header's ``meta`` is::
     {"format": "securemodel.model", "encoding": "fp32" | "compressed",
      "model": {"architecture" | "entrypoint": ..., "params": {...}},
      "inputShape": [...], "numClasses": C, "standardized": bool,
+     "table": {...}             # a model trained on a table only: its TableEncoding (schema and
+                                # generalizations, nothing secret), so it is served by column name
      "layout": {...}            # compressed only: see securemodel.compression.encoding
      "info": {...}}             # free JSON: data source, training / compression metadata
 
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from securemodel.compression import CompressedState, decompress_state
+from securemodel.data.encoding import TableEncoding
 from securemodel.data.loading import Standardization
 from securemodel.models.container import ContainerError, pack, unpack
 from securemodel.models.registry import ModelBuildError, ModelSpec, build_model
@@ -44,7 +47,11 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """A trained model as stored: how to build it, its weights as dense float32, its input preprocessing."""
+    """A trained model as stored: how to build it, its weights as dense float32, its input preprocessing.
+
+    ``table`` is the encoding of a model trained on a table: the served model takes its inputs by
+    column name and encodes them with it, exactly as its training rows were.
+    """
 
     spec: ModelSpec
     input_shape: tuple[int, ...]
@@ -53,6 +60,7 @@ class ModelRecord:
     standardization: Standardization | None
     info: dict[str, Any] = field(default_factory=dict)
     encoding: Encoding = "fp32"
+    table: TableEncoding | None = None
 
     @classmethod
     def from_module(
@@ -63,10 +71,11 @@ class ModelRecord:
         num_classes: int,
         standardization: Standardization | None,
         info: dict[str, Any] | None = None,
+        table: TableEncoding | None = None,
     ) -> ModelRecord:
         """Snapshot ``module``'s state (copied to the CPU)."""
         state = {name: tensor.detach().cpu().numpy().copy() for name, tensor in module.state_dict().items()}
-        return cls(spec, tuple(input_shape), num_classes, state, standardization, dict(info or {}))
+        return cls(spec, tuple(input_shape), num_classes, state, standardization, dict(info or {}), table=table)
 
     def with_info(self, **info: Any) -> ModelRecord:
         """A copy with ``info`` updated."""
@@ -111,14 +120,20 @@ def load_record(payload: bytes) -> ModelRecord:
         else:
             raise PayloadError(f"unknown encoding {encoding!r}")
         standardization = Standardization(arrays["pre/mean"], arrays["pre/scale"]) if meta["standardized"] else None
+        input_shape = tuple(int(d) for d in meta["inputShape"])
+        table = TableEncoding.from_json(meta["table"]) if meta.get("table") is not None else None
+        if table is not None and input_shape != (table.schema.input_width,):
+            width = table.schema.input_width
+            raise PayloadError(f"the table encoding makes {width} inputs; the model takes {input_shape}")
         return ModelRecord(
             spec=ModelSpec.from_json(meta["model"]),
-            input_shape=tuple(int(d) for d in meta["inputShape"]),
+            input_shape=input_shape,
             num_classes=int(meta["numClasses"]),
             state=state,
             standardization=standardization,
             info=dict(meta.get("info", {})),
             encoding=encoding,
+            table=table,
         )
     except ContainerError as err:
         raise PayloadError(str(err)) from err
@@ -129,6 +144,7 @@ def load_record(payload: bytes) -> ModelRecord:
 
 
 def _meta(record: ModelRecord, encoding: Encoding) -> dict[str, Any]:
+    table = {"table": record.table.to_json()} if record.table is not None else {}
     return {
         "format": FORMAT,
         "encoding": encoding,
@@ -136,6 +152,7 @@ def _meta(record: ModelRecord, encoding: Encoding) -> dict[str, Any]:
         "inputShape": list(record.input_shape),
         "numClasses": record.num_classes,
         "standardized": record.standardization is not None,
+        **table,
         "info": record.info,
     }
 

@@ -2,8 +2,14 @@
 
 A model has one input tensor, ``input`` (``[batch, *input_shape]``), and two outputs,
 ``probabilities`` (FP32 ``[batch, num_classes]``) and ``predicted_class`` (INT64 ``[batch]``).
+A model trained on a table instead takes one tensor per feature column, named for the column
+(shape ``[batch]`` or ``[batch, 1]``; BYTES, or a numeric datatype, as KServe's tabular examples
+send them), and the batch is its table encoding (:meth:`securemodel.data.encoding.TableEncoding.encode_request`:
+the masking's generalizations, then the schema's encoding, the code training ran).
+
 Every request is validated before the model sees it; a malformed one is an ``OipError`` carrying
-the HTTP status and the message of the protocol's ``{"error": "..."}`` body.
+the HTTP status and the message of the protocol's ``{"error": "..."}`` body. No message quotes
+a value of the request (a cell may be an identifier); they name columns and rows.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from securemodel.data.encoding import RequestError, TableEncoding
 from securemodel.serving.predictor import Predictor
 
 INPUT = "input"
@@ -66,13 +73,20 @@ def server_metadata(version: str) -> dict[str, Any]:
 
 
 def model_metadata(predictor: Predictor, version: str | None = None) -> dict[str, Any]:
-    """The body of ``GET /v2/models/<name>``; -1 marks the variable batch dimension."""
+    """The body of ``GET /v2/models/<name>``; -1 marks the variable batch dimension.
+
+    A table model lists its feature columns and their datatypes, all from its declared schema.
+    """
     versions = {"versions": [version]} if version else {}
+    if predictor.table is not None:
+        inputs = predictor.table.inputs_metadata()
+    else:
+        inputs = [{"name": INPUT, "datatype": "FP32", "shape": [-1, *predictor.input_shape]}]
     return {
         "name": predictor.name,
         **versions,
         "platform": PLATFORM,
-        "inputs": [{"name": INPUT, "datatype": "FP32", "shape": [-1, *predictor.input_shape]}],
+        "inputs": inputs,
         "outputs": [
             {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, predictor.num_classes]},
             {"name": PREDICTED_CLASS, "datatype": "INT64", "shape": [-1]},
@@ -88,13 +102,13 @@ def parse_infer_request(body: Any, predictor: Predictor, *, max_batch: int) -> I
     if request_id is not None and not isinstance(request_id, str):
         raise OipError(400, "'id' must be a string")
     inputs = body.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+    if predictor.table is not None:
+        batch = _table_batch(inputs, predictor.table, max_batch)
+    elif not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise OipError(400, f"'inputs' must be a list of one tensor, {INPUT!r}")
-    return InferRequest(
-        id=request_id,
-        batch=_input_batch(inputs[0], predictor.input_shape, max_batch),
-        outputs=_requested_outputs(body.get("outputs")),
-    )
+    else:
+        batch = _input_batch(inputs[0], predictor.input_shape, max_batch)
+    return InferRequest(id=request_id, batch=batch, outputs=_requested_outputs(body.get("outputs")))
 
 
 def infer_response(
@@ -156,6 +170,60 @@ def _input_batch(tensor: dict[str, Any], input_shape: tuple[int, ...], max_batch
     if not np.isfinite(batch).all():
         raise OipError(400, "input data contains NaN or infinite values, or values out of FP32 range")
     return batch
+
+
+def _table_batch(inputs: Any, table: TableEncoding, max_batch: int) -> np.ndarray:
+    """The encoded batch of one tensor per column; names are checked before any value is read."""
+    if not isinstance(inputs, list) or not all(isinstance(tensor, dict) for tensor in inputs):
+        raise OipError(400, f"'inputs' must be a list of tensors, one per column: {', '.join(table.columns)}")
+    names: list[str] = []
+    for tensor in inputs:
+        name = tensor.get("name")
+        if not isinstance(name, str):
+            raise OipError(400, "every input needs a 'name': the column it holds")
+        if name in names:
+            raise OipError(400, f"input {name!r} is given twice")
+        names.append(name)
+    try:
+        table.check_names(names)
+        columns = {name: _column(tensor, name, max_batch) for name, tensor in zip(names, inputs, strict=True)}
+        return table.encode_request(columns)
+    except RequestError as err:
+        raise OipError(400, str(err)) from None
+
+
+def _column(tensor: dict[str, Any], name: str, max_batch: int) -> list[object]:
+    """The cells of one column's tensor (shape ``[n]`` or ``[n, 1]``): strings (or null) for BYTES, else numbers."""
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        or len(shape) not in (1, 2)
+        or shape[1:] not in ([], [1])
+    ):
+        raise OipError(400, f"input {name!r}: shape {shape} is not [batch] or [batch, 1]")
+    if not 1 <= shape[0] <= max_batch:
+        raise OipError(400, f"input {name!r}: batch size {shape[0]} is outside 1..{max_batch}")
+    datatype = tensor.get("datatype")
+    data = tensor.get("data")
+    if datatype == "BYTES":
+        if not isinstance(data, list):
+            raise OipError(400, f"input {name!r}: 'data' must be a JSON array")
+        cells = [cell for item in data for cell in (item if isinstance(item, list) else [item])]
+        if not all(cell is None or isinstance(cell, str) for cell in cells):
+            raise OipError(400, f"input {name!r}: BYTES data must hold only strings")
+    elif datatype in DATATYPES:
+        try:
+            # Not cast to the datatype: a number reaches the schema as training read it, in double precision.
+            cells = _numbers(data, DATATYPES[datatype], datatype).ravel().tolist()
+        except OipError as err:
+            raise OipError(err.status, f"input {name!r}: {err.message}") from None
+    else:
+        choices = ", ".join(DATATYPES)
+        raise OipError(400, f"input {name!r}: unsupported datatype {datatype!r}: use BYTES or one of {choices}")
+    if len(cells) != shape[0]:
+        raise OipError(400, f"input {name!r}: data has {len(cells)} elements, shape {shape} needs {shape[0]}")
+    return cells
 
 
 def _numbers(data: Any, dtype: np.dtype[Any], datatype: str) -> np.ndarray:

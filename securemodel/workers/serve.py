@@ -13,6 +13,10 @@ and the termination message ``{"reason": "ArtifactRejected", "message": ...}``: 
 answered. An ``--allow-list`` or TLS files that are missing or invalid at start stop it the same
 way with reason ``ServeFailed``. Stdout carries the audit trail (one JSON line per request, see
 ``securemodel.serving.audit``) and nothing else; logs go to stderr.
+
+A model trained on a table is served by column name with the encoding stored in its artifact
+(:mod:`securemodel.serving.oip`), so it always matches the weights: the worker takes no schema
+or masking argument and never needs the pseudonymization key (identifier columns are no inputs).
 """
 
 from __future__ import annotations

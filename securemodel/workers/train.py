@@ -175,7 +175,9 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
         "frozen": list(args.freeze),
         "lora": None if lora is None else lora.describe(),
     }
-    record = ModelRecord.from_module(spec, model, data.input_shape, data.num_classes, data.standardization)
+    record = ModelRecord.from_module(
+        spec, model, data.input_shape, data.num_classes, data.standardization, table=data.encoding
+    )
     record = record.with_info(data=data_spec, training=training)
     digest = write_artifact(output, dump_fp32(record), key, kind=ARTIFACT_KIND, binding=binding)
     return {**training, "digest": digest, "sizeBytes": output.stat().st_size, "artifact": str(output)}

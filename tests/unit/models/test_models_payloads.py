@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from securemodel.compression import compress_state
+from securemodel.data.encoding import TableEncoding
 from securemodel.data.loading import Standardization
+from securemodel.data.masking import Masking
+from securemodel.data.tables import TableSchema
 from securemodel.models import (
     ModelRecord,
     ModelSpec,
@@ -125,3 +128,31 @@ def test_weights_that_do_not_fit_the_architecture_are_refused() -> None:
     payload = pack(meta, {f"state/{k}": v for k, v in record.state.items()})
     with pytest.raises(ValueError, match="stored weights do not fit the built model"):
         load_predictor(payload, "m")
+
+
+
+def test_a_table_models_encoding_travels_in_both_payloads_and_must_fit_the_model() -> None:
+    schema = TableSchema.from_spec(
+        {
+            "label": {"column": "outcome", "classes": ["no", "yes"]},
+            "features": [
+                {"name": "age", "type": "numeric", "min": 0, "max": 100},
+                {"name": "postcode", "type": "categorical", "categories": ["SW1", "EC1"]},
+            ],
+        }
+    )
+    masking = Masking.from_spec({"drop": ["name"], "generalize": [{"column": "postcode", "prefix": 3}]})
+    table = TableEncoding.of(schema, masking)
+    spec = ModelSpec("mlp", params={"hidden": [4]})
+    torch.manual_seed(0)
+    record = ModelRecord.from_module(spec, build_model(spec, (3,), 2), (3,), 2, None, table=table)
+    for payload in (dump_fp32(record), dump_compressed(record, compress_state(record.state, 0.5, "int8"))):
+        assert load_record(payload).table == table
+        assert load_predictor(payload, "m").table == table
+    assert load_record(dump_fp32(make_record(spec, (3,)))).table is None
+
+    wider = ModelRecord.from_module(spec, build_model(spec, (4,), 2), (4,), 2, None)
+    meta = {"format": "securemodel.model", "encoding": "fp32", "model": spec.to_json(), "inputShape": [4],
+            "numClasses": 2, "standardized": False, "info": {}, "table": table.to_json()}  # fmt: skip
+    with pytest.raises(PayloadError, match=re.escape("the table encoding makes 3 inputs; the model takes (4,)")):
+        load_record(pack(meta, {f"state/{k}": v for k, v in wider.state.items()}))

@@ -322,3 +322,19 @@ def test_a_pod_stopped_by_the_isolation_gate_never_ran_its_workload_and_says_why
     view = pod_view(pod, "train", "TrainResult")
     assert not view.ran  # the claim is released, not committed: no data was mounted
     assert message in view.pending
+
+
+def test_no_pod_of_a_table_model_mounts_the_pseudonymization_key_and_serving_never_the_data() -> None:
+    # Identifier columns are never inputs (features and the label may only be generalized), so no pod needs the
+    # key: training reads only the label and features, serving takes its encoding from the artifact.
+    data = {"source": "pvc://clinic-data/exports/patients.csv", "samples": 100,
+            "schema": {"label": {"column": "readmitted", "classes": ["no", "yes"]},
+                       "features": [{"name": "age", "type": "numeric", "min": 0, "max": 110}]},
+            "masking": {"pseudonymize": ["patient_id"], "keySecretRef": {"name": "patient-pseudonym-key", "key": "key"},
+                        "drop": ["name"]}}  # fmt: skip
+    train, _, serve = pods_of(spec_with(data=data))
+    assert "patient-pseudonym-key" not in json.dumps([train["volumes"], serve["volumes"]])
+    assert "patient-pseudonym-key" not in json.dumps(serve)
+    assert worker_args(train).data_masking == data["masking"], "training applies the masking it is given"
+    assert [v["name"] for v in serve["volumes"]] == ["tmp", "artifacts", "keys", "tls", "allow-list"]
+    assert not {"--data-schema", "--data-masking", "--data-root"} & set(serve["containers"][0]["command"])

@@ -47,6 +47,7 @@ class LinearModel:
 
     input_shape = (4,)
     num_classes = 3
+    table = None
 
     def __init__(self, name: str, weights: np.ndarray, bias: np.ndarray) -> None:
         self.name = name

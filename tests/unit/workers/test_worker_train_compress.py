@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import itertools
 import json
 import os
@@ -16,7 +17,10 @@ import pytest
 import torch
 
 from securemodel.crypto.artifacts import read_artifact
-from securemodel.data.loading import load_evaluation
+from securemodel.data.encoding import TableEncoding
+from securemodel.data.loading import load_dataset, load_evaluation
+from securemodel.data.masking import Masking
+from securemodel.data.tables import TableSchema
 from securemodel.models import ARTIFACT_KIND, ModelPredictor, load_predictor, load_record
 from securemodel.workers import cli
 from securemodel.workers.arguments import model_binding
@@ -334,3 +338,35 @@ def test_train_and_compress_on_a_pvc_file(ws: Workspace, capsys: pytest.CaptureF
                                     str(ws.root / "small.enc"), "--quantization", "int8"], capsys)  # fmt: skip
     assert status == 0, compressed
     assert compressed["sparsity"] == 0.0 and "accuracy" not in compressed
+
+
+def test_a_table_model_carries_its_encoding_into_the_served_artifact(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pyarrow")
+    spec = importlib.util.spec_from_file_location("patients", Path(__file__).parents[3] / "examples/tables/patients.py")
+    assert spec is not None and spec.loader is not None
+    patients = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(patients)
+    rows = patients.write_csv(ws.root / "volume" / "exports" / "patients.csv", 200, seed=1)
+    schema = {"label": {"column": "readmitted", "classes": ["no", "yes"]},
+              "features": [{"name": "age", "type": "numeric", "min": 0, "max": 110},
+                           {"name": "postcode", "type": "categorical", "categories": ["SW1", "EC1", "M14", "LS6"]}]}
+    masking = {"drop": ["name", "email", "phone", "patient_id", "nhs_number", "notes", "sex", "birth_date", "admitted"],
+               "generalize": [{"column": "postcode", "prefix": 3}]}  # fmt: skip
+    source = ["--data-source", "pvc://clinic-data/exports/patients.csv", "--data-samples", "200",
+              "--data-root", str(ws.root / "volume"), "--data-schema", json.dumps(schema),
+              "--data-masking", json.dumps(masking)]  # fmt: skip
+    status, trained, _ = ws.train("model.enc", capsys, *source, "--sample-rate", "0.2", "--steps", "10")
+    assert status == 0, trained
+    status, compressed, _ = ws.run(["compress", "--input", str(ws.root / "model.enc"), "--output",
+                                    str(ws.root / "small.enc"), "--quantization", "int8"], capsys)  # fmt: skip
+    assert status == 0, compressed
+
+    payload = read_artifact(ws.root / "small.enc", ws.key, kind=ARTIFACT_KIND, binding=COMPRESSED)
+    served = load_predictor(payload, "readmission")
+    assert served.table == TableEncoding.of(TableSchema.from_spec(schema), Masking.from_spec(masking))
+    by_name = served.table.encode_request({"age": [r["age"] for r in rows], "postcode": [r["postcode"] for r in rows]})
+    x = load_dataset("pvc://clinic-data/exports/patients.csv", data_root=ws.root / "volume", samples=200,
+                     schema=TableSchema.from_spec(schema), masking=Masking.from_spec(masking)).x_train  # fmt: skip
+    assert np.array_equal(by_name, x)
