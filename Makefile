@@ -67,5 +67,6 @@ bench: venv cluster ## run every benchmark; each writes its section of docs/benc
 	$(PY) -m bench.composition
 	$(PY) -m bench.dp_training
 	$(PY) -m bench.compression
+	$(PY) -m bench.finetune
 	$(PY) -m bench.serving
 	$(PY) -m bench.federated
