@@ -3,6 +3,8 @@
 # from its image, apply examples/ to namespace clinic-a, wait until the tumour classifier is
 # trained with differential privacy, compressed and served, show what a user sees, and send it an
 # inference request over mutual TLS from a Pod holding the client certificate the operator issued.
+# Then clinics B and C join the federated round (examples/federated/): once it has succeeded, show
+# each clinic's ε and the global accuracy, and ask the round's served global model the same way.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 export KUBECONFIG=$REPO_ROOT/.cluster/kubeconfig
@@ -61,9 +63,14 @@ ask tumor-classifier
 for clinic in clinic-b clinic-c; do
   kubectl create namespace $clinic --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 done
-step kubectl apply -f examples/federated/clinic-budgets.yaml
+step kubectl apply -f examples/federated/
 echo "waiting for the federated round: 3 clinics, 3 rounds of FedAvg under SecAgg+ (a few minutes)..."
 kubectl wait -n clinic-a fround/tumor-classifier-round-1 --for=jsonpath='{.status.phase}'=Succeeded --timeout=1200s >/dev/null \
   || { kubectl get fround -n clinic-a tumor-classifier-round-1 -o yaml; exit 1; }
 step kubectl get fround -n clinic-a
 step kubectl get fround tumor-classifier-round-1 -n clinic-a -o jsonpath='{range .status.participants[*]}{.name}{" in "}{.namespace}{": epsilon spent "}{.epsilonSpent}{" of its budget "}{.budget}{"\n"}{end}{"global accuracy on the public evaluation data: "}{.status.model.accuracy}{"\n"}'
+
+# Its global model, served like any SecureModel: nothing trained, nothing claimed (the clinics paid).
+kubectl wait -n clinic-a smodel/tumor-classifier-federated --for=jsonpath='{.status.phase}'=Serving --timeout=600s >/dev/null
+step kubectl get smodel tumor-classifier-federated -n clinic-a -o jsonpath='{.status.privacy}{"\n"}{.status.model}{"\n"}'
+ask tumor-classifier-federated
