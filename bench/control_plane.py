@@ -77,6 +77,8 @@ OPERATOR_KINDS: Final = frozenset(
 # Status subresources that controllers of the cluster write (the operator writes only its own kinds' status).
 CLUSTER_WRITTEN: Final = frozenset({("", "persistentvolumeclaims", "status"), ("batch", "jobs", "status")})
 STREAMING_VERBS: Final = frozenset({"LIST", "WATCH", "WATCHLIST", "CONNECT"})
+# The operator Deployment's MALLOC_MMAP_THRESHOLD_ (charts/securemodel-operator/templates/deployment.yaml).
+CHART_MMAP_THRESHOLD: Final = "131072"
 
 
 @dataclass(frozen=True)
@@ -325,8 +327,9 @@ def section(bursts: list[Burst], server: str, threads: int) -> str:
     python = f"{platform.python_implementation()} {platform.python_version()}"
     machine = f"{os.cpu_count()} cores ({platform.machine()}, {python})"
     largest = max(bursts, key=lambda b: b.n)
-    arenas = os.environ.get("MALLOC_ARENA_MAX")
-    malloc = f"MALLOC_ARENA_MAX={arenas}" if arenas else "glibc's default malloc arenas"
+    threshold = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    same = ", as the chart's Deployment sets it" if threshold == CHART_MMAP_THRESHOLD else ""
+    malloc = f"MALLOC_MMAP_THRESHOLD_={threshold}{same}" if threshold else "glibc's default malloc"
     return f"""{SECTION}
 
 Produced by `bench/control_plane.py` on {when}.
@@ -372,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(os.environ.get("KUBECONFIG") or REPO / ".cluster" / "kubeconfig"))  # fmt: skip
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
+    # The operator inherits this environment: run it with the malloc setting of the chart's Deployment.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", CHART_MMAP_THRESHOLD)
     config = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=str(args.kubeconfig), client_configuration=config)
     config.connection_pool_maxsize = args.threads + 8  # the creating clients, the watches and the metrics
