@@ -64,6 +64,7 @@ demo: images ## local cluster, CRDs, the operator, the examples, and what a user
 
 bench: venv cluster ## run every benchmark; each writes its section of docs/benchmarks.md
 	$(PY) -m bench.claims
+	$(PY) -m bench.control_plane
 	$(PY) -m bench.composition
 	$(PY) -m bench.dp_training
 	$(PY) -m bench.compression

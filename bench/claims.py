@@ -271,7 +271,7 @@ class ModelClock:
 
 
 @contextlib.contextmanager
-def operator(kubeconfig: Path, namespace: str) -> Iterator[None]:
+def operator(kubeconfig: Path, namespace: str) -> Iterator[subprocess.Popen[bytes]]:
     """The operator serving ``namespace``, as a process, until the block ends."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -293,7 +293,7 @@ def operator(kubeconfig: Path, namespace: str) -> Iterator[None]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the operator did not become healthy")
             time.sleep(0.2)
-        yield
+        yield process
     finally:
         process.send_signal(signal.SIGTERM)
         try:

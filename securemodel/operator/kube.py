@@ -23,6 +23,19 @@ JSON_PATCH: Final = "application/json-patch+json"
 DECIDED: Final = ("spec", "data", "type")
 
 
+def indexed(body: Mapping[str, Any], *parts: str) -> dict[str, Any]:
+    """What an index keeps of a watched object: its kind, its metadata less ``managedFields``, and ``parts``.
+
+    The managed fields (the API server's record of which manager set which field, about as large
+    as the spec again) are read by nothing in the operator, and an index holds every child of
+    every model for the life of the process.
+    """
+    kept: dict[str, Any] = {part: body[part] for part in ("apiVersion", "kind", *parts) if part in body}
+    if "metadata" in body:
+        kept["metadata"] = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+    return kept
+
+
 def serialize(client: kubernetes.client.ApiClient, obj: Any) -> dict[str, Any]:
     return client.sanitize_for_serialization(obj)
 

@@ -30,6 +30,7 @@ from securemodel.operator.federated.act import act
 from securemodel.operator.federated.decide import decide, decide_deletion
 from securemodel.operator.federated.observe import Indexes, observe
 from securemodel.operator.federated.snapshot import BudgetView
+from securemodel.operator.kube import indexed
 from securemodel.operator.runtime import runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.settings import (
@@ -55,9 +56,6 @@ def start_key(kind: str, namespace: str, name: str) -> tuple[str, str, str]:
     return (f"{KIND.kind}-start-{kind}", namespace, name)
 
 
-def _plain(body: kopf.Body, *parts: str) -> dict[str, Any]:
-    return {part: body[part] for part in ("apiVersion", "kind", "metadata", *parts) if part in body}
-
 
 def _uid(labels: Mapping[str, str]) -> str:
     return labels[children.ROUND_UID_LABEL]
@@ -65,32 +63,32 @@ def _uid(labels: Mapping[str, str]) -> str:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 async def round_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "spec", "status")}
+    return {_uid(labels): indexed(body, "spec", "status")}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD)
 async def round_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): {**_plain(body, "status"), "spec": {"nodeName": body["spec"].get("nodeName")}}}
+    return {_uid(labels): {**indexed(body, "status"), "spec": {"nodeName": body["spec"].get("nodeName")}}}
 
 
 @kopf.index("", "v1", "services", labels=CHILD)
 async def round_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "spec")}
+    return {_uid(labels): indexed(body, "spec")}
 
 
 @kopf.index("", "v1", "persistentvolumeclaims", labels=CHILD)
 async def round_pvcs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "spec")}
+    return {_uid(labels): indexed(body, "spec")}
 
 
 @kopf.index("", "v1", "configmaps", labels=CHILD)
 async def round_config_maps(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "data")}
+    return {_uid(labels): indexed(body, "data")}
 
 
 @kopf.index("", "v1", "secrets", labels=CHILD)
 async def round_secrets(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "data", "type")}
+    return {_uid(labels): indexed(body, "data", "type")}
 
 
 @kopf.index(GROUP, VERSION, BUDGET_KIND.plural)

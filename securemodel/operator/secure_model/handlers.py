@@ -27,6 +27,7 @@ from securemodel.operator.budget.handlers import budget_key
 from securemodel.operator.federated.handlers import start_key
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.conditions import Progress
+from securemodel.operator.kube import indexed
 from securemodel.operator.runtime import runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.secure_model import children, outcomes, rounds
@@ -51,9 +52,6 @@ def model_key(uid: str) -> tuple[str, str]:
     return (KIND.kind, uid)
 
 
-def _plain(body: kopf.Body, *parts: str) -> dict[str, Any]:
-    return {part: body[part] for part in ("apiVersion", "kind", "metadata", *parts) if part in body}
-
 
 def _uid(labels: Mapping[str, str]) -> str:
     return labels[children.UID_LABEL]
@@ -61,42 +59,42 @@ def _uid(labels: Mapping[str, str]) -> str:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 async def model_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "spec", "status")}
+    return {_uid(labels): indexed(body, "spec", "status")}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD)
 async def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): {**_plain(body, "status"), "spec": {"nodeName": body["spec"].get("nodeName")}}}
+    return {_uid(labels): {**indexed(body, "status"), "spec": {"nodeName": body["spec"].get("nodeName")}}}
 
 
 @kopf.index("apps", "v1", "deployments", labels=CHILD)
 async def model_deployments(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "spec", "status")}
+    return {_uid(labels): indexed(body, "spec", "status")}
 
 
 @kopf.index("", "v1", "services", labels=CHILD)
 async def model_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "spec")}
+    return {_uid(labels): indexed(body, "spec")}
 
 
 @kopf.index("", "v1", "persistentvolumeclaims", labels=CHILD)
 async def model_pvcs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "spec")}
+    return {_uid(labels): indexed(body, "spec")}
 
 
 @kopf.index("", "v1", "configmaps", labels=CHILD)
 async def model_config_maps(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "data")}
+    return {_uid(labels): indexed(body, "data")}
 
 
 @kopf.index("", "v1", "secrets", labels=CHILD)
 async def model_secrets(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "data", "type")}
+    return {_uid(labels): indexed(body, "data", "type")}
 
 
 @kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=CHILD)
 async def model_network_policies(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): _plain(body, "spec")}
+    return {_uid(labels): indexed(body, "spec")}
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD)

@@ -8,15 +8,19 @@ import math
 import pytest
 from dp_accounting import dp_event
 from dp_accounting.pld import pld_privacy_accountant
+from dp_accounting.pld import privacy_loss_distribution as pld_module
 from prv_accountant import PoissonSubsampledGaussianMechanism, PRVAccountant
 
 from securemodel.privacy.claims import BudgetSpec, ClaimState, Consumer, Ledger, totals
+from securemodel.privacy import composition
 from securemodel.privacy.composition import (
     DISCRETIZATION,
     cache_clear,
+    cached_pld_bytes,
     composed_epsilon,
     merged,
     multiset,
+    pld_bytes,
     standalone_epsilon,
 )
 from securemodel.privacy.ledger import LedgerError, commit, submit
@@ -101,6 +105,34 @@ class TestCache:
         for count in range(1, 5):  # grown one claim at a time, as grants do
             composed_epsilon(multiset([EXAMPLE] * count), DELTA)
         warm = composed_epsilon(multiset([EXAMPLE] * 4 + [other] * 3), DELTA)
+        assert warm == pytest.approx(cold, rel=1e-5)
+
+    def test_a_pld_counts_eight_bytes_per_point_of_each_direction(self) -> None:
+        symmetric = pld_module.from_laplace_mechanism(1.0, value_discretization_interval=DISCRETIZATION)
+        subsampled = pld_module.from_gaussian_mechanism(2.0, sampling_prob=0.1,
+                                                        value_discretization_interval=DISCRETIZATION)  # fmt: skip
+        # A symmetric PLD holds one PMF; Poisson subsampling makes the two directions differ.
+        assert pld_bytes(subsampled) > pld_bytes(symmetric) > 0
+        assert pld_bytes(subsampled.compose(subsampled)) > pld_bytes(subsampled)
+
+    def test_the_cached_compositions_stay_within_their_bytes_and_give_the_same_figures(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        grown = [multiset([EXAMPLE] * count) for count in range(1, 7)]
+        cache_clear()
+        cold = []
+        for held in grown:  # each from scratch
+            cold.append(composed_epsilon(held, DELTA))
+            cache_clear()
+        cache_clear()
+        composed_epsilon(grown[1], DELTA)
+        limit = 2 * cached_pld_bytes()  # room for about two compositions of the first few claims
+        monkeypatch.setattr(composition, "_PLD_CACHE_BYTES", limit)
+        cache_clear()
+        warm = []
+        for held in grown:  # one claim more each time, as grants do
+            warm.append(composed_epsilon(held, DELTA))
+            assert 0 < cached_pld_bytes() <= limit  # a composition's support grows like sqrt(claims): each fits
         assert warm == pytest.approx(cold, rel=1e-5)
 
     def test_composition_is_monotone(self) -> None:

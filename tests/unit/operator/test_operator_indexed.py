@@ -1,0 +1,77 @@
+"""What the operator's indexes keep of a child: everything it decides from, without the managed fields."""
+
+import copy
+import json
+from typing import Any
+
+from securemodel.operator.kube import drifted, indexed
+from securemodel.operator.secure_model import children
+from securemodel.operator.secure_model.spec import parse
+
+OWNER = children.Owner("tumor", "clinic-a", "1234-uid")
+SPEC = parse(
+    {
+        "model": {"architecture": "mlp", "params": {"hidden": [8]}},
+        "data": {"source": "builtin://breast_cancer"},
+        "privacy": {"budgetRef": "b", "epsilon": 2.0, "delta": 1e-5, "maxGradNorm": 1.0, "accountant": "prv"},
+        "training": {"epochs": 2, "batchSize": 64, "learningRate": 0.1, "optimizer": "sgd", "seed": 3},
+        "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
+    }
+)
+RUN = children.Run(noise_multiplier=1.25, sample_rate=0.140969, steps=15)
+
+
+def fields_v1(obj: Any) -> Any:
+    """The shape of ``fieldsV1`` the API server records for ``obj`` (``f:`` per key, ``k:``/``v:`` per item)."""
+    if isinstance(obj, dict):
+        return {".": {}, **{f"f:{key}": fields_v1(value) for key, value in obj.items()}}
+    if isinstance(obj, list):
+        return {f"v:{json.dumps(item, sort_keys=True)}" if not isinstance(item, dict) else f"k:{{\"name\":\"{i}\"}}": fields_v1(item)
+                for i, item in enumerate(obj)}  # fmt: skip
+    return {}
+
+
+def as_served(desired: dict[str, Any]) -> dict[str, Any]:
+    """``desired`` as the watch delivers it after server-side apply: server metadata, managed fields, a status."""
+    served = copy.deepcopy(desired)
+    applied = {key: value for key, value in desired.items() if key not in ("apiVersion", "kind")}
+    served["metadata"] |= {
+        "uid": "5678-uid",
+        "resourceVersion": "42",
+        "creationTimestamp": "2026-11-21T10:00:00Z",
+        "managedFields": [
+            {"manager": "securemodel-operator", "operation": "Apply", "apiVersion": "batch/v1",
+             "time": "2026-11-21T10:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": fields_v1(applied)},
+            {"manager": "kube-controller-manager", "operation": "Update", "apiVersion": "batch/v1",
+             "time": "2026-11-21T10:00:01Z", "fieldsType": "FieldsV1", "subresource": "status",
+             "fieldsV1": {"f:status": {"f:active": {}, "f:startTime": {}}}},
+        ],  # fmt: skip
+    }
+    served["status"] = {"active": 1, "startTime": "2026-11-21T10:00:01Z"}
+    return served
+
+
+def test_an_indexed_job_keeps_what_the_reconciler_reads_and_drops_the_managed_fields() -> None:
+    desired = children.train_job(OWNER, SPEC, SPEC.versions.training, RUN, "img")
+    served = as_served(desired)
+    kept = indexed(served, "spec", "status")
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"] == {k: v for k, v in served["metadata"].items() if k != "managedFields"}
+    assert (kept["apiVersion"], kept["kind"], kept["spec"], kept["status"]) == (
+        served["apiVersion"], served["kind"], served["spec"], served["status"])  # fmt: skip
+    assert not drifted(desired, kept)
+    assert "managedFields" in served["metadata"]  # the watched body is not modified
+    assert len(json.dumps(kept)) < 0.7 * len(json.dumps(served))
+
+
+def test_an_indexed_child_still_shows_drift() -> None:
+    desired = children.train_job(OWNER, SPEC, SPEC.versions.training, RUN, "img")
+    served = as_served(desired)
+    served["metadata"]["labels"] = {}
+    assert drifted(desired, indexed(served, "spec", "status"))
+
+
+def test_only_the_named_parts_are_kept() -> None:
+    secret = as_served(children.data_key_secret(OWNER, bytes(32)))
+    assert set(indexed(secret, "data", "type")) == {"apiVersion", "kind", "metadata", "data", "type"}
+    assert set(indexed(secret)) == {"apiVersion", "kind", "metadata"}
