@@ -2,7 +2,8 @@
 
 The server runs as the process hack/flux.sh starts, on a free port; a clone, a push and a fetch go
 over real HTTP. The pushed blob is larger than git's http.postBuffer (1 MiB), so the push arrives
-with a chunked request body, and the fetch negotiates with gzip-encoded requests.
+with a chunked request body; the fetching clone has 40 commits of its own, so the haves it
+negotiates with make a request body over 1 KiB, which git sends gzip-encoded.
 """
 
 import os
@@ -67,6 +68,9 @@ def test_push_clone_and_fetch_over_smart_http(served: tuple[Path, str], tmp_path
     git("clone", "-q", url, str(clone))
     assert (clone / "model.bin").read_bytes() == large
 
+    for n in range(40):
+        git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "--allow-empty", "-m", f"local {n}",
+            cwd=clone)  # fmt: skip
     second = commit(work, "examples.yaml", b"kind: SecureModel\n", "second")
     git("push", "-q", "origin", "HEAD:main", cwd=work)
     git("fetch", "-q", "origin", cwd=clone)
