@@ -13,6 +13,7 @@ gzip content encoding of the request, so the backend reads a plain body until it
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -71,12 +72,20 @@ async def backend(request: web.Request) -> web.StreamResponse:
         else:
             headers[name.strip()] = value.strip()
     response = web.StreamResponse(status=status, headers=headers)
-    await response.prepare(request)
-    while chunk := await process.stdout.read(65536):
-        await response.write(chunk)
-    await feeding
-    await process.wait()
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        while chunk := await process.stdout.read(65536):
+            await response.write(chunk)
+        await feeding
+        await process.wait()
+        # go-git closes the connection once it has read Git's last packet, before the end of the chunked body.
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+    finally:
+        if process.returncode is None:  # the client went away before the backend was done
+            feeding.cancel()
+            process.kill()
+            await process.wait()
     return response
 
 
