@@ -13,7 +13,6 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$HACK_DIR/flux.env"
 out="$CACHE/bin/flux-sc-$FLUX_SOURCE_CONTROLLER_VERSION-kc-$FLUX_KUSTOMIZE_CONTROLLER_VERSION"
-controllers=(source-controller kustomize-controller)
 
 built() { [ -x "$out/source-controller" ] && [ -x "$out/kustomize-controller" ] && [ -d "$out/crds" ]; }
 
