@@ -20,6 +20,8 @@ stop_pid() {  # name : SIGTERM, then SIGKILL after 10 s
 stop_pid kubelet
 stop_pid kube-proxy
 stop_pid kube-router
+# The GitOps loop (hack/flux.sh), if it was started.
+for c in kustomize-controller source-controller git-http; do stop_pid "$c"; done
 # Every pod process lives under the kubelet's "kubepods" cgroup: kill them all, whatever state
 # containerd is in, then the container shims of this cluster's containerd.
 for d in /sys/fs/cgroup/*/kubepods; do
