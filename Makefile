@@ -38,7 +38,7 @@ crds: venv ## regenerate crds/ from the schemas in securemodel/api, and the char
 deploy: venv ## render deploy/ from the chart (needs the cluster's helm: make cluster)
 	$(PY) hack/render-deploy.py
 
-cluster: deps ## bring up the local single-node Kubernetes (idempotent); kubeconfig in .cluster/
+cluster: deps venv ## bring up the local single-node Kubernetes (idempotent); kubeconfig in .cluster/
 	@hack/cluster-up.sh
 
 cluster-down: ## stop the local cluster and remove everything it created

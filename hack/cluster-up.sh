@@ -2,7 +2,7 @@
 # Bring up a real single-node Kubernetes on this machine and return once it is usable:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd + runc, kubelet,
 # kube-proxy, kube-router (NetworkPolicy only), CoreDNS and a default hostPath StorageClass.
-# Idempotent: on a healthy running cluster it only starts kube-router if it is not running,
+# Idempotent: on a healthy running cluster it only starts kube-router and Flux (hack/flux.sh) if they are not running,
 # refreshes .cluster/kubeconfig and returns.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -59,6 +59,7 @@ start_kube_router() {
 
 if healthy; then
   start_kube_router
+  "$HACK_DIR/flux.sh"
   publish_kubeconfig
   log "cluster already running; kubeconfig: $KUBECONFIG_OUT"
   exit 0
@@ -235,5 +236,6 @@ log "cluster add-ons: CoreDNS, default StorageClass"
 sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" -e "s|@DNS_SVC_IP@|$DNS_SVC_IP|g" -e "s|@CLUSTER_DOMAIN@|$CLUSTER_DOMAIN|g" \
   "$HACK_DIR/cluster/addons.yaml" | kubectl apply -f - >/dev/null
 kubectl -n kube-system rollout status deployment/coredns --timeout=180s >/dev/null || fail_with_log kubelet
+"$HACK_DIR/flux.sh"
 publish_kubeconfig
 log "cluster ready: kubectl --kubeconfig $KUBECONFIG_OUT get nodes"

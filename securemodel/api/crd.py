@@ -14,17 +14,24 @@ def _metadata_schema(kind: Kind) -> Schema:
     return {"type": "object", "properties": {"name": name}}
 
 
+# An object the operator has not reconciled yet reads back with this status (the API server's default),
+# so that kstatus (Flux, Argo CD's gitops-engine) sees observedGeneration 0 < generation, i.e. "in
+# progress", instead of judging an object without status Current the moment it is created.
+UNOBSERVED_STATUS: Schema = {"observedGeneration": 0}
+
+
 def _status_schema(kind: Kind) -> Schema:
-    """The kind's status, with ``display`` holding the text its number columns show."""
+    """The kind's status, with ``display`` holding the text its number columns show, defaulted to
+    :data:`UNOBSERVED_STATUS`."""
     fields = kind.display_fields
-    if not fields:
-        return kind.status
-    display = obj(
-        "Numbers of the status as kubectl get shows them (written by the operator; the numbers themselves "
-        "hold the exact values).",
-        {f.key: string(f.description) for f in fields},
-    )
-    return {**kind.status, "properties": {**kind.status["properties"], "display": display}}
+    properties = dict(kind.status["properties"])
+    if fields:
+        properties["display"] = obj(
+            "Numbers of the status as kubectl get shows them (written by the operator; the numbers themselves "
+            "hold the exact values).",
+            {f.key: string(f.description) for f in fields},
+        )
+    return {**kind.status, "properties": properties, "default": dict(UNOBSERVED_STATUS)}
 
 
 def _printer_column(kind: Kind, column: Schema) -> Schema:

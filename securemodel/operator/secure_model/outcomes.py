@@ -16,6 +16,7 @@ from typing import Any, Final
 from securemodel.api.privacy_budget import RejectionReason
 from securemodel.api.secure_model import Phase
 from securemodel.operator.conditions import READY, Condition, Outcome, Progress
+from securemodel.operator.budget.directory import NOT_OBSERVED
 from securemodel.operator.secure_model.rounds import ROUND_FAILED, WAITING_FOR_ROUND, RoundModel, RoundProblem
 from securemodel.operator.secure_model.starts import SOURCE_NOT_READY
 from securemodel.privacy import Claim, ClaimState
@@ -44,9 +45,12 @@ def budget_missing(budget: str) -> Outcome:
 
 
 def budget_refused(budget: str, reason: str, message: str) -> Outcome:
+    """No claim, for ``reason``: Stalled (it takes a change to a spec), except while the operator has not yet read
+    the budget's spec (``BudgetNotObserved``), which passes by itself: Reconciling, so GitOps tools wait."""
     text = f"no ε claimed from PrivacyBudget {budget}: {message}"
-    return _outcome(Phase.WAITING_FOR_BUDGET, False, reason, text,
-                    Condition(BUDGET_RESERVED, False, reason, text), progress=Progress.STALLED, warning=True)  # fmt: skip
+    transient = reason == NOT_OBSERVED
+    return _outcome(Phase.WAITING_FOR_BUDGET, False, reason, text, Condition(BUDGET_RESERVED, False, reason, text),
+                    progress=Progress.WORKING if transient else Progress.STALLED, warning=not transient)  # fmt: skip
 
 
 def calibration_failed(budget: str, error: str) -> Outcome:

@@ -4,7 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from securemodel.operator.budget.directory import NOT_OBSERVED
 from securemodel.operator.conditions import Condition, Event, Outcome, Progress, event_for, merge_conditions, status_for
+from securemodel.operator.secure_model import outcomes as model_outcomes
 
 T0 = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -92,3 +94,10 @@ def test_an_event_is_posted_on_the_first_status_and_on_changes_only() -> None:
 def test_a_warning_outcome_posts_a_warning_event() -> None:
     exhausted = Outcome("Exhausted", Condition("Ready", True, "Exhausted", "no ε left"), warning=True)
     assert event_for(exhausted, {}) == Event("Warning", "Exhausted", "no ε left")
+
+
+def test_a_budget_the_operator_has_not_read_yet_is_progress_not_a_stall() -> None:
+    waiting = model_outcomes.budget_refused("b", NOT_OBSERVED, "not observed yet")
+    refused = model_outcomes.budget_refused("b", "DataNotCovered", "the budget does not cover it")
+    assert (waiting.progress, refused.progress) == (Progress.WORKING, Progress.STALLED)
+    assert not waiting.warning and refused.warning
