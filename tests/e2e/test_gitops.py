@@ -150,9 +150,10 @@ def push(work: Path, objects: list[dict[str, Any]], message: str) -> tuple[str, 
 
 
 def follow(
-    namespace: str, commit: str, pushed: float, wrong: list[str], timeout: float = 900
+    namespace: str, commit: str, pushed: float, wrong: list[str], timeout: float = 900, previous: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Watch Flux and the model until the Kustomization is Ready at ``commit`` and the model serves its spec.
+    """Watch Flux and the model until the Kustomization is Ready at ``commit`` and the model serves its spec
+    (a version other than ``previous``, the one served before the commit).
 
     Adds to ``wrong`` each time Flux is Ready at ``commit`` while the model does not serve (the Kustomization
     is read first: a model read after it that does not serve did not serve then either). Returns the last
@@ -167,7 +168,7 @@ def follow(
         found = kubectl("-n", namespace, "get", f"securemodel/{MODEL}", "-o", "json", check=False)
         model = json.loads(found.stdout) if found.returncode == 0 else {}
         ready, status = flux_ready(sync, commit), model.get("status") or {}
-        serving = bool(model) and serves_spec(model)
+        serving = bool(model) and serves_spec(model) and status.get("version") != previous
         if ready and not serving:
             # kstatus judges an object without status (the operator has not written it yet) Current.
             wrong.append(f"Flux Ready at {commit[:8]} {time.monotonic() - pushed:.0f} s after the push while the "
@@ -206,7 +207,7 @@ def test_git_commits_reach_the_cluster_and_flux_waits_for_serving(gitops: tuple[
 
     changed = manifests(epochs=SPEC["training"]["epochs"] + 1)
     commit, pushed = push(work, changed, "one more epoch")
-    sync, model = follow(namespace, commit, pushed, wrong)
+    sync, model = follow(namespace, commit, pushed, wrong, previous=version)
     assert model["spec"]["training"]["epochs"] == SPEC["training"]["epochs"] + 1
     assert model["status"]["version"] != version, "the changed training made no new version"
     assert condition(model, "Trained").get("status") == "True"
