@@ -21,8 +21,8 @@ from test_secure_model import SPEC, get, operator, wait_until  # noqa: F401 (the
 pytestmark = pytest.mark.e2e
 
 # Each target is tried every second for 15 s; the result is the last attempt's. The engine enforces a
-# policy a second or two after the pod starts (kube-router syncs on the pod's event): see the closing
-# note of the access-control issue on that window.
+# policy a second or two after the pod starts (kube-router syncs on the pod's event); the operator's own
+# pods wait for it in their await-isolation init container, which probes the API server's Service.
 PROBE = r"""
 import json, socket, sys, time
 results = {}
@@ -37,8 +37,9 @@ for attempt in range(15):
     time.sleep(1)
 print("RESULT " + json.dumps(results))
 """
-# kube-dns's Service in kube-system (another namespace), and the kubelet on the node.
-TARGETS = ["10.96.0.10:53", "10.244.0.1:10250"]
+# kube-dns's Service in kube-system (another namespace), the kubelet on the node, and the API server's
+# Service (an unlabelled pod reaches it, so the isolation gate's probe of it means something).
+TARGETS = ["10.96.0.10:53", "10.244.0.1:10250", "10.96.0.1:443"]
 
 
 @pytest.fixture(scope="module")
