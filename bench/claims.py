@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import yaml
 
 from securemodel.api import GROUP, VERSION
 from securemodel.operator.budget.ledger import BudgetRef, Transaction, submitting, transact
@@ -270,6 +271,25 @@ class ModelClock:
         self._thread.join(timeout=10)
 
 
+def add_ledger_writer(client: kubernetes.client.ApiClient, kubeconfig: Path) -> str:
+    """Let the identity of ``kubeconfig`` write PrivacyBudget ledgers, as the chart's ``admissionPolicies.ledgerWriters``
+    would: the benchmarks write ledgers directly and run the operator with the admin's kubeconfig, and the ledger's
+    admission policy (deploy/30-admission.yaml, applied here with the identity added) admits only the operator's
+    ServiceAccount otherwise. Returns the identity. For the local cluster only: ``make demo`` and the e2e tests
+    apply deploy/ again, which drops it."""
+    review = kubernetes.client.AuthenticationV1Api(client).create_self_subject_review({"spec": {}})
+    user = review.status.user_info.username
+    policies = list(yaml.safe_load_all((REPO / "deploy" / "30-admission.yaml").read_text(encoding="utf-8")))
+    for policy in policies:
+        for variable in policy.get("spec", {}).get("variables") or ():
+            if policy["metadata"]["name"].startswith("privacybudget-ledger.") and variable["name"] == "writers":
+                variable["expression"] = variable["expression"].rstrip().removesuffix("]") + f", '{user}']"
+    kubectl = REPO / ".cluster" / "bin" / "kubectl"
+    subprocess.run([str(kubectl), "apply", "-f", "-"], input=yaml.safe_dump_all(policies), text=True, check=True,
+                   env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=subprocess.DEVNULL)  # fmt: skip
+    return str(user)
+
+
 @contextlib.contextmanager
 def operator(kubeconfig: Path, namespace: str) -> Iterator[subprocess.Popen[bytes]]:
     """The operator serving ``namespace``, as a process, until the block ends."""
@@ -410,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     config.connection_pool_maxsize = max(args.sizes) + 4  # one connection per concurrent claimant
     client = kubernetes.client.ApiClient(config)
     server = kubernetes.client.VersionApi(client).get_code().git_version
+    add_ledger_writer(client, args.kubeconfig)
     results: dict[tuple[str, int], list[Run]] = {}
 
     def measure(mode: str, run: Callable[[kubernetes.client.ApiClient, str, int, int], Run], namespace: str) -> None:

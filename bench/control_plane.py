@@ -52,7 +52,7 @@ from typing import Any, Final
 import kubernetes
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.claims import HEADER, create_budget, model, operator
+from bench.claims import HEADER, add_ledger_writer, create_budget, model, operator
 from securemodel.api import GROUP, VERSION
 from securemodel.operator.secure_model.children import COMPONENT_LABEL, MODEL_LABEL
 
@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the chart's operator runs in the cluster: uninstall it (or scale it to 0) first", file=sys.stderr)
         return 2
     server = kubernetes.client.VersionApi(client).get_code().git_version
+    add_ledger_writer(client, args.kubeconfig)
     bursts = []
     for n in args.sizes:
         result = burst(client, args.kubeconfig, n, args.threads, args.timeout)
