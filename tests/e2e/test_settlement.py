@@ -87,8 +87,10 @@ def test_a_custom_image_that_forges_its_report_is_charged_the_whole_claim(namesp
     uid = get(namespace, "securemodel", "forged")["metadata"]["uid"]
     claim = settled(namespace, uid, "Committed")
     assert claim["epsilon"] == EPSILON, "a report the user's code wrote lowered the charge"
-    status = get(namespace, "securemodel", "forged")["status"]
-    assert status["privacy"]["noiseMultiplier"] != 1000.0 and status["privacy"]["epsilonSpent"] == EPSILON
+    # The model's status shows the commit on the operator's next pass after the ledger's.
+    privacy = wait_until(lambda: (lambda p: p if "epsilonSpent" in p else None)(
+        (get(namespace, "securemodel", "forged").get("status") or {}).get("privacy") or {}), 120, "the spend in status")
+    assert privacy["noiseMultiplier"] != 1000.0 and privacy["epsilonSpent"] == EPSILON
 
 
 def test_an_image_that_cannot_be_pulled_is_released_and_its_job_goes(namespace: str) -> None:
