@@ -1,6 +1,7 @@
 """Integration fixtures: the CRDs and the admission policy in the real API server, and the operator as a process."""
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -165,12 +166,16 @@ class Operator:
         self.health_url = health_url
         self.log = log
 
-    def healthy(self) -> bool:
+    def health(self) -> dict[str, Any] | None:
+        """The health endpoint's report, or None while it does not answer 200."""
         try:
             with urllib.request.urlopen(self.health_url, timeout=2) as response:
-                return response.status == 200
-        except OSError:  # refused, reset, or slow to answer while it starts (URLError is an OSError)
-            return False
+                return json.loads(response.read()) if response.status == 200 else None
+        except OSError:  # refused, or reset as the standby's server hands the port to the leader's
+            return None
+
+    def healthy(self) -> bool:
+        return self.health() is not None
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
