@@ -195,9 +195,12 @@ def submit_all(ledger: Ledger, spec: BudgetSpec, submissions: Sequence[Submissio
     if settled_at is not None:
         _decide_arrivals(claims, pending, ledger, settled_at, spec, now, decisions, arrived)
     after = replace(ledger, claims=tuple(claims), epsilon_unlocked=unlocked)
+    with_one: dict[Mechanism, float] = {}  # the composition with one more of a mechanism, for the Queued messages
     for claim in claims:
         if claim.state is ClaimState.WAITING and claim.consumer.key in arrived:
-            decisions[arrived[claim.consumer.key]].append(_queued_decision(claim, after, spec))
+            if claim.mechanism not in with_one:
+                with_one[claim.mechanism] = composed_epsilon(merged(held(after), ((claim.mechanism, 1),)), spec.delta)
+            decisions[arrived[claim.consumer.key]].append(_queued_decision(claim, with_one[claim.mechanism], after, spec))
     return tuple(Outcome(after, tuple(own)) for own in decisions)
 
 
@@ -517,8 +520,7 @@ def _granted_decision(claim: Claim, composed: float, together: int, spec: Budget
     )
 
 
-def _queued_decision(claim: Claim, ledger: Ledger, spec: BudgetSpec) -> Decision:
-    with_it = composed_epsilon(merged(held(ledger), ((claim.mechanism, 1),)), spec.delta)
+def _queued_decision(claim: Claim, with_it: float, ledger: Ledger, spec: BudgetSpec) -> Decision:
     return Decision(
         DecisionKind.QUEUED,
         claim.consumer,
