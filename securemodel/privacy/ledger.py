@@ -22,7 +22,8 @@ Rules:
   Reserved mechanism with theirs stays within the policy's ceiling at the
   budget's delta: on arrival, and after every transition that frees budget (a
   release, a commit below the reservation, a raised ``spec.epsilon`` via
-  :func:`reconcile`). Each accepted arrival unlocks DPF budget.
+  :func:`reconcile`). Each accepted arrival unlocks DPF budget. Submissions decided together
+  (:func:`submit_all`) end as they would one after another.
 * Reserved -> Committed when the consumer's pod has run; what was actually
   spent may be less than reserved (a DP-SGD run stopped early), never more.
   Committed is final: privacy spent is spent.
