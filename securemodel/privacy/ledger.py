@@ -452,6 +452,9 @@ def _fitting(base: Multiset, mechanism: Mechanism, most: int, limit: float, delt
 
     Composition only grows with ``k``, so this is the count the one-by-one rule grants. Cost: one
     composition if all ``most`` fit, else galloping (1, 2, 4, ...) then bisection, O(log ``most``).
+    The figures' last digits depend on the path the composition cache took (:mod:`~securemodel.privacy.composition`;
+    measured: 2e-7 of 57.46 for 1000 DP-SGD claims composed at once or one at a time), so a ceiling within that
+    of a figure may count one claim differently, as two one-by-one passes with different cache histories may.
     """
 
     def composed(count: int) -> float:
