@@ -47,6 +47,7 @@ from securemodel.privacy.ledger import (
     DecisionKind,
     LedgerError,
     Outcome,
+    Submission,
     can_set_epsilon,
     commit,
     dispatch,
@@ -55,6 +56,7 @@ from securemodel.privacy.ledger import (
     reconcile,
     release,
     submit,
+    submit_all,
 )
 from securemodel.privacy.mechanisms import DpSgd, EpsilonDelta, Mechanism
 from securemodel.privacy.scheduling import POLICIES, Policy
@@ -83,6 +85,7 @@ __all__ = [
     "Outcome",
     "Policy",
     "RejectionReason",
+    "Submission",
     "Totals",
     "budget_key",
     "calibrate_dp_sgd",
@@ -104,6 +107,7 @@ __all__ = [
     "status_fields",
     "steps_for_epochs",
     "submit",
+    "submit_all",
     "totals",
     "verify",
 ]

@@ -22,7 +22,8 @@ Rules:
   Reserved mechanism with theirs stays within the policy's ceiling at the
   budget's delta: on arrival, and after every transition that frees budget (a
   release, a commit below the reservation, a raised ``spec.epsilon`` via
-  :func:`reconcile`). Each accepted arrival unlocks DPF budget.
+  :func:`reconcile`). Each accepted arrival unlocks DPF budget. Submissions decided together
+  (:func:`submit_all`) end as they would one after another.
 * Reserved -> Committed when the consumer's pod has run; what was actually
   spent may be less than reserved (a DP-SGD run stopped early), never more.
   Committed is final: privacy spent is spent.
@@ -38,6 +39,8 @@ Rules:
 from __future__ import annotations
 
 import enum
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from securemodel.privacy._checks import is_number, require_delta, require_positive
@@ -51,7 +54,7 @@ from securemodel.privacy.claims import (
     exact,
     held,
 )
-from securemodel.privacy.composition import composed_epsilon, merged, standalone_epsilon
+from securemodel.privacy.composition import Multiset, composed_epsilon, merged, standalone_epsilon
 from securemodel.privacy.mechanisms import DpSgd, EpsilonDelta, Mechanism, spends_at_most
 from securemodel.privacy.scheduling import Demand, ceiling, order, unlock_on_arrival
 
@@ -98,6 +101,25 @@ class Outcome:
     decisions: tuple[Decision, ...] = ()
 
 
+@dataclass(frozen=True)
+class Submission:
+    """``consumer``'s claim of (``epsilon``, ``delta``) running ``mechanism`` (None: the generic
+    ``EpsilonDelta(epsilon, delta)``), as :func:`submit_all` takes it.
+
+    Raises:
+        ValueError: if ``epsilon`` is not positive or ``delta`` not in (0, 1).
+    """
+
+    consumer: Consumer
+    epsilon: float
+    delta: float
+    mechanism: Mechanism | None = None
+
+    def __post_init__(self) -> None:
+        require_positive("epsilon", self.epsilon)
+        require_delta("delta", self.delta)
+
+
 def submit(
     ledger: Ledger,
     spec: BudgetSpec,
@@ -116,33 +138,71 @@ def submit(
     decision for the new claim (and Granted decisions for any other claim the
     pass grants).
     """
-    require_positive("epsilon", epsilon)
-    require_delta("delta", delta)
-    if ledger.claim(consumer.key) is not None or ledger.compacted_key(consumer.key):
-        return Outcome(ledger)
-    claim = Claim(consumer, float(epsilon), float(delta), ClaimState.WAITING, now, mechanism=mechanism)  # type: ignore[arg-type]
-    reason = _rejection(claim, spec)
-    if reason is not None:
-        rejected = replace(claim, state=ClaimState.REJECTED, reason=reason)
-        return Outcome(
-            replace(ledger, claims=(*ledger.claims, rejected)),
-            (_rejected_decision(rejected, spec),),
-        )
-    unlocked = unlock_on_arrival(exact(ledger.epsilon_unlocked), exact(spec.epsilon), spec.unlock_steps)
-    arrived = replace(ledger, claims=(*ledger.claims, claim), epsilon_unlocked=float(unlocked))
-    outcome = _schedule(arrived, spec, now)
-    if outcome.ledger.claims[-1].state is ClaimState.WAITING:
-        with_it = composed_epsilon(merged(held(outcome.ledger), ((claim.mechanism, 1),)), spec.delta)
-        queued = Decision(
-            DecisionKind.QUEUED,
-            consumer,
-            claim.epsilon,
-            f"{consumer} waits for epsilon {claim.epsilon}: with it the budget would hold epsilon {with_it:.6g} "
-            f"composed at delta {spec.delta:g}, above the {_ceiling(outcome.ledger, spec):.6g} grantable "
-            f"under {spec.policy}",
-        )
-        return Outcome(outcome.ledger, (*outcome.decisions, queued))
+    (outcome,) = submit_all(ledger, spec, (Submission(consumer, epsilon, delta, mechanism),), now)
     return outcome
+
+
+def submit_all(ledger: Ledger, spec: BudgetSpec, submissions: Sequence[Submission], now: str) -> tuple[Outcome, ...]:
+    """Submit ``submissions`` in order, deciding them together; one :class:`Outcome` per submission.
+
+    Guarantee: the ledger is the one :func:`submit` called once per submission, in order, leaves
+    (the same claims Rejected, Reserved and Waiting, the same ``epsilonUnlocked``), granted at a
+    cost of O(log k) compositions for k submissions of one mechanism instead of O(k) (given that
+    composition grows with every mechanism added, :func:`_fitting`). Why it is the same: after a
+    pass of the policy no waiting claim fits what the budget holds, so while the policy's ceiling
+    stays where it was, the pass an arrival runs can grant only that arrival, if it fits; those
+    arrivals are decided together in arrival order when the ceiling next moves (DPF's unlocking,
+    which runs the full pass at that arrival, as :func:`submit` does) or after the last submission.
+
+    Every Outcome holds the ledger after all the submissions. Its decisions are those about its
+    own claim (Rejected; Granted; or Queued if it still waits after all of them: a claim granted
+    later in the batch is not also Queued) and the Granted or Rejected decisions of claims that
+    waited before and that its arrival's pass decided. A Queued message states the composition as
+    the batch left the budget.
+    """
+    decisions: list[list[Decision]] = [[] for _ in submissions]
+    arrived: dict[str, int] = {}  # key of a claim a submission added Waiting -> the submission's position
+    claims = list(ledger.claims)
+    pending: list[int] = []  # positions in ``claims`` of arrivals not yet decided, at the ceiling ``settled_at``
+    settled_at: float | None = None  # the ceiling of the last full pass, if one ran
+    unlocked = ledger.epsilon_unlocked
+    for position, submission in enumerate(submissions):
+        key = submission.consumer.key
+        if key in arrived or _known(ledger, claims, key):
+            continue
+        claim = Claim(submission.consumer, float(submission.epsilon), float(submission.delta), ClaimState.WAITING, now,
+                      mechanism=submission.mechanism)  # type: ignore[arg-type]  # fmt: skip
+        reason = _rejection(claim, spec)
+        if reason is not None:
+            claims.append(replace(claim, state=ClaimState.REJECTED, reason=reason))
+            decisions[position].append(_rejected_decision(claims[-1], spec))
+            continue
+        unlocked = float(unlock_on_arrival(exact(unlocked), exact(spec.epsilon), spec.unlock_steps))
+        limit = ceiling(spec.policy, spec.epsilon, unlocked)
+        arrived[key] = position
+        if limit == settled_at:
+            claims.append(claim)
+            pending.append(len(claims) - 1)
+            continue
+        if settled_at is not None:
+            _decide_arrivals(claims, pending, ledger, settled_at, spec, now, decisions, arrived)
+        claims.append(claim)
+        pending = []
+        outcome = _schedule(replace(ledger, claims=tuple(claims), epsilon_unlocked=unlocked), spec, now)
+        claims = list(outcome.ledger.claims)
+        for decision in outcome.decisions:
+            decisions[arrived.get(decision.consumer.key, position)].append(decision)
+        settled_at = limit
+    if settled_at is not None:
+        _decide_arrivals(claims, pending, ledger, settled_at, spec, now, decisions, arrived)
+    after = replace(ledger, claims=tuple(claims), epsilon_unlocked=unlocked)
+    with_one: dict[Mechanism, float] = {}  # the composition with one more of a mechanism, for the Queued messages
+    for claim in claims:
+        if claim.state is ClaimState.WAITING and claim.consumer.key in arrived:
+            if claim.mechanism not in with_one:
+                with_one[claim.mechanism] = composed_epsilon(merged(held(after), ((claim.mechanism, 1),)), spec.delta)
+            decisions[arrived[claim.consumer.key]].append(_queued_decision(claim, with_one[claim.mechanism], after, spec))
+    return tuple(Outcome(after, tuple(own)) for own in decisions)
 
 
 def commit(
@@ -304,8 +364,7 @@ def _schedule(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
 
     A budget that shares data with another (``spec.overlaps``) grants nothing: each datum has one
     ledger, so a second budget can never buy fresh ε for data the first has charged for.
-    A mechanism that did not fit is not tried again in the same pass: the
-    budget only grows within a pass, and composition never shrinks as it grows.
+    Waiting claims are granted in the policy's order, each if it fits (:func:`_grant`).
     """
     decisions: list[Decision] = []
     claims = list(ledger.claims)
@@ -318,34 +377,109 @@ def _schedule(ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
     ledger = replace(ledger, claims=tuple(claims))
     if not waiting or spec.overlaps:  # data two budgets cover is granted by neither (one ledger per datum)
         return Outcome(ledger, tuple(decisions))
-    base = held(ledger)
-    limit = _ceiling(ledger, spec)
     demands = [
         Demand(key, standalone_epsilon(claims[i].mechanism, spec.delta) / spec.epsilon) for key, i in waiting.items()
     ]
-    too_big: set[Mechanism] = set()
-    for demand in order(spec.policy, demands):
-        index = waiting[demand.key]
-        claim = claims[index]
-        if claim.mechanism in too_big:
-            continue
-        candidate = merged(base, ((claim.mechanism, 1),))
-        composed = composed_epsilon(candidate, spec.delta)
-        if composed > limit:
-            too_big.add(claim.mechanism)
-            continue
-        base = candidate
-        claims[index] = replace(claim, state=ClaimState.RESERVED, updated=now)
-        decisions.append(
-            Decision(
-                DecisionKind.GRANTED,
-                claim.consumer,
-                claim.epsilon,
-                f"granted epsilon {claim.epsilon} to {claim.consumer}; the budget now holds epsilon {composed:.6g} "
-                f"of {spec.epsilon} composed at delta {spec.delta:g}",
-            )
-        )
+    in_order = [waiting[demand.key] for demand in order(spec.policy, demands)]
+    decisions += _grant(claims, in_order, held(ledger), _ceiling(ledger, spec), set(), spec, now)
     return Outcome(replace(ledger, claims=tuple(claims)), tuple(decisions))
+
+
+def _decide_arrivals(
+    claims: list[Claim],
+    pending: list[int],
+    ledger: Ledger,
+    limit: float,
+    spec: BudgetSpec,
+    now: str,
+    decisions: list[list[Decision]],
+    arrived: Mapping[str, int],
+) -> None:
+    """Grant the ``pending`` arrivals (positions in ``claims``, in arrival order) that fit under ``limit``, in place.
+
+    Each arrived after a full pass at ``limit``, which left no waiting claim that fits: as the pass
+    of its own arrival would, grant it if it fits, never a claim that waited before it. A mechanism
+    a waiting claim has is too big already (its claim failed on less than the budget holds now).
+    """
+    if not pending or spec.overlaps:
+        return
+    others = set(pending)
+    too_big = {c.mechanism for i, c in enumerate(claims) if c.state is ClaimState.WAITING and i not in others}
+    base = held(replace(ledger, claims=tuple(claims)))
+    for decision in _grant(claims, pending, base, limit, too_big, spec, now):
+        decisions[arrived[decision.consumer.key]].append(decision)
+
+
+def _grant(
+    claims: list[Claim],
+    in_order: Sequence[int],
+    base: Multiset,
+    limit: float,
+    too_big: set[Mechanism],
+    spec: BudgetSpec,
+    now: str,
+) -> list[Decision]:
+    """Reserve, in place, the Waiting ``claims`` at positions ``in_order`` that fit, in that order; their decisions.
+
+    The rule, one claim at a time: a claim is granted if the composition of ``base`` (what the budget
+    holds) with what this pass granted before it and its own mechanism is within ``limit``; a mechanism
+    that did not fit (or is in ``too_big``) is not tried again: the budget only grows within a pass,
+    and composition never shrinks as it grows. A run of consecutive claims of one mechanism is
+    therefore decided at once: its longest prefix that fits (:func:`_fitting`), granted in order. Each
+    claim of a run granted together gets a Granted decision whose message states the composed epsilon
+    after the whole run.
+    """
+    decisions: list[Decision] = []
+    for mechanism, group in itertools.groupby(in_order, key=lambda index: claims[index].mechanism):
+        if mechanism in too_big:
+            continue
+        run = list(group)
+        count, composed = _fitting(base, mechanism, len(run), limit, spec.delta)
+        if count < len(run):
+            too_big.add(mechanism)
+        if count == 0:
+            continue
+        base = merged(base, ((mechanism, count),))
+        for index in run[:count]:
+            claims[index] = replace(claims[index], state=ClaimState.RESERVED, updated=now)
+            decisions.append(_granted_decision(claims[index], composed, count, spec))
+    return decisions
+
+
+def _fitting(base: Multiset, mechanism: Mechanism, most: int, limit: float, delta: float) -> tuple[int, float]:
+    """The largest ``k <= most`` with ``base`` and ``k`` runs of ``mechanism`` composed within ``limit``, and
+    that composition (0.0 if ``k`` is 0).
+
+    Composition only grows with ``k``, so this is the count the one-by-one rule grants. Cost: one
+    composition if all ``most`` fit, else galloping (1, 2, 4, ...) then bisection, O(log ``most``).
+    The figures' last digits depend on the path the composition cache took (:mod:`~securemodel.privacy.composition`;
+    measured: 2e-7 of 57.46 for 1000 DP-SGD claims composed at once or one at a time), so a ceiling within that
+    of a figure may count one claim differently, as two one-by-one passes with different cache histories may.
+    """
+
+    def composed(count: int) -> float:
+        return composed_epsilon(merged(base, ((mechanism, count),)), delta)
+
+    whole = composed(most)
+    if whole <= limit:
+        return most, whole
+    fits, fitted, fails = 0, 0.0, most
+    probe = 1
+    while probe < fails:
+        epsilon = composed(probe)
+        if epsilon > limit:
+            fails = probe
+            break
+        fits, fitted = probe, epsilon
+        probe *= 2
+    while fails - fits > 1:
+        middle = (fits + fails) // 2
+        epsilon = composed(middle)
+        if epsilon > limit:
+            fails = middle
+        else:
+            fits, fitted = middle, epsilon
+    return fits, fitted
 
 
 def _ceiling(ledger: Ledger, spec: BudgetSpec) -> float:
@@ -377,6 +511,32 @@ def _rejected_decision(claim: Claim, spec: BudgetSpec) -> Decision:
         )
     message = f"rejected the claim of {claim.consumer}: {why}"
     return Decision(DecisionKind.REJECTED, claim.consumer, claim.epsilon, message)
+
+
+def _granted_decision(claim: Claim, composed: float, together: int, spec: BudgetSpec) -> Decision:
+    after = f" (after granting {together} claims together)" if together > 1 else ""
+    return Decision(
+        DecisionKind.GRANTED,
+        claim.consumer,
+        claim.epsilon,
+        f"granted epsilon {claim.epsilon} to {claim.consumer}; the budget now holds epsilon {composed:.6g} "
+        f"of {spec.epsilon} composed at delta {spec.delta:g}{after}",
+    )
+
+
+def _queued_decision(claim: Claim, with_it: float, ledger: Ledger, spec: BudgetSpec) -> Decision:
+    return Decision(
+        DecisionKind.QUEUED,
+        claim.consumer,
+        claim.epsilon,
+        f"{claim.consumer} waits for epsilon {claim.epsilon}: with it the budget would hold epsilon {with_it:.6g} "
+        f"composed at delta {spec.delta:g}, above the {_ceiling(ledger, spec):.6g} grantable under {spec.policy}",
+    )
+
+
+def _known(ledger: Ledger, claims: Sequence[Claim], key: str) -> bool:
+    """Whether ``key`` has (or had, now compacted) a claim: ``claims`` are ``ledger``'s and those added since."""
+    return ledger.compacted_key(key) or any(claim.consumer.key == key for claim in claims)
 
 
 def _existing(ledger: Ledger, key: str) -> Claim:

@@ -19,6 +19,7 @@ Inside the operator, transactions are batched per budget by
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -39,13 +40,14 @@ from securemodel.privacy import (
     LedgerTampered,
     Mechanism,
     Outcome,
+    Submission,
     check_transition,
     commit,
     compacted_if_large,
     dispatch,
     mark_started,
     release,
-    submit,
+    submit_all,
     verify,
 )
 
@@ -91,10 +93,30 @@ class Transaction:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Submitting:
+    """The change that adds ``consumer``'s claim of ``mechanism`` (guaranteeing (``epsilon``, ``delta``);
+    idempotent per consumer key) and grants what fits. Consecutive ones in :func:`applied` are decided
+    together (:func:`securemodel.privacy.submit_all`)."""
+
+    consumer: Consumer
+    epsilon: float
+    delta: float
+    mechanism: Mechanism | None = None
+
+    def submission(self) -> Submission:
+        """The claim to submit; ValueError if the rules refuse its epsilon or delta."""
+        return Submission(self.consumer, self.epsilon, self.delta, self.mechanism)
+
+    def __call__(self, ledger: Ledger, spec: BudgetSpec, now: str) -> Outcome:
+        (outcome,) = submit_all(ledger, spec, (self.submission(),), now)
+        return outcome
+
+
 def submitting(consumer: Consumer, epsilon: float, delta: float, mechanism: Mechanism | None = None) -> Change:
     """The change that adds ``consumer``'s claim of ``mechanism`` (guaranteeing (``epsilon``, ``delta``);
     idempotent per consumer key) and grants what fits."""
-    return lambda ledger, spec, now: submit(ledger, spec, consumer, epsilon, delta, now, mechanism=mechanism)
+    return Submitting(consumer, epsilon, delta, mechanism)
 
 
 def committing(key: str, epsilon_spent: float, mechanism: Mechanism | None = None) -> Change:
@@ -133,6 +155,50 @@ def read_ledger(status: Mapping[str, Any] | None, previous: Ledger | None) -> Le
     return ledger
 
 
+def applied(
+    ledger: Ledger, spec: BudgetSpec, changes: Sequence[Change], now: str
+) -> tuple[Ledger, tuple[Outcome | ValueError, ...]]:
+    """``changes`` applied in order to ``ledger``: the ledger after them and one result per change.
+
+    A result is the change's :class:`Outcome`, or the ``ValueError`` (e.g. :class:`LedgerError`) the
+    rules raised for it, in which case that change was left out. Consecutive :class:`Submitting`
+    changes are decided together by :func:`securemodel.privacy.submit_all`: the same ledger as one
+    after another, at O(log k) compositions for k claims of one mechanism; each of their Outcomes
+    holds the ledger after the group.
+    """
+    results: list[Outcome | ValueError] = []
+    for submits, group in itertools.groupby(changes, key=lambda change: isinstance(change, Submitting)):
+        if submits:
+            ledger, decided = _submitted(ledger, spec, [change.submission for change in group], now)  # type: ignore[attr-defined]
+            results += decided
+            continue
+        for change in group:
+            try:
+                outcome = change(ledger, spec, now)
+            except ValueError as error:  # LedgerError, or an argument the rules refuse
+                results.append(error)
+                continue
+            ledger = outcome.ledger
+            results.append(outcome)
+    return ledger, tuple(results)
+
+
+def _submitted(
+    ledger: Ledger, spec: BudgetSpec, claims: Sequence[Callable[[], Submission]], now: str
+) -> tuple[Ledger, list[Outcome | ValueError]]:
+    """The ``claims`` the rules accept submitted together; an Outcome, or the ValueError of a refused one, per claim."""
+    submissions: list[Submission | ValueError] = []
+    for claim in claims:
+        try:
+            submissions.append(claim())
+        except ValueError as error:  # an argument the rules refuse
+            submissions.append(error)
+    outcomes = submit_all(ledger, spec, [s for s in submissions if isinstance(s, Submission)], now)
+    decided = iter(outcomes)
+    results = [s if isinstance(s, ValueError) else next(decided) for s in submissions]
+    return (outcomes[-1].ledger if outcomes else ledger), results
+
+
 def transact(
     api: kubernetes.client.CustomObjectsApi,
     ref: BudgetRef,
@@ -169,22 +235,13 @@ def transact(
             raise
         if seen is not None:
             seen[uid] = stored
-        ledger = compacted_if_large(stored)
-        results: list[Outcome | ValueError] = []
-        for change in changes:
-            try:
-                outcome = change(ledger, spec, timestamp(now))
-            except ValueError as error:  # LedgerError, or an argument the rules refuse
-                results.append(error)
-                continue
-            ledger = outcome.ledger
-            results.append(outcome)
+        ledger, results = applied(compacted_if_large(stored), spec, changes, timestamp(now))
         current = budget.get("status") or {}
         assessed = assess(spec, ledger)
         status = status_for(assessed, current, budget["metadata"].get("generation", 0), now)
         status["display"] = KIND.display(status)
         if all(current.get(key) == value for key, value in status.items()):
-            return Transaction(budget, ledger, tuple(results), (), attempt)
+            return Transaction(budget, ledger, results, (), attempt)
         decided = [decision for r in results if isinstance(r, Outcome) for decision in r.decisions]
         events = [Event(d.event_type, d.event_reason, d.message) for d in decided]
         changed = event_for(assessed, current)
@@ -208,7 +265,7 @@ def transact(
             raise
         if seen is not None:
             seen[uid] = ledger
-        return Transaction(written, ledger, tuple(results), tuple(events), attempt)
+        return Transaction(written, ledger, results, tuple(events), attempt)
     raise LedgerContention(f"{ref}: gave up after {LEDGER_MAX_ATTEMPTS} conflicting writes in a row")
 
 
