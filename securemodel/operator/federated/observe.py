@@ -2,10 +2,10 @@
 
 The indexes (:mod:`.handlers`) hold every Job, Pod, Service, PVC, ConfigMap and Secret labelled
 with a round's uid (in the round's namespace and in the silos'), every budget's spec and ledger,
-the SecureModels' ``spec.model`` and the rounds' uids and ``spec.rounds``. A stale view is safe for
-the same reasons as a SecureModel's (:mod:`securemodel.operator.secure_model.observe`): the writes that depend on it are
-checked by the API server or re-read with quorum reads in :mod:`.act`, and the ledger rules refuse
-what the budget's fresh state does not allow.
+the SecureModels' ``spec.model`` and the rounds' uids and ``spec.rounds``. A stale view is safe
+for the same reasons as a SecureModel's (:mod:`securemodel.operator.secure_model.observe`): the
+writes that depend on it are checked by the API server or re-read with quorum reads in
+:mod:`.act`, and the ledger rules refuse what the budget's fresh state does not allow.
 """
 
 from __future__ import annotations
