@@ -86,7 +86,8 @@ def finetune_arguments(parser: argparse.ArgumentParser) -> None:
     start.add_argument(
         "--init-binding",
         type=string_map,
-        help="binding fields --init-artifact was written for, as JSON ({} for a round's global model)",
+        help="binding fields --init-artifact was written for, as JSON (for a round's global model: its uid and "
+        "final round number, see round_binding)",
     )
     start.add_argument("--init-digest", type=artifact_digest, help="the digest --init-artifact must have")
     trained = parser.add_argument_group("trained parameters (default: all)")
@@ -102,10 +103,10 @@ def binding_arguments(parser: argparse.ArgumentParser, *, version: bool) -> None
     """What the model's artifacts are bound to (:func:`model_binding`), from the operator: the SecureModel's
     ``metadata.uid``, its training version and (``version``) its version, i.e. training plus compression."""
     binding = parser.add_argument_group("artifact binding (set by the operator)")
-    binding.add_argument("--model-uid", required=True, type=_field, help="metadata.uid of the SecureModel")
-    binding.add_argument("--training-version", required=True, type=_field, help="the spec's training version")
+    binding.add_argument("--model-uid", required=True, type=binding_field, help="metadata.uid of the SecureModel")
+    binding.add_argument("--training-version", required=True, type=binding_field, help="the spec's training version")
     if version:
-        binding.add_argument("--model-version", required=True, type=_field, help="the spec's version")
+        binding.add_argument("--model-version", required=True, type=binding_field, help="the spec's version")
 
 
 def model_binding(uid: str, training: str, encoding: str, version: str | None = None) -> dict[str, str]:
@@ -121,7 +122,20 @@ def model_binding(uid: str, training: str, encoding: str, version: str | None = 
     return binding if version is None else {**binding, "version": version}
 
 
-def _field(text: str) -> str:
+def round_binding(uid: str, round_number: int) -> dict[str, str]:
+    """The fields a FederatedRound's global model is bound to (:mod:`securemodel.crypto.artifacts`).
+
+    The model after round ``round_number`` of the FederatedRound with ``metadata.uid`` ``uid``
+    (0: the starting model its aggregator built). A reader that expects the round's final model
+    (``spec.rounds``) cannot authenticate an earlier round's file of the same run, nor any file of
+    another round, even under the same key.
+    """
+    if round_number < 0:
+        raise ValueError(f"round number {round_number} is negative")
+    return {"uid": uid, "round": str(round_number)}
+
+
+def binding_field(text: str) -> str:
     """A uid or version: letters, digits and ``-._:`` (what an artifact binding may hold)."""
     if not text or len(text) > 253 or not all(c.isascii() and (c.isalnum() or c in "-._:") for c in text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a uid or version (letters, digits and -._:)")

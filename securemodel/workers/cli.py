@@ -14,6 +14,7 @@ from pathlib import Path
 from securemodel.workers.arguments import (
     artifact_digest,
     binding_arguments,
+    binding_field,
     count,
     dp_arguments,
     finetune_arguments,
@@ -127,9 +128,15 @@ def _compress_arguments(compress: argparse.ArgumentParser) -> None:
         "--from-round",
         action="store_true",
         help="--input is a round's global model: authenticated under --input-key-file (the round's data key) as "
-        "its aggregator wrote it, with --input-digest",
+        "its aggregator wrote it after its final round (--input-round-uid, --input-round), with --input-digest",
     )
     round_input.add_argument("--input-key-file", type=Path, help="the round's data key (with --from-round)")
+    round_input.add_argument(
+        "--input-round-uid", type=binding_field, help="metadata.uid of the round (with --from-round)"
+    )
+    round_input.add_argument(
+        "--input-round", type=count, help="the round's spec.rounds: --input must be its final global model"
+    )
     round_input.add_argument("--input-digest", type=artifact_digest, help="sha256 the round's aggregator reported")
     round_input.add_argument(
         "--training-source",

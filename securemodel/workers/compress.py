@@ -15,9 +15,10 @@ evaluation source the result holds no accuracy at all, and no private record is 
 
 With ``--from-round`` the input is a FederatedRound's global model (``spec.model.fromRound``): it
 is read under the round's own data key (``--input-key-file``) as the round's aggregator wrote it
-(bound to its kind only, :mod:`securemodel.workers.federated.server_app`), and only if its SHA-256
-is ``--input-digest``, the one the aggregator reported: no other file, not even another round's
-model under another key or an earlier round of the same run, is compressed. The evaluation source
+after its final round (bound to the round's uid ``--input-round-uid`` and its ``spec.rounds``,
+``--input-round``; :func:`securemodel.workers.arguments.round_binding`), and only if its SHA-256
+is ``--input-digest``, the one the aggregator reported: no other file, not another round's model
+nor an earlier round's of the same run under the same key, is compressed. The evaluation source
 is then kept apart from every silo's data (``--training-source``), and the output is bound to this
 SecureModel like any compressed artifact.
 
@@ -38,7 +39,7 @@ from securemodel.data.masking import Masking
 from securemodel.data.sources import check_evaluation
 from securemodel.data.tables import TableSchema
 from securemodel.models import ARTIFACT_KIND, ModelPredictor, ModelRecord, PayloadError, dump_compressed, load_record
-from securemodel.workers.arguments import model_binding
+from securemodel.workers.arguments import model_binding, round_binding
 from securemodel.workers.report import describe_error, emit
 
 
@@ -63,9 +64,15 @@ def _compress(args: argparse.Namespace) -> dict[str, Any]:
     key = read_data_key(args.data_key_file)
     binding = model_binding(args.model_uid, args.training_version, "compressed", args.model_version)
     if args.from_round:
-        if args.input_key_file is None or args.input_digest is None or not args.training_source:
-            raise ValueError("--from-round needs --input-key-file, --input-digest and the silos' --training-source")
-        payload = read_artifact(source, read_data_key(args.input_key_file), kind=ARTIFACT_KIND, digest=args.input_digest)
+        given = (args.input_key_file, args.input_round_uid, args.input_round, args.input_digest)
+        if any(option is None for option in given) or not args.training_source:
+            raise ValueError(
+                "--from-round needs --input-key-file, --input-round-uid, --input-round, --input-digest "
+                "and the silos' --training-source"
+            )
+        final = round_binding(args.input_round_uid, args.input_round)
+        round_key = read_data_key(args.input_key_file)
+        payload = read_artifact(source, round_key, kind=ARTIFACT_KIND, binding=final, digest=args.input_digest)
     else:
         trained = model_binding(args.model_uid, args.training_version, "fp32")
         payload = read_artifact(source, key, kind=ARTIFACT_KIND, binding=trained)

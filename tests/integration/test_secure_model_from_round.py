@@ -103,6 +103,9 @@ def test_a_model_from_a_round_waits_for_it_claims_nothing_and_compresses_only_it
     pod = job.spec.template.spec
     args = pod.containers[0].command
     assert args[args.index("--input-digest") + 1] == DIGEST and "--from-round" in args
+    # only the round's final global model authenticates: bound to its uid and spec.rounds (1 by default)
+    round_uid = get(api_client, namespace, "federatedrounds", "fl")["metadata"]["uid"]
+    assert (args[args.index("--input-round-uid") + 1], args[args.index("--input-round") + 1]) == (round_uid, "1")
     volumes = {v.name: v for v in pod.volumes}
     assert volumes["round"].persistent_volume_claim.claim_name == "fl-artifacts"
     assert volumes["round"].persistent_volume_claim.read_only is True

@@ -230,6 +230,10 @@ class Start:
     source: str = ""
     previous_round: str | None = None
     previous_artifact: str = ""  # path on the previous round's PVC, as its aggregator wrote it
+    # The previous round's metadata.uid and spec.rounds (never its results ConfigMap's word): its final
+    # global model is bound to both, so no other file of it, nor of another round, starts this one.
+    previous_uid: str = ""
+    previous_rounds: int = 0
 
 
 def aggregator_job(owner: Owner, spec: RoundSpec, start: Start, max_weight: int, image: str) -> dict[str, Any]:
@@ -238,9 +242,12 @@ def aggregator_job(owner: Owner, spec: RoundSpec, start: Start, max_weight: int,
 
     It mounts the SuperLink TLS Secret, the silos' public keys, the round's data key and PVC, and for
     ``fromRound`` the previous round's PVC (read-only) and data key; never a silo's data or Secret.
+    Each global model it writes is bound to this round's uid and round number; for ``fromRound`` it
+    starts only from the file bound to the previous round's uid and its final round (``spec.rounds``).
     """
     args = [
         "securemodel-worker", "fl-aggregate",
+        "--round-uid", owner.uid,
         "--tls-dir", TLS_DIR,
         "--silo-keys-dir", SILO_KEYS_DIR,
         "--port", str(SUPERLINK_PORT),
@@ -281,7 +288,8 @@ def aggregator_job(owner: Owner, spec: RoundSpec, start: Start, max_weight: int,
     ]
     if start.previous_round is not None:
         args += ["--initial-model", start.previous_artifact.replace(OUTPUT_DIR, START_DIR, 1),
-                 "--initial-model-key-file", f"{START_KEY_DIR}/{DATA_KEY}"]  # fmt: skip
+                 "--initial-model-key-file", f"{START_KEY_DIR}/{DATA_KEY}",
+                 "--initial-round-uid", start.previous_uid, "--initial-round", str(start.previous_rounds)]  # fmt: skip
         volumes += [
             {"name": "start", "persistentVolumeClaim": {"claimName": pvc_name(start.previous_round), "readOnly": True}},
             _secret_volume("start-key", data_key_secret_name(start.previous_round)),

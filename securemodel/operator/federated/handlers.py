@@ -104,9 +104,10 @@ async def round_secure_models(namespace: str, name: str, spec: kopf.Spec, **_: A
 
 
 @kopf.index(GROUP, VERSION, KIND.plural)
-async def round_uids(namespace: str, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
-    """Each round's uid by name: a later round finds the results of the one it starts from."""
-    return {(namespace, name): uid}
+async def round_identities(namespace: str, name: str, uid: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each round's uid and ``spec.rounds`` by name: a later round finds the results of the one it starts from,
+    and its global model is authenticated as bound to that uid and final round number."""
+    return {(namespace, name): {"uid": uid, "rounds": int(spec.get("rounds", 1))}}
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD)

@@ -2,10 +2,10 @@
 
 The indexes (:mod:`.handlers`) hold every Job, Pod, Service, PVC, ConfigMap and Secret labelled
 with a round's uid (in the round's namespace and in the silos'), every budget's spec and ledger,
-the SecureModels' ``spec.model`` and the rounds' uids. A stale view is safe for the same reasons as
-a SecureModel's (:mod:`securemodel.operator.secure_model.observe`): the writes that depend on it are
-checked by the API server or re-read with quorum reads in :mod:`.act`, and the ledger rules refuse
-what the budget's fresh state does not allow.
+the SecureModels' ``spec.model`` and the rounds' uids and ``spec.rounds``. A stale view is safe
+for the same reasons as a SecureModel's (:mod:`securemodel.operator.secure_model.observe`): the
+writes that depend on it are checked by the API server or re-read with quorum reads in
+:mod:`.act`, and the ledger rules refuse what the budget's fresh state does not allow.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Indexes:
     budgets: kopf.Index[BudgetRef, BudgetView]
     ledgers: kopf.Index[BudgetRef, Ledger]
     secure_models: Index  # (namespace, name) -> spec.model
-    rounds: Index  # (namespace, name) -> uid
+    rounds: Index  # (namespace, name) -> {"uid": metadata.uid, "rounds": spec.rounds}
 
     @classmethod
     def of(cls, indexes: Mapping[str, Any]) -> Indexes:
@@ -60,7 +60,7 @@ class Indexes:
             budgets=indexes["round_budgets"],
             ledgers=indexes["budget_ledgers"],
             secure_models=indexes["round_secure_models"],
-            rounds=indexes["round_uids"],
+            rounds=indexes["round_identities"],
         )
 
 
@@ -93,9 +93,10 @@ def resolve_start(owner: Owner, spec: RoundSpec, found: Indexes) -> Start | Star
         params = json.dumps(model.get("params") or {}, sort_keys=True, separators=(",", ":"))
         return Start(architecture=str(model["architecture"]), params=params, source=spec.silos[0].source)
     assert spec.from_round is not None
-    uid = _first(found.rounds, (owner.namespace, spec.from_round))
-    if uid is None:
+    previous = _first(found.rounds, (owner.namespace, spec.from_round))
+    if previous is None:
         return StartProblem("PreviousRoundNotFound", f"FederatedRound {spec.from_round} does not exist in this namespace")
+    uid = str(previous["uid"])
     stored = _where(_all(found.config_maps, uid), owner.namespace, children.results_name(spec.from_round))
     text = ((stored or {}).get("data") or {}).get(AGGREGATOR_RESULT)
     result = json.loads(text) if text else None
@@ -105,7 +106,8 @@ def resolve_start(owner: Owner, spec: RoundSpec, found: Indexes) -> Start | Star
     if result.get("status") != "Succeeded" or not result.get("artifact"):
         return StartProblem("PreviousRoundFailed", f"FederatedRound {spec.from_round} did not succeed: "
                             f"{result.get('error') or 'no global model'}")  # fmt: skip
-    return Start(previous_round=spec.from_round, previous_artifact=str(result["artifact"]))
+    return Start(previous_round=spec.from_round, previous_artifact=str(result["artifact"]), previous_uid=uid,
+                 previous_rounds=int(previous["rounds"]))  # fmt: skip
 
 
 async def observe(current: Runtime, body: Mapping[str, Any], found: Indexes) -> Snapshot:

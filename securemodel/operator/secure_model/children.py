@@ -435,12 +435,14 @@ def compress_job(
 
     With ``from_round`` (``spec.model.fromRound``) the input is the round's global model instead: the
     round's artifacts volume is mounted read-only at :data:`ROUND_DIR` and its data key at
-    :data:`ROUND_KEY_DIR`, and the pod compresses only the file that authenticates under that key
-    with the digest the round's aggregator reported; the evaluation is kept apart from each silo's data.
+    :data:`ROUND_KEY_DIR`, and the pod compresses only the file that authenticates under that key as
+    the round's final global model (bound to its uid and ``spec.rounds``) with the digest the round's
+    aggregator reported; the evaluation is kept apart from each silo's data.
     """
     if from_round is not None:
         input_args = ["--input", from_round.artifact.replace(ARTIFACTS_DIR, ROUND_DIR, 1), "--from-round",
-                      "--input-key-file", f"{ROUND_KEY_DIR}/{DATA_KEY}", "--input-digest", from_round.digest]  # fmt: skip
+                      "--input-key-file", f"{ROUND_KEY_DIR}/{DATA_KEY}", "--input-round-uid", from_round.uid,
+                      "--input-round", str(from_round.rounds), "--input-digest", from_round.digest]  # fmt: skip
         for silo_source in from_round.sources:
             input_args += ["--training-source", silo_source]
     else:

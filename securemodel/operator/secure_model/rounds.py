@@ -4,9 +4,11 @@ What the round produced is read from its results ConfigMap, which the operator w
 aggregator's report (as a round that starts from another does,
 :func:`securemodel.operator.federated.observe.resolve_start`), never from the round's status.
 The artifact path and digest found there are only where to look and what to expect: the compress
-pod authenticates the file under the round's data key and refuses any other digest, so a file
-that is not that round's global model is never compressed or served. The round's status is read
-only to tell a failed round from one still running when its aggregator left no report.
+pod authenticates the file under the round's data key as bound to the round's uid and final round
+number (its ``spec.rounds``, from the round itself, never from the ConfigMap) and refuses any other
+digest, so a file that is not that round's final global model (an earlier round's of the same run
+included) is never compressed or served. The round's status is read only to tell a failed round
+from one still running when its aggregator left no report.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class RoundModel:
     sources: tuple[str, ...]  # the silos' training data: a public evaluation must be kept apart from each
     epsilon: float  # ε each silo spent over all rounds (its claim)
     delta: float
-    rounds: int  # FedAvg rounds completed
+    rounds: int  # the round's spec.rounds: its final global model is bound to its uid and this number
 
     @property
     def pvc(self) -> str:
@@ -101,7 +103,7 @@ def resolve(name: str, entry: Mapping[str, Any] | None, results: Mapping[str, An
         sources=tuple(str(c["data"]["source"]) for c in spec.get("clients") or ()),
         epsilon=float(privacy.get("epsilon", 0.0)),
         delta=float(privacy.get("delta", 1.0e-5)),
-        rounds=int(result.get("roundsCompleted") or 0),
+        rounds=int(spec.get("rounds") or 1),
     )
 
 

@@ -2,7 +2,8 @@
 
 A SecureModel source gives its trained (fp32) artifact of the version it serves (the training
 version on its serving Deployment), bound to its uid and that training version, with the digest
-its train pod reported; a FederatedRound gives its last global model (:mod:`.rounds`); a file is a
+its train pod reported; a FederatedRound gives its final global model (:mod:`.rounds`), bound to
+the round's uid and ``spec.rounds``, with the digest its aggregator reported; a file is a
 plain state_dict on a claim, which the user declares public. The train pod authenticates an
 artifact under its source's data key, binding and digest before it reads any training data, so
 the only weights it can start from are the source's. What a source was trained on was paid for
@@ -22,7 +23,7 @@ from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.children import InitParts
 from securemodel.operator.secure_model.rounds import RoundModel, RoundProblem
 from securemodel.operator.secure_model.spec import FineTuneSpec, StartSpec
-from securemodel.workers.arguments import model_binding
+from securemodel.workers.arguments import model_binding, round_binding
 
 SOURCE_NOT_FOUND: Final = "SourceNotFound"
 SOURCE_NOT_READY: Final = "SourceNotReady"
@@ -40,7 +41,7 @@ class InitArtifact:
     claim: str  # the PVC holding it
     path: str  # its path as its writer wrote it (under /artifacts)
     key_secret: str  # the Secret holding its data key (key data.key)
-    binding: str  # canonical JSON of the binding fields it was written for ({} for a round's model)
+    binding: str  # canonical JSON of the binding fields it was written for
     digest: str
     describe: str
 
@@ -88,17 +89,19 @@ def from_secure_model(model: str, name: str, uid: str | None, deployment: Mappin
     if not digest.startswith("sha256:"):
         return InitProblem(SOURCE_NOT_READY, f"SecureModel {name}: the report of its training {training} is not "
                            "available, so its trained artifact cannot be authenticated")  # fmt: skip
-    binding = json.dumps(model_binding(uid, training, "fp32"), sort_keys=True, separators=(",", ":"))
+    binding = _canonical(model_binding(uid, training, "fp32"))
     return InitArtifact(children.pvc_name(name), children.trained_artifact(training),
                         children.data_key_secret_name(name), binding, digest,
                         f"SecureModel {name}'s trained model of version {training}")  # fmt: skip
 
 
 def from_round(found: RoundModel | RoundProblem) -> Start:
-    """The last global model of a FederatedRound (see :func:`.rounds.resolve`)."""
+    """The final global model of a FederatedRound (see :func:`.rounds.resolve`): bound to its uid and
+    ``spec.rounds``, so an earlier round's model of the same run is refused."""
     if isinstance(found, RoundProblem):
         return InitProblem(found.reason, found.message)
-    return InitArtifact(found.pvc, found.artifact, found.data_key_secret, "{}", found.digest,
+    binding = _canonical(round_binding(found.uid, found.rounds))
+    return InitArtifact(found.pvc, found.artifact, found.data_key_secret, binding, found.digest,
                         f"FederatedRound {found.name}'s global model after {found.rounds} round(s)")  # fmt: skip
 
 
@@ -127,6 +130,11 @@ def train_parts(start: InitArtifact | InitFile, fine_tune: FineTuneSpec | None) 
         lora = fine_tune.lora
         args += ["--lora-rank", str(lora.rank), "--lora-alpha", repr(lora.alpha), "--lora-targets", ",".join(lora.targets)]
     return InitParts(tuple(args), tuple(volumes), tuple(mounts))
+
+
+def _canonical(binding: Mapping[str, str]) -> str:
+    """A binding as the train pod's ``--init-binding`` takes it: compact JSON with sorted keys."""
+    return json.dumps(binding, sort_keys=True, separators=(",", ":"))
 
 
 def describe(spec: StartSpec) -> str:

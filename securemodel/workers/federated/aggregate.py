@@ -2,7 +2,9 @@
 
 0. with ``--initial-architecture``, build the starting model with fresh weights from the public
    metadata of ``--initial-source`` (:func:`fresh_model`: no data is read) and encrypt it under the
-   round's data key; otherwise start from the ``--initial-model`` artifact;
+   round's data key, bound to ``--round-uid`` and round 0; otherwise start from the
+   ``--initial-model`` artifact, which must be bound to ``--initial-round-uid`` and
+   ``--initial-round`` (the previous round's uid and final round number);
 1. start :mod:`.superlink` (Flower's ``flower-superlink`` with TLS from ``--tls-dir``,
    ``--enable-supernode-auth``, the Fleet API on ``--port`` for the silos and the Control and
    Runtime APIs for loopback peers only), with Flower's ServerApp runner as its subprocess;
@@ -85,21 +87,27 @@ def fresh_model(architecture: str, params: dict[str, Any], source: str) -> Any:
     return ModelRecord.from_module(spec, build_model(spec, shape, classes), shape, classes, standardization)
 
 
-def starting_model(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
-    """(artifact, key file) the run starts from: ``--initial-model``, or a fresh model written under the round's key."""
+def starting_model(args: argparse.Namespace, work: Path) -> tuple[Path, Path, str, int]:
+    """(artifact, key file, round uid, round number) the run starts from: ``--initial-model`` bound to
+    ``--initial-round-uid`` and ``--initial-round``, or a fresh model written under the round's key and
+    bound to ``--round-uid`` and round 0."""
     if args.initial_model is not None:
-        if args.initial_model_key_file is None:
-            raise AggregationError("--initial-model needs --initial-model-key-file")
-        return Path(args.initial_model), Path(args.initial_model_key_file)
+        if args.initial_model_key_file is None or args.initial_round_uid is None or args.initial_round is None:
+            raise AggregationError(
+                "--initial-model needs --initial-model-key-file, --initial-round-uid and --initial-round"
+            )
+        return Path(args.initial_model), Path(args.initial_model_key_file), args.initial_round_uid, args.initial_round
     if not args.initial_source:
         raise AggregationError("--initial-architecture needs --initial-source")
     from securemodel.crypto.artifacts import read_data_key, write_artifact
     from securemodel.models import ARTIFACT_KIND, dump_fp32
+    from securemodel.workers.arguments import round_binding
 
     path = work / "initial.model"
     record = fresh_model(args.initial_architecture, args.initial_params, args.initial_source)
-    write_artifact(path, dump_fp32(record), read_data_key(Path(args.data_key_file)), kind=ARTIFACT_KIND)
-    return path, Path(args.data_key_file)
+    key = read_data_key(Path(args.data_key_file))
+    write_artifact(path, dump_fp32(record), key, kind=ARTIFACT_KIND, binding=round_binding(args.round_uid, 0))
+    return path, Path(args.data_key_file), args.round_uid, 0
 
 
 def write_app(directory: Path, settings: RunSettings) -> Path:
@@ -231,7 +239,7 @@ def run_aggregate(args: argparse.Namespace) -> int:
             env=env,
             start_new_session=True,
         )
-        initial_model, initial_key = starting_model(args, work)
+        initial_model, initial_key, initial_round_uid, initial_round = starting_model(args, work)
         silos = register_silos(Path(args.silo_keys_dir), env, time.monotonic() + args.startup_timeout)
         settings = RunSettings(
             silos=silos,
@@ -241,8 +249,11 @@ def run_aggregate(args: argparse.Namespace) -> int:
             num_shares=args.num_shares,
             threshold=args.threshold or args.min_clients or len(silos),
             max_weight=args.max_weight,
+            round_uid=args.round_uid,
             initial_model=initial_model.resolve(),
             initial_model_key_file=initial_key.resolve(),
+            initial_round_uid=initial_round_uid,
+            initial_round=initial_round,
             key_file=Path(args.data_key_file).resolve(),
             output_dir=output_dir.resolve(),
             learning_rate=args.learning_rate,

@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from securemodel.workers.arguments import count, json_object, positive, rate
+from securemodel.workers.arguments import binding_field, count, json_object, positive, rate
 
 SUPERLINK_PORT = 9092
 CLIENTAPPIO_PORT = 9094
@@ -31,6 +31,12 @@ def add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=SUPERLINK_PORT,
         help="the SuperLink's port (Fleet API for the silos)",
+    )
+    parser.add_argument(
+        "--round-uid",
+        type=binding_field,
+        required=True,
+        help="metadata.uid of the FederatedRound: each round-NNN.model is bound to it and NNN",
     )
     parser.add_argument("--rounds", type=count, default=1)
     parser.add_argument(
@@ -84,6 +90,16 @@ def add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
         "--initial-model-key-file",
         type=Path,
         help="the data key of --initial-model",
+    )
+    parser.add_argument(
+        "--initial-round-uid",
+        type=binding_field,
+        help="metadata.uid of the FederatedRound that wrote --initial-model",
+    )
+    parser.add_argument(
+        "--initial-round",
+        type=count,
+        help="that round's spec.rounds: --initial-model must be its final global model",
     )
     parser.add_argument(
         "--initial-params",

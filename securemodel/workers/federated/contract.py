@@ -106,8 +106,13 @@ class RunSettings:
     num_shares: int  # SecAgg+ shares per key; the number of sampled silos when 0
     threshold: int  # SecAgg+ reconstruction threshold
     max_weight: int  # SecAgg+ largest weight (number of a silo's training examples)
+    round_uid: str  # metadata.uid of the FederatedRound: every global model is bound to it and its round number
     initial_model: Path  # encrypted model artifact the federation starts from
     initial_model_key_file: Path
+    # What the initial model must be bound to (round_binding): the previous round's uid and final round
+    # number, or this round's uid and 0 for the starting model its aggregator built.
+    initial_round_uid: str
+    initial_round: int
     key_file: Path  # the round's data key: encrypts the global model artifacts
     output_dir: Path
     learning_rate: float
@@ -124,6 +129,8 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.min_clients < 1:
             raise SettingsError("rounds and min-clients must be >= 1")
+        if self.initial_round < 0:
+            raise SettingsError("initial-round must be >= 0")
         if self.evaluation_source and not self.silo_sources:
             raise SettingsError("an evaluation source needs the silos' sources, to be checked apart from them")
         if any("," in source for source in self.silo_sources):
@@ -151,8 +158,11 @@ class RunSettings:
             num_shares=_get(config, "num-shares", int, 0),
             threshold=_get(config, "threshold", int, 0),
             max_weight=_get(config, "max-weight", int, 1000),
+            round_uid=_get(config, "round-uid", str),
             initial_model=Path(_get(config, "initial-model", str)),
             initial_model_key_file=Path(_get(config, "initial-model-key-file", str)),
+            initial_round_uid=_get(config, "initial-round-uid", str),
+            initial_round=_get(config, "initial-round", int),
             key_file=Path(_get(config, "key-file", str)),
             output_dir=Path(_get(config, "output-dir", str)),
             learning_rate=_get(config, "learning-rate", float),
@@ -175,8 +185,11 @@ class RunSettings:
             "num-shares": self.num_shares,
             "threshold": self.threshold,
             "max-weight": self.max_weight,
+            "round-uid": self.round_uid,
             "initial-model": str(self.initial_model),
             "initial-model-key-file": str(self.initial_model_key_file),
+            "initial-round-uid": self.initial_round_uid,
+            "initial-round": self.initial_round,
             "key-file": str(self.key_file),
             "output-dir": str(self.output_dir),
             "learning-rate": self.learning_rate,

@@ -6,6 +6,11 @@ authentication key per silo, the data keys, the starting model) under one direct
 one aggregator process and one process per silo on 127.0.0.1, exactly with the command lines of
 the pods (see docs/federated.md). Nothing is mocked: TLS, SuperNode authentication and SecAgg+
 are Flower's, as in the cluster.
+
+The round has a uid of its own (:attr:`LocalRound.uid`, as a FederatedRound's ``metadata.uid``):
+each ``round-NNN.model`` is bound to it and NNN. The starting model is written as the final
+global model of a previous one-round run (:attr:`LocalRound.initial_uid`), as ``fromRound``
+hands it to the aggregator.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,6 +33,7 @@ from typing import IO, Any, Self
 from securemodel.crypto.artifacts import new_data_key, write_artifact
 from securemodel.crypto.pki import new_ca
 from securemodel.models import ARTIFACT_KIND, ModelRecord, dump_fp32
+from securemodel.workers.arguments import round_binding
 from securemodel.workers.federated.credentials import (
     issue_superlink_certificate,
     new_supernode_key,
@@ -107,6 +114,8 @@ class LocalRound:
         self.silos = list(silos)
         self.options = options
         self.port = free_port()
+        self.uid = str(uuid.uuid4())
+        self.initial_uid = str(uuid.uuid4())
         self.output_dir = directory / "aggregator" / "out"
         self.output_dir.mkdir(parents=True)
         self.round_key_file = _write(directory / "aggregator" / "round-key", new_data_key())
@@ -120,7 +129,8 @@ class LocalRound:
         initial_key = new_data_key()
         self.initial_key_file = _write(directory / "aggregator" / "initial-key", initial_key)
         self.initial_model = directory / "aggregator" / "initial.model"
-        write_artifact(self.initial_model, dump_fp32(initial), initial_key, kind=ARTIFACT_KIND)
+        write_artifact(self.initial_model, dump_fp32(initial), initial_key, kind=ARTIFACT_KIND,
+                       binding=round_binding(self.initial_uid, 1))  # fmt: skip
         for silo in self.silos:
             key = new_supernode_key()
             _write(
@@ -141,11 +151,14 @@ class LocalRound:
             "--tls-dir", str(agg / "tls"),
             "--silo-keys-dir", str(agg / "silo-keys"),
             "--port", str(self.port),
+            "--round-uid", self.uid,
             "--rounds", str(o.rounds),
             "--learning-rate", str(o.learning_rate),
             "--max-weight", str(o.max_weight),
             "--initial-model", str(self.initial_model),
             "--initial-model-key-file", str(self.initial_key_file),
+            "--initial-round-uid", self.initial_uid,
+            "--initial-round", "1",
             "--data-key-file", str(self.round_key_file),
             "--output-dir", str(self.output_dir),
             "--stage-timeout", str(o.stage_timeout),

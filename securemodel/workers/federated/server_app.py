@@ -17,7 +17,15 @@ Per round (``rounds`` from the run configuration):
    only. Without an evaluation source no accuracy is measured;
 4. the global model is written as ``round-NNN.model`` in ``output-dir``, an AES-256-GCM
    artifact (:mod:`securemodel.crypto.artifacts`, kind ``model``) under the round's data key,
-   and :data:`.contract.RESULT_FILE` is rewritten.
+   bound to the round's uid (``round-uid``) and NNN
+   (:func:`securemodel.workers.arguments.round_binding`), and :data:`.contract.RESULT_FILE` is
+   rewritten. A reader that expects the final model (uid and ``spec.rounds``) refuses an earlier
+   round's file of the same run and any other round's file, whatever a results ConfigMap says.
+
+The starting model is read only if it authenticates under ``initial-round-uid`` and
+``initial-round`` (the previous round's uid and final round number, or this round's uid and 0
+for the fresh model its aggregator wrote); any other file fails the run before a silo is asked
+to train.
 
 A round that cannot finish (too few silos online, too few survivors to unmask or to reach
 ``min-clients``) writes a ``Failed`` result naming the silos that dropped and why, and raises
@@ -63,6 +71,7 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 
 from securemodel.crypto.artifacts import read_artifact, read_data_key, write_artifact
 from securemodel.models import ARTIFACT_KIND, ModelPredictor, ModelRecord, dump_fp32, load_record
+from securemodel.workers.arguments import round_binding
 from securemodel.workers.federated.contract import (
     RESULT_KIND,
     RunSettings,
@@ -294,6 +303,7 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> dict[
         settings.initial_model,
         read_data_key(settings.initial_model_key_file),
         kind=ARTIFACT_KIND,
+        binding=round_binding(settings.initial_round_uid, settings.initial_round),
     )
     record = load_record(payload)
     names = list(record.state)
@@ -331,7 +341,8 @@ def run_federation(grid: Grid, context: Context, settings: RunSettings) -> dict[
                 federated={"round": rnd, "rounds": settings.rounds, "submitted": submitted, **measured}
             )
             artifact = settings.output_dir / f"round-{rnd:03d}.model"
-            digest = write_artifact(artifact, dump_fp32(record), key, kind=ARTIFACT_KIND)
+            binding = round_binding(settings.round_uid, rnd)
+            digest = write_artifact(artifact, dump_fp32(record), key, kind=ARTIFACT_KIND, binding=binding)
             for node_id, metrics in outcome.submitted.items():
                 silo = result["silos"][settings.silos[node_id]]
                 silo["roundsSubmitted"] += 1

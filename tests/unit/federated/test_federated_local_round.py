@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from securemodel.crypto.artifacts import ArtifactTamperedError, read_artifact, read_data_key
+from securemodel.crypto.artifacts import ArtifactBindingError, ArtifactTamperedError, read_artifact, read_data_key
 from securemodel.data.loading import load_evaluation
 from securemodel.models import ARTIFACT_KIND, ModelPredictor, ModelRecord, ModelSpec, build_model, load_record
+from securemodel.workers.arguments import round_binding
 from securemodel.workers.federated.local import LocalRound, LocalSilo, RoundOptions
 
 pytestmark = pytest.mark.slow
@@ -78,15 +79,22 @@ def test_round_survives_a_dropped_silo_and_writes_the_encrypted_global_model(
 
     artifact = Path(result["artifact"])
     assert result["digest"] == "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()
-    record = load_record(read_artifact(artifact, read_data_key(federation.round_key_file), kind=ARTIFACT_KIND))
+    round_key = read_data_key(federation.round_key_file)
+    final = round_binding(federation.uid, 1)
+    record = load_record(read_artifact(artifact, round_key, kind=ARTIFACT_KIND, binding=final))
     assert record.info["federated"]["submitted"] == ["clinic-a", "clinic-b"]
+    # bound to this round and its round number: a reader expecting another round number or round refuses it
+    for uid, number in ((federation.uid, 2), (federation.initial_uid, 1)):
+        with pytest.raises(ArtifactBindingError):
+            read_artifact(artifact, round_key, kind=ARTIFACT_KIND, binding=round_binding(uid, number))
     # the accuracy is the global model's on all of the public evaluation part, measured by the aggregator
     x, y = load_evaluation(PUBLIC, training="builtin://breast_cancer")
     assert history["accuracy"] == result["accuracy"] == ModelPredictor(record, "m").accuracy(x, y)
     assert list(record.state) == list(initial_record.state)
     assert record.standardization is not None
     with pytest.raises(ArtifactTamperedError):
-        read_artifact(artifact, read_data_key(federation.initial_key_file), kind=ARTIFACT_KIND)
+        read_artifact(artifact, read_data_key(federation.initial_key_file), kind=ARTIFACT_KIND,
+                      binding=round_binding(federation.uid, 1))  # fmt: skip
     assert b"clinic" not in artifact.read_bytes()  # nothing readable without the key
 
 
@@ -134,7 +142,7 @@ def test_the_rounds_accuracy_is_the_aggregators_on_public_data_never_the_silos(t
         result = federation.wait(1000)
     assert result["status"] == "Succeeded", result.get("error")
     record = load_record(read_artifact(Path(result["artifact"]), read_data_key(federation.round_key_file),
-                                       kind=ARTIFACT_KIND))  # fmt: skip
+                                       kind=ARTIFACT_KIND, binding=round_binding(federation.uid, 1)))  # fmt: skip
     predictor = ModelPredictor(record, "m")
     assert predictor.accuracy(x[:600], rule[:600]) > 0.8  # what an accuracy on the silos' records would show
     assert result["evaluationExamples"] == 100

@@ -99,13 +99,24 @@ def test_the_aggregator_evaluates_on_the_public_source_only_when_one_is_declared
 
 
 def test_a_round_from_a_previous_round_mounts_its_volume_read_only_and_its_key() -> None:
-    start = Start(previous_round="r0", previous_artifact="/artifacts/round-003.model")
+    start = Start(previous_round="r0", previous_artifact="/artifacts/round-003.model", previous_uid="uid-r0",
+                  previous_rounds=3)  # fmt: skip
     pod = _pod(children.aggregator_job(OWNER, SPEC, start, 160, "img"))
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["start"]["persistentVolumeClaim"] == {"claimName": "r0-artifacts", "readOnly": True}
     assert volumes["start-key"]["secret"]["secretName"] == "r0-data-key"
     args = pod["containers"][0]["command"]
     assert args[args.index("--initial-model") + 1] == "/start/round-003.model"
+    # the previous round's final model is authenticated as bound to its uid and spec.rounds
+    assert args[args.index("--initial-round-uid") + 1 :][:3] == ["uid-r0", "--initial-round", "3"]
+
+
+def test_the_aggregator_binds_every_global_model_to_this_rounds_uid() -> None:
+    for start in (Start(architecture="mlp", source="builtin://breast_cancer"),
+                  Start(previous_round="r0", previous_artifact="/artifacts/round-001.model", previous_uid="uid-r0",
+                        previous_rounds=1)):  # fmt: skip
+        args = _pod(children.aggregator_job(OWNER, SPEC, start, 160, "img"))["containers"][0]["command"]
+        assert args[args.index("--round-uid") + 1] == "uid-r"
 
 
 def test_a_silo_pod_mounts_only_its_own_data_and_key_and_runs_the_claimed_mechanism() -> None:

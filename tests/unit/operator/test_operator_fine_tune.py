@@ -14,7 +14,7 @@ from securemodel.operator.secure_model.decide import Verb, decide
 from securemodel.operator.secure_model.spec import parse
 from securemodel.operator.secure_model.starts import InitArtifact, InitFile, InitProblem
 from securemodel.privacy import Claim, ClaimState, Consumer, Ledger
-from securemodel.workers.arguments import model_binding
+from securemodel.workers.arguments import model_binding, round_binding
 from test_operator_decide import RAW, SPEC, snapshot
 
 DIGEST = "sha256:" + "12" * 32
@@ -63,11 +63,12 @@ def test_a_source_model_gives_its_served_versions_trained_artifact_bound_to_it()
     )  # fmt: skip
 
 
-def test_a_round_gives_its_global_model_bound_to_its_kind_only_and_its_problems_carry_over() -> None:
+def test_a_round_gives_its_final_global_model_bound_to_its_uid_and_rounds_and_its_problems_carry_over() -> None:
     model = rounds.RoundModel("fl", "uid-fl", "/artifacts/round-003.model", DIGEST, ("builtin://iris",), 1.0, 1e-5, 3)
     found = starts.from_round(model)
     assert isinstance(found, InitArtifact)
-    assert (found.claim, found.key_secret, found.binding, found.digest) == ("fl-artifacts", "fl-data-key", "{}", DIGEST)
+    assert (found.claim, found.key_secret, found.digest) == ("fl-artifacts", "fl-data-key", DIGEST)
+    assert json.loads(found.binding) == round_binding("uid-fl", 3) == {"uid": "uid-fl", "round": "3"}
     waiting = starts.from_round(rounds.RoundProblem(rounds.WAITING_FOR_ROUND, "running"))
     assert waiting == InitProblem(rounds.WAITING_FOR_ROUND, "running")
 
@@ -105,7 +106,8 @@ def test_the_source_and_fine_tuning_are_part_of_the_training_version_only_when_s
 
 FINE_TUNED = parse({**RAW, "model": {"architecture": "mlp", "from": {"federatedRoundRef": "fl"},
                                      "fineTune": {"freeze": ["net.0"]}}})  # fmt: skip
-START = InitArtifact("fl-artifacts", "/artifacts/round-003.model", "fl-data-key", "{}", DIGEST, "the round's model")
+START = InitArtifact("fl-artifacts", "/artifacts/round-003.model", "fl-data-key", '{"round":"3","uid":"uid-fl"}', DIGEST,
+                     "the round's model")  # fmt: skip
 
 
 def test_nothing_is_claimed_while_the_starting_weights_are_missing() -> None:

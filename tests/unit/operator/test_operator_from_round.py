@@ -24,6 +24,7 @@ ROUND_SPEC = {
     "clients": [{"name": f"c{i}", "namespace": f"clinic-{i}", "budgetRef": "b",
                  "data": {"source": f"builtin://breast_cancer?shard={i}&of=3"}} for i in range(3)],
     "privacy": {"epsilon": 1.0, "delta": 1e-5},
+    "rounds": 2,
 }  # fmt: skip
 RAW: dict[str, Any] = {
     "model": {"fromRound": "fl"},
@@ -81,6 +82,14 @@ def test_a_succeeded_round_gives_its_last_global_model_and_its_silos_data() -> N
                                sources=tuple(f"builtin://breast_cancer?shard={i}&of=3" for i in range(3)),
                                epsilon=1.0, delta=1e-5, rounds=2)  # fmt: skip
     assert (found.pvc, found.data_key_secret) == ("fl-artifacts", "fl-data-key")
+
+
+def test_the_final_round_number_is_the_rounds_own_whatever_its_results_config_map_says() -> None:
+    """A results ConfigMap edited to name round-001 of the same run: the compress pod still expects round 2 of
+    the round's uid, so that file is refused (tests/unit/workers/test_worker_compress_from_round.py)."""
+    edited = results(status="Succeeded", artifact="/artifacts/round-001.model", digest=DIGEST, roundsCompleted=1)
+    found = resolve("fl", entry("Succeeded"), edited)
+    assert isinstance(found, RoundModel) and (found.uid, found.rounds) == ("uid-fl", 2)
 
 
 # --- the spec --------------------------------------------------------------------------------------
@@ -148,6 +157,8 @@ def test_the_rounds_model_is_compressed_without_training_or_claim() -> None:
     args = pod["containers"][0]["command"]
     assert args[args.index("--input") + 1] == "/round/round-002.model"
     assert args[args.index("--input-digest") + 1] == DIGEST and "--from-round" in args
+    # authenticated as the round's final global model: its uid and spec.rounds
+    assert (args[args.index("--input-round-uid") + 1], args[args.index("--input-round") + 1]) == ("uid-fl", "2")
     assert [args[i + 1] for i, a in enumerate(args) if a == "--training-source"] == list(ROUND_MODEL.sources)
     volumes = {v["name"]: v for v in pod["volumes"]}
     # the round's volume read-only, the round's key; no data volume of any silo

@@ -15,7 +15,7 @@ from securemodel.crypto.artifacts import read_artifact, write_artifact
 from securemodel.models import ARTIFACT_KIND, ModelSpec, build_model, load_record
 from securemodel.workers import cli
 from securemodel.workers import train as train_module
-from securemodel.workers.arguments import model_binding
+from securemodel.workers.arguments import model_binding, round_binding
 
 torch.set_num_threads(1)  # the unit tests share two cores with everything else
 
@@ -183,14 +183,27 @@ def test_unknown_freeze_prefixes_and_incomplete_lora_are_refused(worker: Worker)
     assert result["error"] == "LoraError: --lora-rank, --lora-alpha and --lora-targets go together"
 
 
-def test_a_rounds_global_model_is_read_with_an_empty_binding(worker: Worker, public: dict[str, Any]) -> None:
-    """A FederatedRound's global model is written with no binding fields: --init-binding {} reads it."""
+def test_a_rounds_final_global_model_is_read_and_an_earlier_rounds_is_refused(
+    worker: Worker, public: dict[str, Any]
+) -> None:
+    """A FederatedRound of 3 rounds: the train pod expects its uid and round 3 (--init-binding); round-001 of the
+    same run, under the same key and with its own genuine digest, is refused before any data is read."""
     key = worker.key_file.read_bytes()
     payload = read_artifact(worker.root / "public.model", key, kind=ARTIFACT_KIND, binding=PUBLIC)
-    write_artifact(worker.root / "round-001.model", payload, key, kind=ARTIFACT_KIND)
-    status, result = worker.train("tuned.model", *worker.init_flags("round-001.model", {}))
+    digests = {n: write_artifact(worker.root / f"round-00{n}.model", payload, key, kind=ARTIFACT_KIND,
+                                 binding=round_binding("round-uid", n)) for n in (1, 3)}  # fmt: skip
+    final = round_binding("round-uid", 3)
+
+    early = worker.init_flags("round-001.model", final)
+    status, result = worker.train("early.model", *early, "--init-digest", digests[1])
+    assert status == 1 and result["error"].startswith("ArtifactBindingError"), result
+    assert "round: 1, expected 3" in result["error"]
+    assert (result["dataTouched"], result["steps"]) == (False, 0)
+
+    status, result = worker.train("tuned.model", *worker.init_flags("round-003.model", final), "--init-digest",
+                                  digests[3])  # fmt: skip
     assert status == 0, result
-    assert result["init"]["binding"] == {}
+    assert result["init"]["binding"] == final
 
 
 def test_lora_is_refused_next_to_parameters_only_opacus_hooks_could_clip(
