@@ -7,6 +7,7 @@ status. A silo whose budget does not consent gets no pod.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 from prv_accountant.dpsgd import DPSGDAccountant
 
-from test_cluster import apply, kubectl, logs, pod, wait_phase
-from test_secure_model import condition, get, operator, wait_until  # noqa: F401 (the fixture)
+from e2e_support import SERVED_CLIENT, condition, get, pod_result, restricted_namespace, start_client, wait_ready, wait_until
+from test_cluster import apply, kubectl
+from test_secure_model import operator  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -48,25 +50,19 @@ def federated_round(name: str, silos: list[tuple[str, str, int]], **spec: Any) -
 @pytest.fixture(scope="module")
 def namespaces(operator: None) -> Iterator[list[str]]:  # noqa: F811 (uses the imported fixture)
     """The hub (the round, and silo a) and the namespaces of silos b and c, each with its silo's budget."""
-    suffix = uuid.uuid4().hex[:6]
-    names = [f"e2e-fl-hub-{suffix}", f"e2e-fl-b-{suffix}", f"e2e-fl-c-{suffix}"]
-    for name in names:
-        kubectl("create", "namespace", name)
-        kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    consent = [{"kind": "FederatedRound", "namespace": names[0]}]
-    apply(names[0], budget(names[0], 0, []))
-    apply(names[1], budget(names[1], 1, consent))
-    apply(names[2], budget(names[2], 2, consent))
-    # The architecture the round trains: a SecureModel's spec.model (this one waits for a budget it never gets).
-    apply(names[0], {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": "architecture"},
-                     "spec": {"model": {"architecture": "mlp", "params": {"hidden": [32]}}, "data": {"source": SOURCE},
-                              "privacy": {"budgetRef": "none", "epsilon": 1.0}, "serving": {"replicas": 0}}})  # fmt: skip
-    yield names
-    kubectl("-n", names[0], "delete", "federatedround", "--all", "--timeout=120s", check=False)
-    for name in names:
-        kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=60s", check=False)
-        kubectl("-n", name, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
-        kubectl("delete", "namespace", name, "--wait=false")
+    with contextlib.ExitStack() as stack:
+        names = [stack.enter_context(restricted_namespace(f"e2e-fl-{silo}")) for silo in ("hub", "b", "c")]
+        # Left first: the round, while the operator still runs to settle its silos' claims.
+        stack.callback(kubectl, "-n", names[0], "delete", "federatedround", "--all", "--timeout=120s", check=False)
+        consent = [{"kind": "FederatedRound", "namespace": names[0]}]
+        apply(names[0], budget(names[0], 0, []))
+        apply(names[1], budget(names[1], 1, consent))
+        apply(names[2], budget(names[2], 2, consent))
+        # The architecture the round trains: a SecureModel's spec.model (this one waits for a budget it never gets).
+        apply(names[0], {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": "architecture"},
+                         "spec": {"model": {"architecture": "mlp", "params": {"hidden": [32]}}, "data": {"source": SOURCE},
+                                  "privacy": {"budgetRef": "none", "epsilon": 1.0}, "serving": {"replicas": 0}}})  # fmt: skip
+        yield names
 
 
 def silo_pods(namespace: str) -> list[dict[str, Any]]:
@@ -99,13 +95,8 @@ def test_a_silo_whose_budget_does_not_consent_gets_no_pod(namespaces: list[str])
 def test_three_silos_train_two_rounds_and_each_pays_its_own_budget(namespaces: list[str]) -> None:
     hub, b, c = namespaces
     apply(hub, federated_round(ROUND, [("a", hub, 0), ("b", b, 1), ("c", c, 2)]))
-
-    def finished() -> dict[str, Any] | None:  # Ready once the silos' claims are settled (their pods gone)
-        found = get(hub, "federatedround", ROUND)
-        phase = (found.get("status") or {}).get("phase")
-        return found if phase == "Failed" or (phase == "Succeeded" and condition(found, "Ready").get("status") == "True") else None
-
-    done = wait_until(finished, 600, "the round finished and its claims settled", interval=5)
+    # Ready once it has succeeded and the silos' claims are settled (their pods gone)
+    done = wait_ready(hub, "federatedround", ROUND, 600, "the round finished and its claims settled", interval=5)
     status = done["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert status["roundsCompleted"] == 2 and status["submitted"] == "3/3"
@@ -126,52 +117,9 @@ def test_three_silos_train_two_rounds_and_each_pays_its_own_budget(namespaces: l
 
 SERVED = "tumor-federated"
 CLIENT = "frontend"
-SERVED_CLIENT_CODE = r"""
-import json, socket, ssl, sys, time, urllib.error, urllib.request
-import numpy as np
-from securemodel.data.loading import load_evaluation
-
-url, model = sys.argv[1], sys.argv[2]
-x, y = load_evaluation("builtin://breast_cancer?part=evaluation", training="builtin://breast_cancer?shard=0&of=3")
-x = x.astype(np.float32)
-body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                               "data": x.ravel().tolist()}]}).encode()
-
-def call(certified):
-    context = ssl.create_default_context(cafile="/client/ca.crt")
-    if certified:
-        context.load_cert_chain("/client/tls.crt", "/client/tls.key")
-    request = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=20, context=context) as response:
-        return json.load(response)
-
-deadline = time.monotonic() + 90
-while True:  # a fresh Service is routed shortly after its endpoints are ready
-    try:
-        answer = call(True); break
-    except (ConnectionRefusedError, socket.timeout, urllib.error.URLError) as error:
-        if time.monotonic() > deadline or isinstance(getattr(error, "reason", None), ssl.SSLError):
-            raise
-        time.sleep(1)
-try:
-    call(False); refused = None
-except (ssl.SSLError, ConnectionError, urllib.error.URLError, OSError) as error:
-    refused = f"{type(error).__name__}: {error}"
-predicted = next(o for o in answer["outputs"] if o["name"] == "predicted_class")["data"]
-print("RESULT " + json.dumps({"accuracy": float(np.mean(np.asarray(predicted) == y)), "examples": int(len(y)),
-                              "no_certificate": refused}))
-"""
-
-
 def test_the_rounds_global_model_is_served_over_mtls_without_training_or_a_new_claim(namespaces: list[str]) -> None:
     hub = namespaces[0]
-
-    def round_done() -> dict[str, Any] | None:
-        found = get(hub, "federatedround", ROUND)
-        return found if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
-
-    finished = wait_until(round_done, 600, "the round to finish", interval=5)
+    finished = finished_round(hub, ROUND)
     assert finished["status"]["phase"] == "Succeeded", "this test serves the round of the test before it"
     ledgers = {ns: get(ns, "privacybudget", "clinic")["status"]["claims"] for ns in namespaces}
     apply(hub, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": SERVED},
@@ -179,14 +127,7 @@ def test_the_rounds_global_model_is_served_over_mtls_without_training_or_a_new_c
                          "data": {"source": SOURCE, "evaluation": {"source": f"{SOURCE}?part=evaluation"}},
                          "compression": {"pruning": {"sparsity": 0.5}, "quantization": "int8"},
                          "serving": {"replicas": 1, "clients": [CLIENT]}}})  # fmt: skip
-
-    def ready() -> dict[str, Any] | None:
-        obj = get(hub, "securemodel", SERVED)
-        if (obj.get("status") or {}).get("phase") == "Failed":
-            raise AssertionError(f"the model failed: {json.dumps(obj['status'], indent=1)}")
-        return obj if condition(obj, "Ready").get("status") == "True" else None
-
-    served = wait_until(ready, 300, "the SecureModel serving the round's model to be Ready")
+    served = wait_ready(hub, "securemodel", SERVED, 300, "the SecureModel serving the round's model to be Ready")
     status = served["status"]
     assert status["phase"] == "Serving" and condition(served, "Trained")["reason"] == "TrainedByFederatedRound"
     assert condition(served, "BudgetReserved") == {}
@@ -199,16 +140,8 @@ def test_the_rounds_global_model_is_served_over_mtls_without_training_or_a_new_c
     assert {ns: get(ns, "privacybudget", "clinic")["status"]["claims"] for ns in namespaces} == ledgers
 
     url = f"https://{SERVED}.{hub}.svc:8443"
-    client = pod("served-client", ["python", "-c", SERVED_CLIENT_CODE, url, SERVED],
-                 volumes=[{"name": "client", "secret": {"secretName": f"{SERVED}-client-{CLIENT}"}}],
-                 container={"volumeMounts": [{"name": "client", "mountPath": "/client", "readOnly": True}],
-                            "env": [{"name": "HOME", "value": "/tmp"}], "imagePullPolicy": "IfNotPresent"})  # fmt: skip
-    client["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532,
-                                         "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
-    apply(hub, client)
-    wait_phase(hub, "served-client", "Succeeded", timeout=240)
-    line = next(line for line in logs(hub, "served-client").splitlines() if line.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
+    start_client(hub, "served-client", f"{SERVED}-client-{CLIENT}", SERVED_CLIENT, url, SERVED, f"{SOURCE}?shard=0&of=3")
+    result = pod_result(hub, "served-client", 240)
     assert result["examples"] == 113
     assert result["accuracy"] == pytest.approx(status["model"]["compressedAccuracy"], abs=1e-9)
     assert result["no_certificate"], "a client without a certificate was served"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,8 +29,9 @@ from urllib.request import urlopen
 import pytest
 import yaml
 
+from e2e_support import condition, get, restricted_namespace
 from test_cluster import REPO, apply, kubectl
-from test_secure_model import SPEC, condition, get, operator  # noqa: F401 (the fixture)
+from test_secure_model import SPEC, operator  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -109,31 +109,24 @@ def gitops(operator: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         urlopen(health, timeout=5).close()  # noqa: S310 (a fixed local URL)
     except URLError as error:
         pytest.fail(f"Flux is not running ({health}: {error}): run hack/flux.sh")
-    namespace = f"e2e-gitops-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", namespace)
-    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    url, branch = f"http://127.0.0.1:{env['GIT_HTTP_PORT']}/securemodel.git", f"e2e/{namespace}"
-    work = tmp_path_factory.mktemp("gitops")
-    git(work, "init", "-q", f"--initial-branch={branch}")
-    git(work, "remote", "add", "origin", url)
-    source = {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": SYNC},
-              "spec": {"url": url, "ref": {"branch": branch}, "interval": "10s"}}  # fmt: skip
-    # wait: kstatus must find every object applied Current before the Kustomization is Ready. No prune: the
-    # teardown deletes the budget itself, after the model has settled its claim.
-    sync = {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": SYNC},
-            "spec": {"sourceRef": {"kind": "GitRepository", "name": SYNC}, "path": f"./{SYNC}",
-                     "targetNamespace": namespace, "interval": "10s", "retryInterval": "10s", "timeout": "10m",
-                     "wait": True, "prune": False}}  # fmt: skip
-    apply(namespace, source, sync)
-    yield namespace, work
-    print(kubectl("-n", namespace, "get", "gitrepository,kustomization", "-o", "yaml", check=False).stdout)
-    kubectl("-n", namespace, "delete", "kustomization,gitrepository", "--all", "--timeout=60s", check=False)
-    git(work, "push", "-q", "origin", "--delete", branch, check=False)
-    kubectl("-n", namespace, "delete", "securemodel", "--all", "--timeout=60s", check=False)
-    kubectl("-n", namespace, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true",
-            check=False)  # fmt: skip
-    kubectl("-n", namespace, "delete", "privacybudget", "--all", "--timeout=60s", check=False)
-    kubectl("delete", "namespace", namespace, "--wait=false")
+    with restricted_namespace("e2e-gitops") as namespace:
+        url, branch = f"http://127.0.0.1:{env['GIT_HTTP_PORT']}/securemodel.git", f"e2e/{namespace}"
+        work = tmp_path_factory.mktemp("gitops")
+        git(work, "init", "-q", f"--initial-branch={branch}")
+        git(work, "remote", "add", "origin", url)
+        source = {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": SYNC},
+                  "spec": {"url": url, "ref": {"branch": branch}, "interval": "10s"}}  # fmt: skip
+        # wait: kstatus must find every object applied Current before the Kustomization is Ready. No prune: the
+        # teardown deletes the budget itself, after the model has settled its claim.
+        sync = {"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": SYNC},
+                "spec": {"sourceRef": {"kind": "GitRepository", "name": SYNC}, "path": f"./{SYNC}",
+                         "targetNamespace": namespace, "interval": "10s", "retryInterval": "10s", "timeout": "10m",
+                         "wait": True, "prune": False}}  # fmt: skip
+        apply(namespace, source, sync)
+        yield namespace, work
+        print(kubectl("-n", namespace, "get", "gitrepository,kustomization", "-o", "yaml", check=False).stdout)
+        kubectl("-n", namespace, "delete", "kustomization,gitrepository", "--all", "--timeout=60s", check=False)
+        git(work, "push", "-q", "origin", "--delete", branch, check=False)
 
 
 def push(work: Path, objects: list[dict[str, Any]], message: str) -> tuple[str, float]:

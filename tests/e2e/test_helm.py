@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from e2e_support import condition, get, restricted_namespace, wait_until
 from test_cluster import KUBECONFIG, REPO, apply, kubectl
-from test_secure_model import OPERATOR, SPEC, condition, get, wait_until
+from test_secure_model import OPERATOR, SPEC
 
 pytestmark = pytest.mark.e2e
 
@@ -63,13 +63,8 @@ def released() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def namespace(released: None) -> Iterator[str]:
-    name = f"e2e-helm-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
-    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    yield name
-    kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=60s", check=False)
-    kubectl("-n", name, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
-    kubectl("delete", "namespace", name, "--wait=false")
+    with restricted_namespace("e2e-helm") as name:
+        yield name
 
 
 def serving(namespace: str) -> dict[str, Any] | None:

@@ -9,14 +9,14 @@ answers an authorised client) is what every test of test_secure_model.py exercis
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from test_cluster import apply, kubectl, logs, pod, wait_phase
-from test_secure_model import SPEC, get, operator, wait_until  # noqa: F401 (the fixture)
+from e2e_support import get, pod_result, restricted_namespace, wait_until
+from test_cluster import apply, kubectl, pod
+from test_secure_model import SPEC, operator  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,20 +45,15 @@ TARGETS = ["10.96.0.10:53", "10.244.0.1:10250", "10.96.0.1:443"]
 @pytest.fixture(scope="module")
 def isolated_model(operator: None) -> Iterator[tuple[str, str]]:  # noqa: F811 (uses the imported fixture)
     """(namespace, uid) of a model whose train pod never starts (it asks for a GPU the node lacks)."""
-    namespace = f"e2e-net-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", namespace)
-    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
-    apply(namespace, {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "b"},
-                      "spec": {"epsilon": 5.0, "data": {"sources": [SPEC["data"]["source"]]}}})  # fmt: skip
-    spec = {**SPEC, "privacy": {**SPEC["privacy"], "budgetRef": "b"}, "resources": {**SPEC["resources"], "gpus": 1},
-            "serving": {"replicas": 0}}  # fmt: skip
-    apply(namespace, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": "m"},
-                      "spec": spec})  # fmt: skip
-    uid = get(namespace, "securemodel", "m")["metadata"]["uid"]
-    yield namespace, uid
-    kubectl("-n", namespace, "delete", "securemodel", "--all", "--timeout=60s", check=False)
-    kubectl("-n", namespace, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
-    kubectl("delete", "namespace", namespace, "--wait=false")
+    with restricted_namespace("e2e-net") as namespace:
+        apply(namespace, {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "b"},
+                          "spec": {"epsilon": 5.0, "data": {"sources": [SPEC["data"]["source"]]}}})  # fmt: skip
+        spec = {**SPEC, "privacy": {**SPEC["privacy"], "budgetRef": "b"}, "resources": {**SPEC["resources"], "gpus": 1},
+                "serving": {"replicas": 0}}  # fmt: skip
+        apply(namespace, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": "m"},
+                          "spec": spec})  # fmt: skip
+        uid = get(namespace, "securemodel", "m")["metadata"]["uid"]
+        yield namespace, uid
 
 
 def probe(namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -67,9 +62,7 @@ def probe(namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
     spec["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
     spec["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
     apply(namespace, spec)
-    wait_phase(namespace, name, "Succeeded", timeout=120)
-    line = next(line for line in logs(namespace, name).splitlines() if line.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+    return pod_result(namespace, name, 120)
 
 
 def test_a_pod_with_a_train_pods_labels_reaches_nothing(isolated_model: tuple[str, str]) -> None:

@@ -20,12 +20,23 @@ from typing import Any
 import pytest
 
 from securemodel.crypto.pki import CertifiedKey, issue_client_certificate, new_ca
+from e2e_support import (
+    SERVED_CLIENT,
+    condition,
+    get,
+    pod_result,
+    restricted_namespace,
+    start_client,
+    wait_ready,
+    wait_until,
+)
 from test_cluster import REPO, apply, kubectl, logs, pod, wait_phase
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "tumor"
 CLIENT = "frontend"
+CLIENT_SECRET = f"{MODEL}-client-{CLIENT}"
 OPERATOR = ["-n", "securemodel-system"]
 SPEC: dict[str, Any] = {
     "model": {"architecture": "mlp", "params": {"hidden": [32]}},
@@ -36,25 +47,6 @@ SPEC: dict[str, Any] = {
     "serving": {"replicas": 1, "clients": [CLIENT], "certificateLifetime": "720h"},
     "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
 }
-
-
-def get(namespace: str, kind: str, name: str) -> dict[str, Any]:
-    return json.loads(kubectl("-n", namespace, "get", f"{kind}/{name}", "-o", "json").stdout)
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
-
-
-def wait_until(check: Any, timeout: float, what: str, interval: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +64,8 @@ def operator() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def namespace(operator: None) -> Iterator[str]:
-    name = f"e2e-sm-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
-    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    yield name
-    # The model first, while the operator still runs to settle its claim; then everything.
-    kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=60s", check=False)
-    kubectl("-n", name, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
-    kubectl("-n", name, "delete", "privacybudget", "--all", "--timeout=60s", check=False)
-    kubectl("delete", "namespace", name, "--wait=false")
+    with restricted_namespace("e2e-sm") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -90,80 +75,7 @@ def served(namespace: str) -> dict[str, Any]:
               "spec": {"epsilon": 10.0, "delta": 1.0e-5, "data": {"sources": ["builtin://breast_cancer"]}}}  # fmt: skip
     model = {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": MODEL}, "spec": SPEC}
     apply(namespace, budget, model)
-
-    def ready() -> dict[str, Any] | None:
-        obj = get(namespace, "securemodel", MODEL)
-        if obj.get("status", {}).get("phase") == "Failed":
-            raise AssertionError(f"the model failed: {json.dumps(obj['status'], indent=1)}")
-        return obj if condition(obj, "Ready").get("status") == "True" else None
-
-    try:
-        return wait_until(ready, 420, "the SecureModel to be Ready")
-    except AssertionError:
-        print(kubectl("-n", namespace, "get", "all,secret,pvc", check=False).stdout)
-        print(kubectl("-n", namespace, "get", f"securemodel/{MODEL}", "-o", "yaml", check=False).stdout)
-        raise
-
-
-CLIENT_CODE = r"""
-import json, socket, ssl, sys, time, urllib.error, urllib.request
-import numpy as np
-from securemodel.data.loading import load_evaluation
-
-url, model = sys.argv[1], sys.argv[2]
-x, y = load_evaluation("builtin://breast_cancer?part=evaluation", training="builtin://breast_cancer")
-x = x.astype(np.float32)
-body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                               "data": x.ravel().tolist()}]}).encode()
-
-def call(cert=None, key=None):
-    context = ssl.create_default_context(cafile="/client/ca.crt")
-    if cert:
-        context.load_cert_chain(cert, key)
-    request = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=20, context=context) as response:
-        return json.load(response)
-
-def refused(cert=None, key=None):
-    try:
-        call(cert, key)
-    except (ssl.SSLError, ConnectionError, urllib.error.URLError, OSError) as error:
-        return f"{type(error).__name__}: {error}"
-    return None
-
-deadline = time.monotonic() + 90
-while True:  # a fresh Service is routed shortly after its endpoints are ready
-    try:
-        answer = call("/client/tls.crt", "/client/tls.key"); break
-    except (ConnectionRefusedError, socket.timeout, urllib.error.URLError) as error:
-        if time.monotonic() > deadline or isinstance(getattr(error, "reason", None), ssl.SSLError):
-            raise
-        time.sleep(1)
-predicted = next(o for o in answer["outputs"] if o["name"] == "predicted_class")["data"]
-result = {
-    "accuracy": float(np.mean(np.asarray(predicted) == y)),
-    "examples": int(len(y)),
-    "no_certificate": refused(),
-    "other_ca": refused("/bad/other.crt", "/bad/other.key"),
-    "expired": refused("/bad/expired.crt", "/bad/expired.key"),
-}
-print("RESULT " + json.dumps(result))
-"""
-
-
-def client_pod(name: str, code: str, *args: str, bad_secret: str | None = None) -> dict[str, Any]:
-    volumes = [{"name": "client", "secret": {"secretName": f"{MODEL}-client-{CLIENT}"}}]
-    mounts = [{"name": "client", "mountPath": "/client", "readOnly": True}]
-    if bad_secret:
-        volumes.append({"name": "bad", "secret": {"secretName": bad_secret}})
-        mounts.append({"name": "bad", "mountPath": "/bad", "readOnly": True})
-    spec = pod(name, ["python", "-c", code, *args], volumes=volumes,
-               container={"volumeMounts": mounts, "env": [{"name": "HOME", "value": "/tmp"}]})  # fmt: skip
-    spec["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532,
-                                       "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
-    spec["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
-    return spec
+    return wait_ready(namespace, "securemodel", MODEL, 420, "the SecureModel to be Ready")
 
 
 def secret_bytes(namespace: str, name: str, key: str) -> bytes:
@@ -235,14 +147,13 @@ def test_inference_over_mtls_matches_the_reported_accuracy_and_bad_certificates_
 ) -> None:
     apply(namespace, bad_certificates(namespace))
     url = f"https://{MODEL}.{namespace}.svc:8443"
-    apply(namespace, client_pod("client", CLIENT_CODE, url, MODEL, bad_secret="bad-certificates"))
-    wait_phase(namespace, "client", "Succeeded", timeout=240)
-    line = next(line for line in logs(namespace, "client").splitlines() if line.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
+    start_client(namespace, "client", CLIENT_SECRET, SERVED_CLIENT, url, MODEL, SPEC["data"]["source"], "other", "expired",
+                 bad_secret="bad-certificates")  # fmt: skip
+    result = pod_result(namespace, "client", 240)
     assert result["accuracy"] == pytest.approx(served["status"]["model"]["compressedAccuracy"], abs=1e-9)
     assert result["examples"] > 100
     assert result["no_certificate"], "a client without a certificate was served"
-    assert result["other_ca"], "a client certificate from another CA was accepted"
+    assert result["other"], "a client certificate from another CA was accepted"
     assert result["expired"], "an expired client certificate was accepted"
 
 
@@ -279,12 +190,6 @@ while time.monotonic() < deadline:
     time.sleep(0.2)
 print("RESULT " + json.dumps({"changed": False, "first": first, "ok": ok, "failures": failures, "errors": errors[:3]}))
 """
-
-
-def watch_result(namespace: str, name: str, timeout: float) -> dict[str, Any]:
-    wait_phase(namespace, name, "Succeeded", timeout=timeout)
-    line = next(line for line in logs(namespace, name).splitlines() if line.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
 
 
 def first_answered(namespace: str, name: str) -> None:
@@ -324,7 +229,7 @@ def copied_client(namespace: str, client: str, name: str) -> None:
 
 def refused_within(namespace: str, pod_name: str, since: float, seconds: float) -> None:
     """The copied certificate the pod ``pod_name`` uses was answered before ``since`` and refused (403) within ``seconds``."""
-    result = watch_result(namespace, pod_name, 240)
+    result = pod_result(namespace, pod_name, 240)
     assert result["refusedAt"] is not None, f"the revoked certificate is still answered: {result}"
     assert result["status"] == 403, result
     assert result["refusedAt"] - since <= seconds, f"refused only {result['refusedAt'] - since:.0f} s after revocation"
@@ -334,7 +239,7 @@ def test_a_forced_rotation_revokes_every_earlier_certificate_within_a_minute(ser
     old = secret_bytes(namespace, f"{MODEL}-tls", "tls.crt")
     copied_client(namespace, CLIENT, "before-rotation")
     host = f"{MODEL}.{namespace}.svc"
-    apply(namespace, client_pod("rotated-out", REVOKED_CODE, host, MODEL, "200", bad_secret="before-rotation"))
+    start_client(namespace, "rotated-out", CLIENT_SECRET, REVOKED_CODE, host, MODEL, "200", bad_secret="before-rotation")
     first_answered(namespace, "rotated-out")
     rotated = time.time()
     kubectl("-n", namespace, "annotate", "--overwrite", f"securemodel/{MODEL}",
@@ -342,8 +247,8 @@ def test_a_forced_rotation_revokes_every_earlier_certificate_within_a_minute(ser
     wait_until(lambda: secret_bytes(namespace, f"{MODEL}-tls", "tls.crt") != old, 60, "a new server certificate")
     refused_within(namespace, "rotated-out", rotated, 90)
     # A client that reads its Secret after the rotation is answered.
-    apply(namespace, client_pod("rotated-in", WATCH_CODE, host, MODEL, "20", "certificate"))
-    result = watch_result(namespace, "rotated-in", 120)
+    start_client(namespace, "rotated-in", CLIENT_SECRET, WATCH_CODE, host, MODEL, "20", "certificate")
+    result = pod_result(namespace, "rotated-in", 120)
     assert result["ok"] > 1 and result["failures"] == 0, result
 
 
@@ -360,7 +265,7 @@ def test_changing_serving_reconciles_clients_without_retraining(served: dict[str
     wait_until(lambda: "batch" in allow_listed(namespace), 60, "the new client in the serving pods' allow-list")
     copied_client(namespace, "batch", "batch-copy")
     host = f"{MODEL}.{namespace}.svc"
-    apply(namespace, client_pod("removed-client", REVOKED_CODE, host, MODEL, "200", bad_secret="batch-copy"))
+    start_client(namespace, "removed-client", CLIENT_SECRET, REVOKED_CODE, host, MODEL, "200", bad_secret="batch-copy")
     first_answered(namespace, "removed-client")
     removed = time.time()
     patch = {"spec": {"serving": {"clients": [CLIENT]}}}
@@ -404,7 +309,7 @@ def test_a_new_training_version_takes_over_while_the_old_one_keeps_answering(
     old = before["status"]["servingVersion"]
     assert old == before["status"]["version"]
     host = f"{MODEL}.{namespace}.svc"
-    apply(namespace, client_pod("retraining", WATCH_CODE, host, MODEL, "480", "version"))
+    start_client(namespace, "retraining", CLIENT_SECRET, WATCH_CODE, host, MODEL, "480", "version")
     first_answered(namespace, "retraining")
     patch = {"spec": {"training": {"epochs": SPEC["training"]["epochs"] + 1}}}
     kubectl("-n", namespace, "patch", f"securemodel/{MODEL}", "--type=merge", "-p", json.dumps(patch))
@@ -415,7 +320,7 @@ def test_a_new_training_version_takes_over_while_the_old_one_keeps_answering(
 
     during = wait_until(retraining, 60, "the new version under way")
     assert condition(during, "Ready").get("status") == "True", "the old version stopped counting as serving"
-    result = watch_result(namespace, "retraining", 540)
+    result = pod_result(namespace, "retraining", 540)
     assert result["changed"] and result["first"] == old, result
     assert result["failures"] == 0, result
     after = wait_until(lambda: (lambda m: m if m["status"].get("servingVersion") == result["last"] else None)(

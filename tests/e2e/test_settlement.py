@@ -9,15 +9,15 @@ exits 0 (the whole claim committed). Models here serve nothing (replicas 0) and 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
 import pytest
 
+from e2e_support import condition, get, restricted_namespace, wait_until
 from test_cluster import KUBECONFIG, WORKER_IMAGE, apply, kubectl
-from test_secure_model import OPERATOR, SPEC, condition, get, operator, wait_until  # noqa: F401 (the fixture)
+from test_secure_model import OPERATOR, SPEC, operator  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -35,19 +35,13 @@ def model(name: str, **parts: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def namespace(operator: None) -> Iterator[str]:  # noqa: F811 (uses the imported fixture)
-    name = f"e2e-settle-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
-    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": BUDGET},
-              "spec": {"epsilon": 50.0, "delta": 1.0e-5, "data": {"sources": [SPEC["data"]["source"]]},
-                       # The data steward trusts the forger's and a missing image's code to read the data.
-                       "allowedImages": [WORKER_IMAGE, "securemodel-forger:test", "securemodel-worker:absent"]}}  # fmt: skip
-    apply(name, budget)
-    yield name
-    kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=120s", check=False)
-    kubectl("-n", name, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
-    kubectl("-n", name, "delete", "privacybudget", "--all", "--timeout=60s", check=False)
-    kubectl("delete", "namespace", name, "--wait=false")
+    with restricted_namespace("e2e-settle", deletion_timeout="120s") as name:
+        budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": BUDGET},
+                  "spec": {"epsilon": 50.0, "delta": 1.0e-5, "data": {"sources": [SPEC["data"]["source"]]},
+                           # The data steward trusts the forger's and a missing image's code to read the data.
+                           "allowedImages": [WORKER_IMAGE, "securemodel-forger:test", "securemodel-worker:absent"]}}  # fmt: skip
+        apply(name, budget)
+        yield name
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import secrets
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from test_cluster import REPO, apply, kubectl, logs, pod, wait_phase
-from test_secure_model import condition, get, operator, wait_until  # noqa: F401 (the fixture)
+from e2e_support import POD_SECURITY, get, pod_result, restricted_namespace, start_client, wait_ready
+from test_cluster import REPO, apply, kubectl, pod, wait_phase
+from test_secure_model import operator  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,6 @@ MODEL = "readmission"
 CLIENT = "frontend"
 ROWS = 5000  # the example's spec.data.samples
 IDENTIFIERS = ("patient_id", "nhs_number", "name", "email", "phone")
-POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _patients() -> Any:
@@ -45,14 +44,8 @@ patients = _patients()
 
 @pytest.fixture(scope="module")
 def namespace(operator: None) -> Iterator[str]:  # noqa: F811 (uses the imported fixture)
-    name = f"e2e-table-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", name)
-    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-    yield name
-    kubectl("-n", name, "delete", "securemodel", "--all", "--timeout=60s", check=False)
-    kubectl("-n", name, "annotate", "privacybudget", "--all", "securemodel.io/allow-delete-with-spend=true", check=False)
-    kubectl("-n", name, "delete", "privacybudget", "--all", "--timeout=60s", check=False)
-    kubectl("delete", "namespace", name, "--wait=false")
+    with restricted_namespace("e2e-table") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -77,36 +70,13 @@ def served(namespace: str) -> dict[str, Any]:
     wait_phase(namespace, "write-export", "Succeeded", timeout=180)
     kubectl("-n", namespace, "delete", "pod", "write-export", "--wait=true")  # the claim is ReadWriteOnce
     kubectl("-n", namespace, "apply", "-f", str(EXAMPLE / "securemodel-patient-table.yaml"))
-
-    def ready() -> dict[str, Any] | None:
-        obj = get(namespace, "securemodel", MODEL)
-        if obj.get("status", {}).get("phase") == "Failed":
-            raise AssertionError(f"the model failed: {json.dumps(obj['status'], indent=1)}")
-        return obj if condition(obj, "Ready").get("status") == "True" else None
-
-    try:
-        return wait_until(ready, 600, "the table model to be Ready")
-    except AssertionError:
-        print(kubectl("-n", namespace, "get", "all,secret,pvc", check=False).stdout)
-        print(kubectl("-n", namespace, "get", f"securemodel/{MODEL}", "-o", "yaml", check=False).stdout)
-        raise
+    return wait_ready(namespace, "securemodel", MODEL, 600, "the table model to be Ready")
 
 
 CLIENT_CODE = r"""
-import json, socket, ssl, sys, time, urllib.error, urllib.request
+import json, sys
+from demo_infer import call, first_answer
 url, model, rows = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-context = ssl.create_default_context(cafile="/client/ca.crt")
-context.load_cert_chain("/client/tls.crt", "/client/tls.key")
-
-def call(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=20, context=context) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
 
 def column(name, datatype, values):
     return {"name": name, "shape": [len(values)], "datatype": datatype, "data": values}
@@ -114,20 +84,12 @@ def column(name, datatype, values):
 features = [column("age", "FP32", [float(r["age"]) for r in rows]),
             *(column(c, "BYTES", [r[c] for r in rows]) for c in ("birth_date", "sex", "postcode"))]
 identifiers = [column(c, "BYTES", [r[c] for r in rows]) for c in ("patient_id", "nhs_number", "name", "email", "phone")]
-deadline = time.monotonic() + 90
-while True:  # a fresh Service is routed shortly after its endpoints are ready
-    try:
-        metadata = call("GET", f"/v2/models/{model}"); break
-    except (ConnectionRefusedError, socket.timeout, urllib.error.URLError) as error:
-        if time.monotonic() > deadline or isinstance(getattr(error, "reason", None), ssl.SSLError):
-            raise
-        time.sleep(1)
 result = {
-    "metadata": metadata,
-    "byName": call("POST", f"/v2/models/{model}/infer", {"inputs": features}),
-    "missing": call("POST", f"/v2/models/{model}/infer", {"inputs": features[:2] + features[3:]}),
-    "extra": call("POST", f"/v2/models/{model}/infer", {"inputs": features + identifiers}),
-    "inCells": call("POST", f"/v2/models/{model}/infer",
+    "metadata": first_answer(lambda: call(url, f"/v2/models/{model}"), 90),
+    "byName": call(url, f"/v2/models/{model}/infer", {"inputs": features}),
+    "missing": call(url, f"/v2/models/{model}/infer", {"inputs": features[:2] + features[3:]}),
+    "extra": call(url, f"/v2/models/{model}/infer", {"inputs": features + identifiers}),
+    "inCells": call(url, f"/v2/models/{model}/infer",
                     {"inputs": features[:3] + [column("postcode", "BYTES", [r["email"] for r in rows])]}),
 }
 print("RESULT " + json.dumps(result))
@@ -138,18 +100,9 @@ def test_the_table_model_is_served_by_column_name_and_no_identifier_leaks(
     served: dict[str, Any], namespace: str
 ) -> None:
     rows = patients.patients(ROWS)[:4]
-    client = pod(
-        "client",
-        ["python", "-c", CLIENT_CODE, f"https://{MODEL}.{namespace}.svc:8443", MODEL, json.dumps(rows)],
-        volumes=[{"name": "client", "secret": {"secretName": f"{MODEL}-client-{CLIENT}"}}],
-        container={"volumeMounts": [{"name": "client", "mountPath": "/client", "readOnly": True}],
-                   "env": [{"name": "HOME", "value": "/tmp"}]},
-        securityContext=POD_SECURITY,
-    )  # fmt: skip
-    apply(namespace, client)
-    wait_phase(namespace, "client", "Succeeded", timeout=240)
-    line = next(line for line in logs(namespace, "client").splitlines() if line.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
+    url = f"https://{MODEL}.{namespace}.svc:8443"
+    start_client(namespace, "client", f"{MODEL}-client-{CLIENT}", CLIENT_CODE, url, MODEL, json.dumps(rows))
+    result = pod_result(namespace, "client", 240)
 
     status, metadata = result["metadata"]
     assert status == 200
