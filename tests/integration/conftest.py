@@ -219,3 +219,9 @@ def start_operator(
             operator.process.kill()
             operator.process.wait()
         print(f"--- operator log ({operator.log}) ---\n{operator.logs()}")
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., Operator], namespace: str) -> Operator:
+    """The operator, serving the test's namespace, started (and waited on) before the test runs."""
+    return start_operator(namespace)

@@ -217,14 +217,13 @@ def test_dpf_grants_more_of_many_small_and_a_few_large_claims_than_fcfs(
     assert dpf["status"]["epsilonReserved"] == pytest.approx(held(dpf)) and held(dpf) <= 5.5
 
 
+@pytest.mark.usefixtures("operator")
 def test_models_report_missing_budgets_refusals_and_calibration_failures_then_recover(
     api_client: kubernetes.client.ApiClient,
     kubectl: Kubectl,
     namespace: str,
-    start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     apply(
         kubectl,
         namespace,
@@ -332,14 +331,13 @@ def ready(obj: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+@pytest.mark.usefixtures("operator")
 def test_a_budget_is_charged_only_for_the_data_it_covers_and_no_datum_has_two_ledgers(
     api_client: kubernetes.client.ApiClient,
     kubectl: Kubectl,
     namespace: str,
-    start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     apply(kubectl, namespace, budget("wine", 5.0), model("covered", "wine", 1.0),
           model("elsewhere", "wine", 1.0, data={"source": "builtin://iris"}),
           model("foreign", "wine", 1.0, model={"image": "registry.example/exfiltrate:1"}))  # fmt: skip

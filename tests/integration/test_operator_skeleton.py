@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -75,14 +76,13 @@ def test_existing_objects_get_status_a_ready_condition_and_events(
     assert "Available" in shown and "WaitingForBudget" in shown and "Pending" in shown
 
 
+@pytest.mark.usefixtures("operator")
 def test_a_spec_change_is_observed_without_a_new_transition(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     budget = (REPO / "examples" / "privacybudget.yaml").read_text()
     assert kubectl("apply", "-n", namespace, "-f", "-", stdin=budget).returncode == 0
     first = wait_for(lambda: reconciled(api_client, namespace, "privacybudgets", "breast-cancer"))
@@ -100,15 +100,12 @@ def test_a_spec_change_is_observed_without_a_new_transition(
     assert after["lastTransitionTime"] == before["lastTransitionTime"]
 
 
-def test_the_health_endpoint_answers_before_and_after_leading(
-    namespace: str, start_operator: Callable[..., Any], wait_for: Callable[..., Any]
-) -> None:
+def test_the_health_endpoint_answers_before_and_after_leading(operator: Any, wait_for: Callable[..., Any]) -> None:
     """A standby answers while it waits for the Lease; the leader answers with kopf's probe report.
 
     Between the two the port changes hands, so a probe may be refused once (the Deployment's
     probes tolerate that with their failure threshold); the test waits for the leader's answer.
     """
-    operator = start_operator(namespace)
 
     def leaders_report() -> tuple[dict[str, Any]] | None:
         report = operator.health()

@@ -90,14 +90,13 @@ def test_children_only_after_the_claim_is_reserved_and_never_twice(
     assert "Traceback" not in operator.logs()
 
 
+@pytest.mark.usefixtures("operator")
 def test_deleting_a_model_whose_pod_never_started_releases_its_claim(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 1.0, resources=PENDING))
     wait_for(lambda: get(api_client, namespace, "securemodels", "m").get("status", {}).get("phase") == "Training",
              what="training")  # fmt: skip
@@ -110,14 +109,13 @@ def versions(claimed: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(c["consumer"].get("version", ""), c["state"]) for c in claimed]
 
 
+@pytest.mark.usefixtures("operator")
 def test_a_new_training_version_claims_anew_and_gives_back_the_claim_it_left(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 0.4, resources=PENDING))
     first = parse(get(api_client, namespace, "securemodels", "m")["spec"]).versions
     wait_for(lambda: versions(claims(api_client, namespace, "b")) == [(first.training, "Reserved")],
@@ -147,14 +145,13 @@ def test_a_new_training_version_claims_anew_and_gives_back_the_claim_it_left(
     assert versions(claims(api_client, namespace, "b")) == [(first.training, "Released"), (second.training, "Released")]
 
 
+@pytest.mark.usefixtures("operator")
 def test_a_spec_change_while_waiting_replaces_the_waiting_claim(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     apply(kubectl, namespace, budget("b", 1.0), model("holder", "b", 0.8, resources=PENDING))
     wait_for(lambda: [c["state"] for c in claims(api_client, namespace, "b")] == ["Reserved"], what="holder reserved")
     apply(kubectl, namespace, model("w", "b", 0.95, resources=PENDING))  # composed with 0.8: above 1
@@ -170,14 +167,13 @@ def test_a_spec_change_while_waiting_replaces_the_waiting_claim(
     assert get(api_client, namespace, "privacybudgets", "b")["status"]["epsilonSummed"] == 1.0
 
 
+@pytest.mark.usefixtures("operator")
 def test_deleted_secrets_and_volume_and_a_forged_status_are_undone_by_the_next_pass(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 0.5, resources=PENDING, serving={"clients": ["frontend"]}))
     uid = get(api_client, namespace, "securemodels", "m")["metadata"]["uid"]
     version = parse(get(api_client, namespace, "securemodels", "m")["spec"]).versions.training

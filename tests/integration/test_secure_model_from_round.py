@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kubernetes
+import pytest
 
 from securemodel.api import GROUP, VERSION
 from securemodel.operator.federated import children as round_children
@@ -68,10 +69,9 @@ def test_a_model_from_a_round_waits_for_it_claims_nothing_and_compresses_only_it
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
+    operator: Any,
     wait_for: Callable[..., Any],
 ) -> None:
-    operator = start_operator(namespace)
     wine = {"source": "builtin://wine", "evaluation": {"source": "builtin://wine?part=evaluation"}}
     apply(kubectl, namespace, budget("b", 5.0), served("m", "fl", data=wine))
 
@@ -128,14 +128,13 @@ def test_the_api_server_keeps_serving_and_training_models_apart(kubectl: Kubectl
     assert kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(other)).returncode == 0
 
 
+@pytest.mark.usefixtures("operator")
 def test_a_fine_tuning_from_public_weights_claims_as_usual_but_never_from_weights_a_budget_protects(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     protected = budget("exports", 1.0, sources=("pvc://exports/",))
     tuned = model("tuned", "b", 1.0, model={"architecture": "mlp", "from": {"file": "pvc://exports/weights/mlp.pt"},
                                             "fineTune": {"freeze": ["net.0"]}})  # fmt: skip
