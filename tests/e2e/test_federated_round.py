@@ -117,6 +117,8 @@ def test_three_silos_train_two_rounds_and_each_pays_its_own_budget(namespaces: l
 
 SERVED = "tumor-federated"
 CLIENT = "frontend"
+
+
 def test_the_rounds_global_model_is_served_over_mtls_without_training_or_a_new_claim(namespaces: list[str]) -> None:
     hub = namespaces[0]
     finished = finished_round(hub, ROUND)
@@ -145,6 +147,44 @@ def test_the_rounds_global_model_is_served_over_mtls_without_training_or_a_new_c
     assert result["examples"] == 113
     assert result["accuracy"] == pytest.approx(status["model"]["compressedAccuracy"], abs=1e-9)
     assert result["no_certificate"], "a client without a certificate was served"
+
+
+TUNED = "tumor-fine-tuned"
+
+
+def test_a_silo_fine_tunes_the_global_model_privately_with_its_first_layer_frozen(namespaces: list[str]) -> None:
+    """Clinic a starts DP-SGD from the round's global model on its own shard, under its own claim; the train pod
+    reads the round's authenticated model, trains only the unfrozen parameters, and its ε is charged once."""
+    hub = namespaces[0]
+    finished = finished_round(hub, ROUND)
+    assert finished["status"]["phase"] == "Succeeded", "this test fine-tunes the round of an earlier test"
+    apply(hub, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": TUNED},
+                "spec": {"model": {"architecture": "mlp", "params": {"hidden": [32]},
+                                   "from": {"federatedRoundRef": ROUND}, "fineTune": {"freeze": ["1"]}},
+                         "data": {"source": f"{SOURCE}?shard=0&of=3",
+                                  "evaluation": {"source": f"{SOURCE}?part=evaluation"}},
+                         "privacy": {"budgetRef": "clinic", "epsilon": EPSILON},
+                         "training": {"epochs": 2, "batchSize": 32, "learningRate": 0.05},
+                         "serving": {"replicas": 0}}})  # fmt: skip
+    tuned = wait_ready(hub, "securemodel", TUNED, 420, "the fine-tuned SecureModel to be Ready", interval=5)
+    assert condition(tuned, "Trained")["status"] == "True"
+    assert 0.5 < tuned["status"]["model"]["accuracy"] <= 1
+    spent = tuned["status"]["privacy"]["epsilonSpent"]
+    assert 0 < spent <= EPSILON
+    (claim,) = [c for c in get(hub, "privacybudget", "clinic")["status"]["claims"]
+                if c["consumer"] == {"kind": "SecureModel", "namespace": hub, "name": TUNED}]  # fmt: skip
+    assert claim["state"] == "Committed" and claim["epsilon"] == pytest.approx(spent)
+
+    pods = json.loads(kubectl("-n", hub, "get", "pods", "-l", f"securemodel.io/model={TUNED},securemodel.io/component=train",
+                              "-o", "json").stdout)["items"]  # fmt: skip
+    (train,) = [p for p in pods if p["status"].get("phase") == "Succeeded"]
+    (terminated,) = [s["state"]["terminated"] for s in train["status"]["containerStatuses"] if s["name"] == "train"]
+    result = json.loads(terminated["message"])
+    # the weights came from the round's final global model, authenticated by the digest its aggregator reported
+    assert result["init"] is not None and finished["status"]["model"]["digest"] in json.dumps(result["init"])
+    # the first Linear layer of a 30-feature input with 32 units: 30·32 weights and 32 biases, held fixed
+    assert result["frozen"] == ["1"] and result["frozenParameters"] == 30 * 32 + 32
+    assert result["trainableParameters"] == 32 * 2 + 2
 
 
 # Flower logs this line on each SecAgg+ stage message a SuperNode receives; the third is the one it trains on.
