@@ -365,6 +365,8 @@ def _decide_public(s: Snapshot, work: _Work) -> Decision:
         outcome = outcomes.public_stopped(job_name, s.refusal if protected else None)
     elif job is not None and job.phase in (JobPhase.PENDING, JobPhase.RUNNING):
         outcome = outcomes.training(job_name, job.message, job.ran, public, public=True)
+    elif job is None and result is None:  # its Job was deleted: trained again once its pods are gone
+        outcome = outcomes.training(job_name, "the pods of its deleted Job end first", False, public, public=True)
     elif (job is not None and job.phase is JobPhase.FAILED) or (result or {}).get("status") not in (None, "Succeeded"):
         error = (result or {}).get("error") or (job.message if job else "") or "the training pod failed"
         outcome = outcomes.training_failed(job_name, str(error), public)

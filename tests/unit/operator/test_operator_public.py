@@ -234,3 +234,14 @@ def test_a_private_fine_tuning_of_a_public_model_claims_once_the_source_is_clear
     assert not blocked.ledger and outcome_of(blocked).progress is Progress.STALLED
     granted = decide(snapshot(start=start, **base))
     assert [a.verb for a in granted.ledger] == ["submit"]  # the fine-tuning's own claim, on its own data
+
+
+def test_a_public_training_of_a_version_the_spec_left_is_stopped_and_a_deleted_jobs_pods_end_first() -> None:
+    old = "v00000000"
+    old_job = children.train_job_name("m", old)
+    left = decide(public(jobs={old_job: job(old_job, "train", old, active=1)},
+                         pods=(pod(old_job, "train", old, state=RUNNING, held=False),)))  # fmt: skip
+    assert left.stop == (old_job,) and left.public_train is not None  # nothing to settle: the new version starts
+    orphaned = decide(public(pods=(pod(TRAIN, "train", PV.training, state=RUNNING, held=False),)))
+    assert orphaned.public_train is None and orphaned.stop == ()
+    assert "deleted Job" in outcome_of(orphaned).ready.message
