@@ -9,6 +9,7 @@ from securemodel.api.schema import (
     DNS_LABEL,
     Schema,
     array,
+    boolean,
     conditions,
     data_source,
     delta,
@@ -487,8 +488,14 @@ DATA = obj(
     ),
 )
 
+# The fields of spec.privacy's budget form: none of them goes with public (see PRIVACY).
+BUDGET_FORM = ("budgetRef", "epsilon", "delta", "maxGradNorm", "accountant")
+
 PRIVACY = obj(
-    "Differential privacy of the training (DP-SGD).",
+    "Differential privacy of the training: either DP-SGD paid from a PrivacyBudget (budgetRef and epsilon), or "
+    "{public: true}, training without differential privacy on data no budget of the namespace covers. Which of "
+    "the two a model is never changes. The budget form's delta, maxGradNorm and accountant have no schema "
+    "default (so that {public: true} stays exactly that); the operator takes 1e-5, 1.0 and prv for them.",
     {
         "budgetRef": name_ref(
             "A PrivacyBudget in the same namespace that pays for the training. Immutable.",
@@ -500,11 +507,53 @@ PRIVACY = obj(
             ],
         ),
         "epsilon": epsilon("The most ε this training may spend (> 0); reserved from the budget before training."),
-        "delta": delta("δ of the guarantee (0 < δ < 1).", default=1.0e-5),
-        "maxGradNorm": MAX_GRAD_NORM,
-        "accountant": ACCOUNTANT,
+        "delta": delta("δ of the guarantee (0 < δ < 1); 1e-5 when omitted."),
+        "maxGradNorm": number("Per-sample gradient clipping norm (> 0); 1.0 when omitted.", minimum=0,
+                              exclusive_minimum=True),
+        "accountant": string("Accountant used to calibrate the noise: prv or rdp; prv when omitted.",
+                             enum=list(Accountant)),
+        "public": boolean(
+            "true: train WITHOUT differential privacy (plain SGD or Adam), claiming nothing, on spec.data.source, "
+            "which the user declares public. Only true is allowed, and only alone. The operator refuses it "
+            "(condition DataProtected, nothing is trained) while any PrivacyBudget of the namespace covers any of "
+            "the data, and decides only once it has read every budget of the namespace. Typical use: pretraining "
+            "on public data that a private fine-tuning (spec.model.from.secureModelRef) starts from."
+        ),
     },
-    required=["budgetRef", "epsilon"],
+    rules=[
+        rule(
+            "!has(self.public) || self.public",
+            "spec.privacy.public may only be true: to train with differential privacy, omit it and name budgetRef "
+            "and epsilon",
+            field_path=".public",
+        ),
+        rule(
+            "!has(self.public) || " + " && ".join(f"!has(self.{name})" for name in BUDGET_FORM),
+            "spec.privacy is either {public: true} alone or the budget form: with public, "
+            f"{', '.join(BUDGET_FORM)} are not allowed",
+            field_path=".public",
+            reason="FieldValueForbidden",
+        ),
+        rule(
+            "has(self.public) || has(self.budgetRef)",
+            "spec.privacy.budgetRef is required to train with differential privacy (or set spec.privacy.public: "
+            "true for data no budget covers)",
+            field_path=".budgetRef",
+            reason="FieldValueRequired",
+        ),
+        rule(
+            "has(self.public) || has(self.epsilon)",
+            "spec.privacy.epsilon is required to train with differential privacy: the most ε it may spend",
+            field_path=".epsilon",
+            reason="FieldValueRequired",
+        ),
+        rule(
+            "has(self.public) == has(oldSelf.public)",
+            "a SecureModel cannot switch between public training and training under a PrivacyBudget: create a "
+            "new one",
+            field_path=".public",
+        ),
+    ],
 )
 
 TRAINING = obj(
@@ -515,8 +564,8 @@ TRAINING = obj(
         "learningRate": number("Learning rate (> 0).", minimum=0, exclusive_minimum=True, default=0.1),
         "optimizer": string("sgd or adam.", enum=["sgd", "adam"], default="sgd"),
         "seed": integer(
-            "Seed of the weight initialisation only: DP-SGD's noise and batch sampling always come from a secret "
-            "source.",
+            "Seed of the weight initialisation (and, with spec.privacy.public, of the shuffling): DP-SGD's noise "
+            "and batch sampling always come from a secret source.",
             minimum=0,
             default=0,
             fmt="int64",
@@ -637,7 +686,7 @@ SPEC = obj(
         ),
         rule(
             "has(self.model.fromRound) || has(self.privacy)",
-            "spec.privacy is required to train: the budget and ε the training may spend",
+            "spec.privacy is required to train: the budget and ε the training may spend, or {public: true}",
             field_path=".privacy",
             reason="FieldValueRequired",
         ),
@@ -670,8 +719,13 @@ STATUS = obj(
         "conditions": conditions(),
         "privacy": obj(
             "The privacy of the training: what was claimed from the budget, the noise calibrated for it, "
-            "and what was spent; with spec.model.fromRound, the round that paid for it.",
+            "and what was spent; with spec.model.fromRound, the round that paid for it; with spec.privacy.public, "
+            "that there is none.",
             {
+                "public": boolean(
+                    "true with spec.privacy.public: trained without differential privacy, nothing claimed or spent "
+                    "(the fields about ε, noise and the accountant are absent)."
+                ),
                 "epsilonClaimed": number(
                     "ε claimed from the budget for this training, the target σ is calibrated for; held for "
                     "the model once the BudgetReserved condition is True."

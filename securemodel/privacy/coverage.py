@@ -17,6 +17,9 @@ Guarantees the operator builds on (each has a unit test):
   (:func:`overlaps`, conservative: shards of different splits of one dataset overlap). While they
   do, both grant nothing, so neither can reset the other's spend. The sources of a budget may only
   grow (a CEL transition rule), so a budget never drops data it has charged for.
+* **Public only where no budget reaches.** Data a consumer declares public (a public training, an
+  evaluation source, starting weights from a file) must share no example with what any budget of the
+  namespace protects (:func:`touches`).
 * **Consent.** A budget is spent by consumers of its own namespace and by those of the namespaces
   and kinds its ``spec.consumers`` names, nobody else (:func:`consents`).
 """
@@ -85,6 +88,15 @@ def covers(patterns: Sequence[str], source: str) -> bool:
     except SourceError:
         return False
     return any(_covers(pattern, data) for pattern in _parsed(patterns))
+
+
+def touches(patterns: Sequence[str], source: str) -> bool:
+    """Whether a budget with ``spec.data.sources`` = ``patterns`` may protect ANY example of ``source``: then no
+    part of ``source`` may be declared public (a shard of it, or another split's shard, counts; see :func:`overlaps`).
+
+    Stricter than :func:`covers`, which asks whether the budget protects all of it (what it may be charged for).
+    """
+    return bool(overlaps(patterns, [source]))
 
 
 def overlaps(first: Sequence[str], second: Sequence[str]) -> list[tuple[str, str]]:

@@ -50,14 +50,39 @@ def json_object(text: str) -> dict[str, object]:
     return value
 
 
+DP_OPTIONS = ("noise_multiplier", "sample_rate", "steps", "max_grad_norm")
+PUBLIC_OPTIONS = ("epochs", "batch_size")
+
+
 def dp_arguments(parser: argparse.ArgumentParser) -> None:
-    """The DP-SGD parameters the operator calibrated; the worker must honour them exactly."""
-    dp = parser.add_argument_group("DP-SGD (calibrated by the operator)")
-    dp.add_argument("--noise-multiplier", type=positive, required=True, help="σ")
-    dp.add_argument("--sample-rate", type=rate, required=True, help="Poisson sampling rate q over the training split")
-    dp.add_argument("--steps", type=count, required=True, help="noisy optimizer steps to run, no more")
-    dp.add_argument("--max-grad-norm", type=positive, required=True, help="per-sample clipping norm C")
-    dp.add_argument("--learning-rate", type=positive, default=0.1)
+    """The DP-SGD parameters the operator calibrated, which the worker must honour exactly, or (``--public``, for a
+    model the operator let train without differential privacy) the epochs and batch size of plain training.
+    Exactly one of the two sets is given (:func:`training_mode_problem`)."""
+    parser.add_argument("--learning-rate", type=positive, default=0.1)
+    dp = parser.add_argument_group("DP-SGD (calibrated by the operator; all four, without --public)")
+    dp.add_argument("--noise-multiplier", type=positive, help="σ")
+    dp.add_argument("--sample-rate", type=rate, help="Poisson sampling rate q over the training split")
+    dp.add_argument("--steps", type=count, help="noisy optimizer steps to run, no more")
+    dp.add_argument("--max-grad-norm", type=positive, help="per-sample clipping norm C")
+    public = parser.add_argument_group("training without differential privacy (set by the operator only for "
+                                       "spec.privacy.public, on data no budget protects)")  # fmt: skip
+    public.add_argument("--public", action="store_true", help="plain SGD or Adam: no clipping, no noise, no ε")
+    public.add_argument("--epochs", type=count, help="passes over the data (with --public)")
+    public.add_argument("--batch-size", type=count, help="examples per step (with --public)")
+
+
+def training_mode_problem(args: argparse.Namespace) -> str | None:
+    """Why the train arguments mix or miss the DP-SGD and the ``--public`` options; None if they are one mode."""
+    options = DP_OPTIONS if not args.public else PUBLIC_OPTIONS
+    others = PUBLIC_OPTIONS if not args.public else DP_OPTIONS
+    missing = [f"--{name.replace('_', '-')}" for name in options if getattr(args, name) is None]
+    mixed = [f"--{name.replace('_', '-')}" for name in others if getattr(args, name) is not None]
+    mode = "--public" if args.public else "DP-SGD (without --public)"
+    if missing:
+        return f"{mode} needs {', '.join(missing)}"
+    if mixed:
+        return f"{mode} does not take {', '.join(mixed)}"
+    return None
 
 
 def names(text: str) -> list[str]:

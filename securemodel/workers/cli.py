@@ -20,6 +20,7 @@ from securemodel.workers.arguments import (
     finetune_arguments,
     fraction,
     json_object,
+    training_mode_problem,
 )
 from securemodel.workers.federated.arguments import add_aggregate_arguments, add_client_arguments
 from securemodel.workers.isolation import add_arguments as add_isolation_arguments
@@ -153,9 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="securemodel-worker", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a model with DP-SGD and write the encrypted artifact")
+    train = commands.add_parser(
+        "train", help="train a model with DP-SGD (or, --public, without) and write the encrypted artifact"
+    )
     _train_arguments(train)
-    train.set_defaults(run=_run_train)
+    train.set_defaults(run=_run_train, check=training_mode_problem)
 
     compress = commands.add_parser("compress", help="prune and quantise a trained artifact")
     _compress_arguments(compress)
@@ -186,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the subcommand; returns its exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = args.check(args) if "check" in args else None
+    if problem is not None:
+        parser.error(f"{args.command}: {problem}")
     return int(args.run(args))
 
 

@@ -1,5 +1,12 @@
 """``securemodel-worker train``: DP-SGD at the operator's (σ, q, steps), written as an encrypted artifact.
 
+With ``--public`` (which the operator passes only for a SecureModel with ``spec.privacy: {public: true}``
+whose data no PrivacyBudget of its namespace protects) step 2 trains without differential privacy
+(:mod:`.plain`) for ``--epochs`` at ``--batch-size``; everything else is the same, so the artifact
+(format, encryption, binding) is one that compression, serving and fine-tuning read unchanged, and its
+metadata and the result record ``public: true`` and no σ, q or ε. The pod cannot make itself public:
+the ledger charges nothing only because the operator made no claim for such a model.
+
 Order of work, so that the result tells the operator what was spent:
 
 1. refuse an existing ``--output`` (artifacts are write-once), read the data key, import the
@@ -67,6 +74,7 @@ from securemodel.workers.finetune import (
     read_artifact_init,
     read_file_init,
 )
+from securemodel.workers.plain import PlainConfig, PlainProgress, train_plain
 from securemodel.workers.report import describe_error, emit
 
 
@@ -80,15 +88,13 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run the ``train`` subcommand; returns the exit status (0 on success, 1 on failure)."""
-    result: dict[str, Any] = {
-        "kind": "TrainResult",
-        "dataTouched": False,
-        "noiseMultiplier": args.noise_multiplier,
-        "sampleRate": args.sample_rate,
-        "stepsRequested": args.steps,
-        "maxGradNorm": args.max_grad_norm,
-    }
-    progress = DPSGDProgress()
+    result: dict[str, Any] = {"kind": "TrainResult", "dataTouched": False}
+    if args.public:
+        result |= {"public": True, "epochsRequested": args.epochs, "batchSize": args.batch_size}
+    else:
+        result |= {"noiseMultiplier": args.noise_multiplier, "sampleRate": args.sample_rate,
+                   "stepsRequested": args.steps, "maxGradNorm": args.max_grad_norm}  # fmt: skip
+    progress: DPSGDProgress | PlainProgress = PlainProgress() if args.public else DPSGDProgress()
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result.update(_train(args, progress, result))
@@ -103,16 +109,20 @@ def run_train(args: argparse.Namespace) -> int:
         emit(result, args.termination_log)
 
 
-def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, Any]) -> dict[str, Any]:
+def _train(args: argparse.Namespace, progress: DPSGDProgress | PlainProgress, result: dict[str, Any]) -> dict[str, Any]:
     """Steps 1-3 of the module doc; sets ``result["dataTouched"]`` before reading data."""
-    config = DPSGDConfig(
-        noise_multiplier=args.noise_multiplier,
-        sample_rate=args.sample_rate,
-        steps=args.steps,
-        max_grad_norm=args.max_grad_norm,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-    )
+    config: DPSGDConfig | PlainConfig
+    if isinstance(progress, PlainProgress):
+        config = PlainConfig(args.epochs, args.batch_size, args.learning_rate, args.optimizer)
+    else:
+        config = DPSGDConfig(
+            noise_multiplier=args.noise_multiplier,
+            sample_rate=args.sample_rate,
+            steps=args.steps,
+            max_grad_norm=args.max_grad_norm,
+            learning_rate=args.learning_rate,
+            optimizer=args.optimizer,
+        )
     output = Path(args.output)
     if output.exists():
         raise ArtifactExistsError(f"artifact {output} already exists; artifacts are never overwritten")
@@ -149,26 +159,29 @@ def _train(args: argparse.Namespace, progress: DPSGDProgress, result: dict[str, 
     if lora is not None:
         add_lora(model, lora)
         problems = unsupported_layers(model)
-        if problems:
+        if problems and isinstance(config, DPSGDConfig):
             raise LoraError("LoRA needs book-keeping clipping, which does not support: " + "; ".join(problems))
         mode = "bookkeeping"  # never Opacus' hooks with PEFT (opacus#820)
     trainable, frozen = parameter_counts(model)
-    report = train_dp_sgd(
-        model, data.model_inputs(data.x_train), data.y_train, config, device=device, progress=progress, mode=mode
-    )
+    inputs = data.model_inputs(data.x_train)
+    training: dict[str, Any]
+    if isinstance(config, PlainConfig):
+        assert isinstance(progress, PlainProgress)
+        plain = train_plain(model, inputs, data.y_train, config, device=device, progress=progress)
+        training = {"public": True, "steps": plain.steps, "epochs": plain.epochs, "batchSize": config.batch_size,
+                    "device": plain.device, "trainExamples": plain.train_examples}  # fmt: skip
+    else:
+        assert isinstance(progress, DPSGDProgress)
+        report = train_dp_sgd(model, inputs, data.y_train, config, device=device, progress=progress, mode=mode)
+        training = {"steps": report.steps, "noiseMultiplier": config.noise_multiplier,
+                    "sampleRate": config.sample_rate, "maxGradNorm": config.max_grad_norm,
+                    "clippingMode": report.clipping_mode, "device": report.device,
+                    "trainExamples": report.train_examples, "sampledExamples": report.sampled_examples}  # fmt: skip
     if lora is not None:
         merge_lora(model)
-    training: dict[str, Any] = {
-        "steps": report.steps,
-        "noiseMultiplier": config.noise_multiplier,
-        "sampleRate": config.sample_rate,
-        "maxGradNorm": config.max_grad_norm,
+    training |= {
         "learningRate": config.learning_rate,
         "optimizer": config.optimizer,
-        "clippingMode": report.clipping_mode,
-        "device": report.device,
-        "trainExamples": report.train_examples,
-        "sampledExamples": report.sampled_examples,
         "init": None if init is None else init.source,
         "trainableParameters": trainable,
         "frozenParameters": frozen,

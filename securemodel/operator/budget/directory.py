@@ -10,18 +10,19 @@ seen by the next transaction of either.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from securemodel.operator.budget.ledger import BudgetRef
-from securemodel.privacy.coverage import consents, covers, overlaps
+from securemodel.privacy.coverage import consents, covers, overlaps, touches
 
 NOT_COVERED = "DataNotCovered"
 OVERLAPPING = "BudgetOverlaps"
 NOT_CONSENTED = "BudgetNotConsented"
 EVALUATION_PROTECTED = "EvaluationProtected"
 START_PROTECTED = "StartingWeightsProtected"
+DATA_PROTECTED = "DataProtected"
 IMAGE_NOT_ALLOWED = "ImageNotAllowed"
 NOT_OBSERVED = "BudgetNotObserved"
 
@@ -75,10 +76,17 @@ class BudgetDirectory:
         """Whether the budget's data and consumers have been recorded (a budget's first event may still be queued)."""
         return ref in self._budgets
 
+    def unrecorded(self, indexed: Iterable[BudgetRef], namespace: str) -> tuple[str, ...]:
+        """Names of the budgets of ``namespace`` among ``indexed`` (every budget the watch has listed) whose spec is
+        not recorded yet, sorted: while there is one, :meth:`protecting` may not know all that is protected."""
+        return tuple(sorted(ref.name for ref in indexed if ref.namespace == namespace and ref not in self._budgets))
+
     def protecting(self, namespace: str, source: str) -> tuple[str, ...]:
-        """Names of the budgets of ``namespace`` that cover ``source``, sorted: what may not be declared public."""
+        """Names of the budgets of ``namespace`` that protect any example of ``source``, sorted: what may not be
+        declared public (:func:`~securemodel.privacy.coverage.touches`). Complete only when :meth:`unrecorded` is
+        empty for the namespace."""
         return tuple(sorted(other.name for other, theirs in self._budgets.items()
-                            if other.namespace == namespace and covers(theirs.sources, source)))  # fmt: skip
+                            if other.namespace == namespace and touches(theirs.sources, source)))  # fmt: skip
 
     def overlapping(self, ref: BudgetRef) -> tuple[str, ...]:
         """Names of the other budgets of the namespace that cover data ``ref`` covers, sorted."""

@@ -35,6 +35,11 @@ def budget_key(ref: BudgetRef) -> tuple[str, BudgetRef]:
     return (KIND.kind, ref)
 
 
+def namespace_budgets_key(namespace: str) -> tuple[str, str]:
+    """The wake-up key of a change of any budget of ``namespace`` (public models watch what all of them protect)."""
+    return (f"{KIND.kind}-namespace", namespace)
+
+
 @kopf.index(GROUP, VERSION, KIND.plural)
 async def budget_ledgers(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[BudgetRef, Ledger]:
     """Every budget's ledger by reference, as last seen by the watch."""
@@ -53,6 +58,7 @@ async def wake_consumers(event: kopf.RawEvent, namespace: str, name: str, spec: 
     ref = BudgetRef(namespace, name)
     changed = current.budgets.drop(ref) if event.get("type") == "DELETED" else current.budgets.put(ref, spec)
     current.wakeups.notify(budget_key(ref))
+    current.wakeups.notify(namespace_budgets_key(namespace))
     for other in changed:
         current.wakeups.notify(budget_key(other))
         await _reassess(current, other)

@@ -10,6 +10,9 @@ stale view could make unsafe are re-checked with quorum reads just before they h
   never started, and neither the Job nor a train pod of that version exists;
 * a dispatched claim is released only if its Job is gone or suspended and no train pod of
   that version exists (and the ledger refuses it anyway once the claim is started).
+
+A public model's train Job (which no claim guards) is created only if a quorum list of the
+namespace's PrivacyBudgets shows that none protects any of the data it declares public.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from typing import Any
 
 import kubernetes
 
+from securemodel.api import GROUP, VERSION
+from securemodel.api.privacy_budget import KIND as BUDGET_KIND
 from securemodel.operator import kube
+from securemodel.operator.budget.directory import BudgetDirectory
 from securemodel.operator.budget.ledger import (
     BudgetNotFound,
     BudgetRef,
@@ -36,6 +42,7 @@ from securemodel.operator.budget.ledger import (
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.decide import Decision, LedgerAction, Snapshot, Verb
+from securemodel.operator.secure_model.observe import declared_public
 from securemodel.privacy import ClaimState, Ledger, LedgerError, LedgerTampered
 
 logger = logging.getLogger(__name__)
@@ -128,6 +135,34 @@ async def _create_train_job(current: Runtime, s: Snapshot, ledger: Ledger, key: 
         logger.info("%s/%s: train Job %s created", s.owner.namespace, s.owner.name, name)
 
 
+def protected_now(client: kubernetes.client.ApiClient, s: Snapshot) -> tuple[str, ...]:
+    """Quorum list: the names of the PrivacyBudgets of the model's namespace, as stored now, that protect any data
+    the public model declares public."""
+    namespace = s.owner.namespace
+    listed = kubernetes.client.CustomObjectsApi(client).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, BUDGET_KIND.plural
+    )
+    fresh = BudgetDirectory()
+    for item in listed.get("items") or ():
+        fresh.put(BudgetRef(namespace, item["metadata"]["name"]), item.get("spec") or {})
+    return tuple(sorted({name for _, _, source in declared_public(s.spec) for name in fresh.protecting(namespace, source)}))
+
+
+async def _create_public_train_job(current: Runtime, s: Snapshot, job: Mapping[str, Any]) -> None:
+    name = job["metadata"]["name"]
+    version = job["metadata"]["labels"][children.VERSION_LABEL]
+
+    def allowed() -> bool:
+        if protected_now(current.client, s):  # the next pass sees the budget and says so
+            return False
+        return kube.read(current.client, "Job", s.owner.namespace, name) is None and not kube.pods(
+            current.client, s.owner.namespace, _version_pods(s, version)
+        )
+
+    if await asyncio.to_thread(allowed) and await asyncio.to_thread(kube.create, current.client, job) is not None:
+        logger.info("%s/%s: public train Job %s created", s.owner.namespace, s.owner.name, name)
+
+
 def _owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
     return obj is not None and any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or ())
 
@@ -170,6 +205,8 @@ async def act(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
             logger.warning("%s/%s: %s not applied: %s %s", s.owner.namespace, s.owner.name, name, error.status, error.reason)
     for obj in decision.create:
         await asyncio.to_thread(kube.create, current.client, obj)
+    if decision.public_train is not None:
+        await _create_public_train_job(current, s, decision.public_train)
     batch = kubernetes.client.BatchV1Api(current.client)
     for name in decision.stop:
         await asyncio.to_thread(batch.patch_namespaced_job, name, s.owner.namespace, {"spec": {"suspend": True}})

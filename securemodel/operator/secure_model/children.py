@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from securemodel.api import GROUP, VERSION
 from securemodel.api.secure_model import KIND
 from securemodel.data.sources import Evaluation, PvcSource, parse_source
-from securemodel.operator.secure_model.spec import ModelSpecs, Versions
+from securemodel.operator.secure_model.spec import ModelSpecs, PrivacySpec, Versions
 from securemodel.operator.settings import AWAIT_NETWORK_ISOLATION, WORKER_IMAGE
 from securemodel.serving.allowlist import FILE_NAME as ALLOW_LIST_FILE
 
@@ -361,13 +361,18 @@ def _mkdir(image: str, path: str) -> dict[str, Any]:
     return container("prepare", image, ["python", "-c", code, path], [_KEY_MOUNTS[0]])
 
 
-def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: str,
+def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run | None, image: str,
               init: InitParts | None = None) -> dict[str, Any]:  # fmt: skip
     """The DP-SGD training Job: exactly σ, q and steps of ``run`` (the operator's calibration), nothing
     secret on its command line. Its pods carry :data:`SETTLEMENT_FINALIZER` and the budget's name. With
-    ``init`` (``spec.model.from``) it starts from the source's weights, mounted read-only."""
-    model, data = spec.model, spec.data
-    assert data is not None and spec.privacy is not None, "a model that trains has spec.data and spec.privacy"
+    ``init`` (``spec.model.from``) it starts from the source's weights, mounted read-only.
+
+    For a public model (``spec.privacy.public``, and only for one: ``run`` is None exactly then) the worker is
+    told ``--public`` with the spec's epochs and batch size: plain training, no claim to settle, so its pods
+    carry no finalizer and no budget. The pod cannot choose this: it is the operator's argument."""
+    model, data, privacy = spec.model, spec.data, spec.privacy
+    assert data is not None and privacy is not None, "a model that trains has spec.data and spec.privacy"
+    assert (run is None) == spec.public, "DP-SGD needs the operator's calibration; a public training has none"
     args = ["securemodel-worker", "train"]
     if model.architecture:
         args += ["--architecture", model.architecture]
@@ -384,10 +389,17 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
         "--seed", str(spec.training.seed),
         "--optimizer", spec.training.optimizer,
         "--learning-rate", repr(spec.training.learning_rate),
-        "--noise-multiplier", repr(float(run.noise_multiplier)),
-        "--sample-rate", repr(float(run.sample_rate)),
-        "--steps", str(int(run.steps)),
-        "--max-grad-norm", repr(spec.privacy.max_grad_norm),
+    ]  # fmt: skip
+    if isinstance(privacy, PrivacySpec) and run is not None:
+        args += [
+            "--noise-multiplier", repr(float(run.noise_multiplier)),
+            "--sample-rate", repr(float(run.sample_rate)),
+            "--steps", str(int(run.steps)),
+            "--max-grad-norm", repr(privacy.max_grad_norm),
+        ]  # fmt: skip
+    else:
+        args += ["--public", "--epochs", str(spec.training.epochs), "--batch-size", str(spec.training.batch_size)]
+    args += [
         "--device", "cuda" if spec.resources.gpus > 0 else "cpu",
         "--output", trained_artifact(training),
         "--model-uid", owner.uid,
@@ -415,8 +427,11 @@ def train_job(owner: Owner, spec: ModelSpecs, training: str, run: Run, image: st
         "containers": [main],
         "volumes": volumes,
     }
-    extra = {VERSION_LABEL: training, BUDGET_LABEL: spec.privacy.budget_ref}
-    return _job(owner, train_job_name(owner.name, training), "train", pod, (SETTLEMENT_FINALIZER,), **extra)
+    name = train_job_name(owner.name, training)
+    if not isinstance(privacy, PrivacySpec):
+        return _job(owner, name, "train", pod, **{VERSION_LABEL: training})
+    extra = {VERSION_LABEL: training, BUDGET_LABEL: privacy.budget_ref}
+    return _job(owner, name, "train", pod, (SETTLEMENT_FINALIZER,), **extra)
 
 
 def compress_job(

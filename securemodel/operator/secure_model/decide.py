@@ -15,6 +15,15 @@ Order of work for the spec's training version ``T``:
 3. once Reserved, the claim is marked dispatched and then the train Job is created;
 4. the claim is settled when the Job ends; the trained artifact is compressed (one compress
    Job per version) and served, while the version served before keeps serving.
+
+A public model (``spec.privacy.public``, :func:`_decide_public`) claims nothing and is charged
+nothing: its train Job is created, with the worker's ``--public``, only while no budget of the
+namespace protects any of its data, all budgets of the namespace being known (``refusal``, see
+:mod:`.observe`; :mod:`.act` checks again with a quorum list just before it creates the Job).
+A budget that comes to protect the data later stops a training still running (its Job is
+suspended and not resumed) and turns ``PublicData`` False; a model trained before keeps being
+compressed and served (the data was public when it was read), but trains no new version and can
+no longer be a starting point (:func:`.starts.public_source`).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from securemodel.operator.budget.directory import Refusal
+from securemodel.operator.budget.directory import DATA_PROTECTED, EVALUATION_PROTECTED, START_PROTECTED, Refusal
 from securemodel.operator.conditions import Condition, Outcome, Progress
 from securemodel.operator.kube import drifted
 from securemodel.operator.secure_model import children, network, outcomes
@@ -112,8 +121,8 @@ class Snapshot:
 
     @property
     def privacy(self) -> PrivacySpec:
-        """``spec.privacy`` of a model that trains (every model without ``fromRound``: a CEL rule)."""
-        assert self.spec.privacy is not None, "a model that trains has spec.privacy"
+        """``spec.privacy`` of a model that trains under a budget (every model without ``fromRound`` or ``public``)."""
+        assert isinstance(self.spec.privacy, PrivacySpec), "a model that claims has spec.privacy's budget form"
         return self.spec.privacy
 
     @property
@@ -135,6 +144,7 @@ class Decision:
     outcome: Outcome | None = None
     settled: bool = True  # on deletion: no live claim and no train pod is left
     quiet: bool = False  # the outcome is about to change (a claim is being made): not worth publishing
+    public_train: dict[str, Any] | None = None  # a public model's train Job: created if absent and still unprotected
 
 
 # --- reading the children ------------------------------------------------------------------------
@@ -199,6 +209,7 @@ class _Work:
         self.unhold: list[tuple[str, str, bool]] = []
         self.delete_jobs: list[str] = []
         self.quiet = False
+        self.public_train: dict[str, Any] | None = None
 
     def settle(self, claim: Claim, job: JobView | None, orphans: tuple[PodView, ...], ending: Settlement) -> None:
         key, act = claim.consumer.key, ending.act
@@ -218,7 +229,7 @@ class _Work:
     def decision(self, outcome: Outcome | None, *, settled: bool = True) -> Decision:
         return Decision(tuple(self.ledger), tuple(self.apply), tuple(self.create), self.train, tuple(self.stop),
                         tuple(self.secrets), tuple(self.delete_secrets), tuple(self.unhold), tuple(self.delete_jobs),
-                        outcome, settled, self.quiet)  # fmt: skip
+                        outcome, settled, self.quiet, self.public_train)  # fmt: skip
 
     def release_pods(self, s: Snapshot) -> None:
         """Let go of the train pods that can run no more; one that ran only once its claim records it (act checks)."""
@@ -262,6 +273,8 @@ def decide(s: Snapshot) -> Decision:
         return decide_deletion(s)
     if s.spec.model.from_round is not None:
         return _decide_from_round(s, work)
+    if s.spec.public:
+        return _decide_public(s, work)
     budget = s.privacy.budget_ref
     # The pods' connections are closed before any pod exists: applied in the first pass, kept while the model lives.
     work.apply += _unisolated(s)
@@ -305,6 +318,66 @@ def _decide_from_round(s: Snapshot, work: _Work) -> Decision:
         outcome = outcomes.round_problem(found)
         if served is not None:
             outcome = _keys(s, work, outcome)
+    if served is not None and s.versions.version != served.version:
+        outcome = _serve(s, work, served, outcome, current=False)
+    _record_results(s, work)
+    return work.decision(outcomes.with_fields(outcome, (), {"version": s.versions.version}))
+
+
+# Refusals that mean a budget of the namespace protects data the public model reads.
+_PROTECTED = frozenset({DATA_PROTECTED, EVALUATION_PROTECTED, START_PROTECTED})
+
+
+def _decide_public(s: Snapshot, work: _Work) -> Decision:
+    """A public model (see the module docstring): no ledger. Train once no budget protects its data, then compress
+    and serve. Train Jobs of versions the spec left are stopped (they claim nothing: nothing to settle)."""
+    work.apply += _unisolated(s)
+    assert s.spec.data is not None, "a model that trains has spec.data (a CEL rule)"
+    source, training = s.spec.data.source, s.versions.training
+    served = _served_versions(s)
+    job, orphans = train_views(s, training)
+    job_name = children.train_job_name(s.owner.name, training)
+    result = (job.result if job else None) or next((o.result for o in orphans if o.result), None)
+    result = result or stored_results(s).get(f"train-{training}")
+    public = outcomes.public_condition(source, s.refusal)
+    protected = s.refusal is not None and s.refusal.reason in _PROTECTED
+    for name, other in s.jobs.items():
+        version = _label(other, children.VERSION_LABEL)
+        if _label(other, children.COMPONENT_LABEL) == "train" and version != training:
+            view = train_views(s, version)[0]
+            if view is not None and not view.suspended and view.phase in (JobPhase.PENDING, JobPhase.RUNNING):
+                work.stop.append(name)
+    begun = job is not None or bool(orphans) or result is not None
+    if not begun:
+        if s.refusal is not None:
+            outcome = outcomes.public_refused(s.refusal)
+        elif isinstance(s.start, InitProblem):
+            outcome = outcomes.waiting_for_start(s.start.reason, s.start.message)
+        elif _unisolated(s):  # no train pod before the API server holds its NetworkPolicy
+            outcome = outcomes.training(job_name, "waiting for its NetworkPolicies", False, public, public=True)
+        else:
+            init = train_parts(s.start, s.spec.model.fine_tune) if s.start is not None else None
+            work.public_train = children.train_job(s.owner, s.spec, training, None, s.image, init)
+            outcome = outcomes.training(job_name, "", False, public, public=True)
+    elif job is not None and job.phase is not JobPhase.SUCCEEDED and (job.suspended or protected):
+        if not job.suspended and job.phase is not JobPhase.FAILED:
+            work.stop.append(job.name)
+        outcome = outcomes.public_stopped(job_name, s.refusal if protected else None)
+    elif job is not None and job.phase in (JobPhase.PENDING, JobPhase.RUNNING):
+        outcome = outcomes.training(job_name, job.message, job.ran, public, public=True)
+    elif job is None and result is None:  # its Job was deleted: trained again once its pods are gone
+        outcome = outcomes.training(job_name, "the pods of its deleted Job end first", False, public, public=True)
+    elif (job is not None and job.phase is JobPhase.FAILED) or (result or {}).get("status") not in (None, "Succeeded"):
+        error = (result or {}).get("error") or (job.message if job else "") or "the training pod failed"
+        outcome = outcomes.training_failed(job_name, str(error), public)
+    else:
+        fields: dict[str, Any] = {**outcomes.public_privacy(source), "endpoint": children.endpoint(s.owner.name, s.owner.namespace)}
+        if result:
+            fields["model"] = {"digest": result.get("digest"), "sizeBytes": int(result.get("sizeBytes") or 0)}
+        outcome = _compress_and_serve(s, work, (public, outcomes.public_trained_condition(result)), fields)
+    if served is not None or begun or work.public_train is not None:
+        outcome = _keys(s, work, outcome)
+        work.apply += [obj for obj in (children.artifacts_pvc(s.owner, s.artifacts_storage),) if _drifted_pvc(obj, s.pvc)]
     if served is not None and s.versions.version != served.version:
         outcome = _serve(s, work, served, outcome, current=False)
     _record_results(s, work)

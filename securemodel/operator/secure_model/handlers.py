@@ -23,7 +23,7 @@ import kopf
 from securemodel.api import GROUP, VERSION
 from securemodel.api.federated_round import KIND as ROUND_KIND
 from securemodel.api.secure_model import KIND
-from securemodel.operator.budget.handlers import budget_key
+from securemodel.operator.budget.handlers import budget_key, namespace_budgets_key
 from securemodel.operator.federated.handlers import start_key
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.conditions import Progress
@@ -32,6 +32,7 @@ from securemodel.operator.runtime import runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.secure_model import children, outcomes, rounds
 from securemodel.operator.secure_model.act import act
+from securemodel.operator.secure_model.starts import source_entry
 from securemodel.operator.secure_model.decide import decide, decide_deletion
 from securemodel.operator.secure_model.observe import Children, observe
 from securemodel.operator.settings import (
@@ -124,9 +125,10 @@ async def wake_round_servers(namespace: str, name: str, memo: kopf.Memo, **_: An
 
 
 @kopf.index(GROUP, VERSION, KIND.plural)
-async def model_uids(namespace: str, name: str, uid: str, **_: Any) -> dict[tuple[str, str], str]:
-    """Each SecureModel's uid by name: a model fine-tunes another's trained artifact (``spec.model.from``)."""
-    return {(namespace, name): uid}
+async def model_uids(namespace: str, name: str, uid: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], Any]:
+    """Each SecureModel's uid, and what a public one trains on, by name: a model fine-tunes another's trained
+    artifact (``spec.model.from``)."""
+    return {(namespace, name): source_entry(uid, spec)}
 
 
 def source_key(namespace: str, name: str) -> tuple[str, str, str]:
@@ -135,15 +137,22 @@ def source_key(namespace: str, name: str) -> tuple[str, str, str]:
 
 
 def _wake_keys(body: kopf.Body, uid: str) -> list[Any]:
-    """The model's own key, its budget's or (``spec.model.fromRound``) its round's, and its starting weights'."""
+    """The model's own key, its budget's (any budget of the namespace for a public model) or
+    (``spec.model.fromRound``) its round's, and its starting weights' (and, for a SecureModel it starts from, any
+    budget of the namespace: a public source's data may come to be protected)."""
     spec, namespace = body["spec"], body["metadata"]["namespace"]
     model = spec.get("model") or {}
     if model.get("fromRound"):
         return [model_key(uid), start_key(ROUND_KIND.kind, namespace, model["fromRound"])]
-    keys = [model_key(uid), budget_key(BudgetRef(namespace, spec["privacy"]["budgetRef"]))]  # immutable (a CEL rule)
+    keys: list[Any] = [model_key(uid)]
+    privacy = spec["privacy"]
+    if privacy.get("public"):  # any budget of the namespace may come to protect its data
+        keys.append(namespace_budgets_key(namespace))
+    else:
+        keys.append(budget_key(BudgetRef(namespace, privacy["budgetRef"])))  # immutable (a CEL rule)
     start = model.get("from") or {}
     if start.get("secureModelRef"):
-        keys.append(source_key(namespace, start["secureModelRef"]))
+        keys += [source_key(namespace, start["secureModelRef"]), namespace_budgets_key(namespace)]
     if start.get("federatedRoundRef"):
         keys.append(start_key(ROUND_KIND.kind, namespace, start["federatedRoundRef"]))
     return keys

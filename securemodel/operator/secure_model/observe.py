@@ -17,7 +17,13 @@ from typing import Any
 
 import kopf
 
-from securemodel.operator.budget.directory import NOT_OBSERVED, START_PROTECTED, Refusal
+from securemodel.operator.budget.directory import (
+    DATA_PROTECTED,
+    EVALUATION_PROTECTED,
+    NOT_OBSERVED,
+    START_PROTECTED,
+    Refusal,
+)
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children, starts
@@ -26,7 +32,7 @@ from securemodel.operator.federated.children import results_name as round_result
 from securemodel.operator.secure_model.decide import KIND, Snapshot
 from securemodel.operator.secure_model.rounds import RoundModel, RoundProblem
 from securemodel.operator.secure_model.rounds import resolve as resolve_round
-from securemodel.operator.secure_model.spec import ModelSpecs, StartSpec, parse
+from securemodel.operator.secure_model.spec import ModelSpecs, PrivacySpec, StartSpec, parse
 from securemodel.operator.secure_model.starts import Start
 from securemodel.operator.settings import ARTIFACTS_STORAGE, FINALIZER, METRICS_NAMESPACE, WORKER_IMAGE
 from securemodel.operator.secure_model.keys import ROTATE_ANNOTATION, client_limits
@@ -50,7 +56,7 @@ class Children:
     ledgers: kopf.Index[BudgetRef, Ledger]
     rounds: Index  # (namespace, name) -> what fromRound reads of a FederatedRound (:func:`.rounds.round_entry`)
     round_config_maps: Index  # a round's uid -> its ConfigMaps (its results)
-    models: Index  # (namespace, name) -> a SecureModel's uid (spec.model.from.secureModelRef)
+    models: Index  # (namespace, name) -> a SecureModel's :func:`.starts.source_entry` (spec.model.from.secureModelRef)
 
     @classmethod
     def of(cls, indexes: Mapping[str, Any]) -> Children:
@@ -86,14 +92,22 @@ def _round(namespace: str, name: str, found: Children) -> RoundModel | RoundProb
     return resolve_round(name, entry, results)
 
 
-def _start(owner: children.Owner, spec: StartSpec, found: Children) -> Start:
+def _start(current: Runtime, owner: children.Owner, spec: StartSpec, found: Children) -> Start:
     """The weights ``spec`` names, or why they are not available."""
     if spec.secure_model_ref is not None:
         name = spec.secure_model_ref
-        uid = next(iter(found.models.get((owner.namespace, name), ())), None)
+        entry = next(iter(found.models.get((owner.namespace, name), ())), None)
+        uid = entry["uid"] if entry is not None else None
         deployment = _named(_all(found.deployments, uid), name) if uid is not None else None
         results = _named(_all(found.config_maps, uid), children.results_name(name)) if uid is not None else None
-        return starts.from_secure_model(owner.name, name, uid, deployment, results)
+        start = starts.from_secure_model(owner.name, name, uid, deployment, results)
+        if isinstance(start, starts.InitArtifact) and entry is not None and entry["public"] is not None:
+            served = ((deployment or {}).get("metadata") or {}).get("labels", {}).get(children.TRAINING_LABEL, "")
+            budgets = current.budgets
+            problem = starts.public_source(name, entry, served, budgets.unrecorded(found.ledgers, owner.namespace),
+                                           budgets.protecting(owner.namespace, entry["public"]))  # fmt: skip
+            return problem or start
+        return start
     if spec.federated_round_ref is not None:
         return starts.from_round(_round(owner.namespace, spec.federated_round_ref, found))
     assert spec.file is not None
@@ -108,7 +122,7 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
     deleting = bool(metadata.get("deletionTimestamp"))
     ledger, refusal, target, calibration, error, served = None, None, None, None, None, None
     image = children.worker_image(spec, WORKER_IMAGE)
-    if spec.privacy is not None:
+    if isinstance(spec.privacy, PrivacySpec):
         ref = BudgetRef(owner.namespace, spec.privacy.budget_ref)
         ledger = next(iter(found.ledgers.get(ref, ())), None)
         claim = ledger.claim(f"{owner.uid}/{spec.versions.training}") if ledger is not None else None
@@ -120,9 +134,11 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         except ValueError as failure:  # the data cannot be sized, or the target ε cannot be met
             error = str(failure)
         refusal = _refusal(current, ref, ledger, owner, spec, image)
+    elif spec.public:
+        refusal = _public_refusal(current, found, owner, spec)
     if spec.model.from_round is not None:
         served = _round(owner.namespace, spec.model.from_round, found)
-    start = _start(owner, spec.model.start, found) if spec.model.start is not None else None
+    start = _start(current, owner, spec.model.start, found) if spec.model.start is not None else None
     config_maps = _all(found.config_maps, owner.uid)
     return Snapshot(
         owner=owner,
@@ -171,3 +187,32 @@ def _refusal(current: Runtime, ref: BudgetRef, ledger: Ledger | None, owner: chi
     evaluation = spec.evaluation.source if spec.evaluation is not None else None
     assert spec.data is not None  # a model that claims trains (CEL rules)
     return current.budgets.refusal(ref, KIND, owner.namespace, spec.data.source, image, WORKER_IMAGE, evaluation)
+
+
+def _public_refusal(current: Runtime, found: Children, owner: children.Owner, spec: ModelSpecs) -> Refusal | None:
+    """Why the public model may not read its data now: a budget of the namespace whose spec the operator has not
+    recorded yet (the budget watch lists every budget before any model is handled, so this passes by itself), or
+    the budgets that protect any of the data it declares public: its training data, its evaluation source, and a
+    file it starts from."""
+    unrecorded = current.budgets.unrecorded(found.ledgers, owner.namespace)
+    if unrecorded:
+        return Refusal(NOT_OBSERVED, f"the spec of PrivacyBudget {', '.join(unrecorded)} is not observed yet: a public "
+                       "training is decided only once every budget of the namespace is known")  # fmt: skip
+    for reason, field, source in declared_public(spec):
+        protecting = current.budgets.protecting(owner.namespace, source)
+        if protecting:
+            return Refusal(reason, f"{field} {source} is protected by PrivacyBudget {', '.join(protecting)}: data a "
+                           "budget of the namespace protects cannot be read without differential privacy")  # fmt: skip
+    return None
+
+
+def declared_public(spec: ModelSpecs) -> tuple[tuple[str, str, str], ...]:
+    """What a public model reads that its spec declares public, as (refusal reason, field, source): its training
+    data, its evaluation source, and a file it starts from."""
+    assert spec.data is not None  # a model that trains has spec.data (a CEL rule)
+    declared = [(DATA_PROTECTED, "spec.data.source", spec.data.source)]
+    if spec.evaluation is not None:
+        declared.append((EVALUATION_PROTECTED, "spec.data.evaluation.source", spec.evaluation.source))
+    if spec.model.start is not None and spec.model.start.file is not None:
+        declared.append((START_PROTECTED, "spec.model.from.file", spec.model.start.file))
+    return tuple(declared)

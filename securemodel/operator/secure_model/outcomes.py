@@ -6,6 +6,9 @@ Training → Compressing → Deploying → Serving, or Failed. A model serving a
 model (``spec.model.fromRound``) has no ``BudgetReserved``; its ``Trained`` is the round's, and its
 phase is WaitingForRound → Compressing → Deploying → Serving, or Failed. A fine-tuning
 (``spec.model.from``) whose starting weights are not available is WaitingForSource, and claims nothing.
+A public model (``spec.privacy.public``) has ``PublicData`` instead of ``BudgetReserved``: True while no
+budget of its namespace protects its data, False (``DataProtected``...) once one does; refused before
+training it is Failed and Stalled (WaitingForBudget while the operator has not read every budget yet).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from typing import Any, Final
 from securemodel.api.privacy_budget import RejectionReason
 from securemodel.api.secure_model import Phase
 from securemodel.operator.conditions import READY, Condition, Outcome, Progress
-from securemodel.operator.budget.directory import NOT_OBSERVED
+from securemodel.operator.budget.directory import NOT_OBSERVED, Refusal
 from securemodel.operator.secure_model.rounds import ROUND_FAILED, WAITING_FOR_ROUND, RoundModel, RoundProblem
 from securemodel.operator.secure_model.starts import SOURCE_NOT_READY
 from securemodel.privacy import Claim, ClaimState
 
 BUDGET_RESERVED: Final = "BudgetReserved"
+PUBLIC_DATA: Final = "PublicData"
+NOT_PROTECTED: Final = "NotProtected"
+PUBLIC_NOTE: Final = "trained without differential privacy on public data no PrivacyBudget of the namespace covered"
 TRAINED: Final = "Trained"
 COMPRESSED: Final = "Compressed"
 
@@ -110,9 +116,49 @@ def reserved_condition(budget: str, claim: Claim) -> Condition:
                      f"ε={claim.epsilon:g}, δ={claim.delta:g} reserved from PrivacyBudget {budget}")  # fmt: skip
 
 
-def training(job: str, pending: str, running: bool, reserved: Condition) -> Outcome:
+def public_condition(source: str, refusal: Refusal | None) -> Condition:
+    """``PublicData`` of a public model: whether its data may be read without differential privacy now."""
+    if refusal is None:
+        return Condition(PUBLIC_DATA, True, NOT_PROTECTED, f"no PrivacyBudget of the namespace protects {source}: "
+                         "it is trained on without differential privacy and nothing is claimed")  # fmt: skip
+    return Condition(PUBLIC_DATA, False, refusal.reason, refusal.message)
+
+
+def public_refused(refusal: Refusal) -> Outcome:
+    """A public model whose data may not be read (nothing is trained): Failed and Stalled until a budget or the spec
+    changes, except while the operator has not read every budget of the namespace (``BudgetNotObserved``)."""
+    transient = refusal.reason == NOT_OBSERVED
+    text = f"not trained: {refusal.message}"
+    return _outcome(Phase.WAITING_FOR_BUDGET if transient else Phase.FAILED, False, refusal.reason, text,
+                    Condition(PUBLIC_DATA, False, refusal.reason, refusal.message),
+                    progress=Progress.WORKING if transient else Progress.STALLED, warning=not transient)  # fmt: skip
+
+
+def public_stopped(job: str, refusal: Refusal | None) -> Outcome:
+    """A public training stopped, because a budget came to protect its data while it ran (``refusal``) or earlier
+    (the spec left its version, or a budget protected the data then): not resumed."""
+    why = refusal.message if refusal is not None else "it was stopped earlier"
+    text = f"Job {job} is stopped and not resumed ({why}); change the spec to train a new version"
+    conditions = (Condition(PUBLIC_DATA, False, refusal.reason, refusal.message),) if refusal is not None else ()
+    return _outcome(Phase.FAILED, False, "TrainingStopped", text, *conditions,
+                    Condition(TRAINED, False, "TrainingStopped", text), progress=Progress.STALLED, warning=True)  # fmt: skip
+
+
+def public_trained_condition(result: Mapping[str, Any] | None) -> Condition:
+    if result is None:
+        return Condition(TRAINED, True, "Succeeded", "the public training finished; its pod's report is no longer available")
+    return Condition(TRAINED, True, "Succeeded", f"{int(result.get('steps') or 0)} steps without differential privacy "
+                     f"({int(result.get('epochs') or 0)} epochs of public data); no ε claimed or spent")  # fmt: skip
+
+
+def public_privacy(source: str) -> dict[str, Any]:
+    """``status.privacy`` of a public model: no claim, no ε."""
+    return {"privacy": {"public": True, "note": f"{PUBLIC_NOTE} when it was read ({source}); no ε was claimed or spent"}}
+
+
+def training(job: str, pending: str, running: bool, reserved: Condition, *, public: bool = False) -> Outcome:
     if running:
-        text = f"Job {job} is training with DP-SGD"
+        text = f"Job {job} is training {'without differential privacy (public data)' if public else 'with DP-SGD'}"
         return _outcome(Phase.TRAINING, False, "Training", text, reserved, Condition(TRAINED, False, "Training", text))
     text = f"Job {job} created; {pending or 'its pod has not started'}"
     return _outcome(Phase.TRAINING, False, "TrainingPending", text, reserved, Condition(TRAINED, False, "Pending", text))

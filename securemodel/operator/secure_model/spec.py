@@ -104,6 +104,13 @@ class PrivacySpec:
 
 
 @dataclass(frozen=True)
+class PublicSpec:
+    """``spec.privacy: {public: true}``: training without differential privacy on data the user declares public
+    (the operator checks that no budget of the namespace covers it). It has no field to set: its canonical form
+    is ``{}``, which no budget form (it always has budgetRef and epsilon) hashes like."""
+
+
+@dataclass(frozen=True)
 class TrainingSpec:
     epochs: int = 10
     batch_size: int = 64
@@ -149,16 +156,22 @@ class ModelSpecs:
     (not of ``training``: changing it compresses again and claims nothing).
 
     ``data`` and ``privacy`` are None only with ``model.from_round`` (CEL rules): such a model trains nothing,
-    and its ``training`` version hashes the model alone (the round it serves)."""
+    and its ``training`` version hashes the model alone (the round it serves). ``privacy`` is a
+    :class:`PublicSpec` for a model trained without differential privacy (``spec.privacy.public``)."""
 
     model: ModelSpec
     data: DataSpec | None
-    privacy: PrivacySpec | None
+    privacy: PrivacySpec | PublicSpec | None
     training: TrainingSpec = field(default_factory=TrainingSpec)
     compression: CompressionSpec = field(default_factory=CompressionSpec)
     serving: ServingSpec = field(default_factory=ServingSpec)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     evaluation: Evaluation | None = None
+
+    @property
+    def public(self) -> bool:
+        """Whether the model trains without differential privacy (``spec.privacy: {public: true}``)."""
+        return isinstance(self.privacy, PublicSpec)
 
     @property
     def versions(self) -> Versions:
@@ -206,13 +219,7 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             schema=_canonical_json(data.get("schema")),
             masking=_canonical_json(data.get("masking")),
         ) if data else None,
-        privacy=PrivacySpec(
-            budget_ref=str(privacy["budgetRef"]),
-            epsilon=float(privacy["epsilon"]),
-            delta=float(privacy.get("delta", PrivacySpec.delta)),
-            max_grad_norm=float(privacy.get("maxGradNorm", PrivacySpec.max_grad_norm)),
-            accountant=str(privacy.get("accountant", PrivacySpec.accountant)),
-        ) if privacy else None,
+        privacy=_privacy(privacy),
         training=TrainingSpec(
             epochs=int(training.get("epochs", TrainingSpec.epochs)),
             batch_size=int(training.get("batchSize", TrainingSpec.batch_size)),
@@ -235,6 +242,20 @@ def parse(spec: Mapping[str, Any]) -> ModelSpecs:
             memory=str(resources.get("memory", ResourcesSpec.memory)),
         ),
         evaluation=_evaluation((data or {}).get("evaluation")),
+    )
+
+
+def _privacy(privacy: Mapping[str, Any] | None) -> PrivacySpec | PublicSpec | None:
+    if not privacy:
+        return None
+    if privacy.get("public"):
+        return PublicSpec()
+    return PrivacySpec(
+        budget_ref=str(privacy["budgetRef"]),
+        epsilon=float(privacy["epsilon"]),
+        delta=float(privacy.get("delta", PrivacySpec.delta)),
+        max_grad_norm=float(privacy.get("maxGradNorm", PrivacySpec.max_grad_norm)),
+        accountant=str(privacy.get("accountant", PrivacySpec.accountant)),
     )
 
 

@@ -9,6 +9,13 @@ artifact under its source's data key, binding and digest before it reads any tra
 the only weights it can start from are the source's. What a source was trained on was paid for
 by its own budget (or declared public): starting from it is post-processing, and this training's
 claim covers only what it reads of ``spec.data``.
+
+A public SecureModel (``spec.privacy.public``) was trained WITHOUT differential privacy, so its
+weights are only as public as its data. It is a starting point only while no PrivacyBudget of its
+namespace protects any of that data (:func:`public_source`): a budget that comes to cover it after
+the training keeps the model from being fine-tuned (in its namespace, the only one that can name it),
+so no model whose privacy is stated against that budget starts from a non-private function of the
+budget's data.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ from securemodel.data.sources import PvcSource, parse_source
 from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.children import InitParts
 from securemodel.operator.secure_model.rounds import RoundModel, RoundProblem
-from securemodel.operator.secure_model.spec import FineTuneSpec, StartSpec
+from securemodel.operator.secure_model.spec import FineTuneSpec, StartSpec, parse
 from securemodel.workers.arguments import model_binding, round_binding
 
 SOURCE_NOT_FOUND: Final = "SourceNotFound"
 SOURCE_NOT_READY: Final = "SourceNotReady"
 SOURCE_INVALID: Final = "SourceInvalid"
+SOURCE_PROTECTED: Final = "SourceDataProtected"
 
 INIT_DIR: Final = "/init"  # the source's volume, read-only
 INIT_KEY_DIR: Final = "/var/run/securemodel/init-key"
@@ -93,6 +101,36 @@ def from_secure_model(model: str, name: str, uid: str | None, deployment: Mappin
     return InitArtifact(children.pvc_name(name), children.trained_artifact(training),
                         children.data_key_secret_name(name), binding, digest,
                         f"SecureModel {name}'s trained model of version {training}")  # fmt: skip
+
+
+def source_entry(uid: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """What a model starting from the SecureModel ``uid`` with ``spec`` needs of it besides its children: its uid,
+    and for a public one the data it trains on (``public``, else None) and its spec's training version."""
+    parsed = parse(spec)
+    public = parsed.data.source if parsed.public and parsed.data is not None else None
+    return {"uid": uid, "public": public, "training": parsed.versions.training if public is not None else None}
+
+
+def public_source(name: str, entry: Mapping[str, Any], served: str, unrecorded: tuple[str, ...],
+                  protecting: tuple[str, ...]) -> InitProblem | None:  # fmt: skip
+    """Why the public SecureModel ``name`` (its :func:`source_entry`), serving training version ``served``, may not
+    be a starting point now; None if it may.
+
+    Only the version of its spec's current data is checked (``served`` must be its spec's training version: the
+    data of a version trained before the spec changed is not known here); its data must be protected by no budget
+    of the namespace (``protecting``), all of whose specs are known (``unrecorded`` empty).
+    """
+    if unrecorded:
+        return InitProblem(SOURCE_NOT_READY, f"SecureModel {name} is public and the spec of PrivacyBudget "
+                           f"{', '.join(unrecorded)} is not observed yet, so its data cannot be checked")  # fmt: skip
+    if served != entry["training"]:
+        return InitProblem(SOURCE_NOT_READY, f"SecureModel {name} is public and serves version {served}, not its "
+                           "spec's: only a version trained on the data its spec names can be checked")  # fmt: skip
+    if protecting:
+        return InitProblem(SOURCE_PROTECTED, f"SecureModel {name} was trained without differential privacy on "
+                           f"{entry['public']}, which PrivacyBudget {', '.join(protecting)} now protects: it can no "
+                           "longer start a training")  # fmt: skip
+    return None
 
 
 def from_round(found: RoundModel | RoundProblem) -> Start:

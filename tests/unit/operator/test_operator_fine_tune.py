@@ -139,7 +139,7 @@ def test_a_granted_fine_tuning_trains_from_the_source() -> None:
 
 
 def test_a_model_wakes_on_its_budget_and_on_the_weights_or_round_it_builds_on() -> None:
-    from securemodel.operator.budget.handlers import budget_key
+    from securemodel.operator.budget.handlers import budget_key, namespace_budgets_key
     from securemodel.operator.budget.ledger import BudgetRef
     from securemodel.operator.federated.handlers import start_key
     from securemodel.operator.secure_model.handlers import _wake_keys, model_key, source_key
@@ -148,7 +148,12 @@ def test_a_model_wakes_on_its_budget_and_on_the_weights_or_round_it_builds_on() 
         return _wake_keys({"spec": spec, "metadata": {"namespace": "ns"}}, "uid")  # type: ignore[arg-type]
 
     trained = {"model": {"architecture": "mlp", "from": {"secureModelRef": "public"}}, "privacy": {"budgetRef": "b"}}
-    assert keys(trained) == [model_key("uid"), budget_key(BudgetRef("ns", "b")), source_key("ns", "public")]
+    # a source model's data may come to be protected by any budget of the namespace (a public source's)
+    assert keys(trained) == [model_key("uid"), budget_key(BudgetRef("ns", "b")), source_key("ns", "public"),
+                             namespace_budgets_key("ns")]  # fmt: skip
+    # a public model watches every budget of its namespace: any of them may come to protect its data
+    assert keys({"model": {"architecture": "mlp"}, "privacy": {"public": True}}) == [model_key("uid"),
+                                                                                    namespace_budgets_key("ns")]  # fmt: skip
     tuned = {**trained, "model": {"architecture": "mlp", "from": {"federatedRoundRef": "fl"}}}
     assert keys(tuned)[-1] == start_key("FederatedRound", "ns", "fl")
     assert keys({"model": {"fromRound": "fl"}}) == [model_key("uid"), start_key("FederatedRound", "ns", "fl")]

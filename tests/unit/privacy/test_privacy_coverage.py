@@ -4,7 +4,7 @@ import pytest
 
 from securemodel.operator.budget.directory import EVALUATION_PROTECTED, IMAGE_NOT_ALLOWED, NOT_CONSENTED, NOT_COVERED, OVERLAPPING, BudgetDirectory
 from securemodel.operator.budget.ledger import BudgetRef
-from securemodel.privacy.coverage import consents, covers, overlaps, validate
+from securemodel.privacy.coverage import consents, covers, overlaps, touches, validate
 
 WORKER = "securemodel-worker:dev"
 
@@ -105,6 +105,39 @@ def test_data_a_budget_protects_cannot_be_declared_public() -> None:
     assert directory.protecting("ns", "pvc://exports/weights/mlp.pt") == ("exports",)
     assert directory.protecting("ns", "pvc://weights/mlp.pt") == ()
     assert directory.protecting("other", "pvc://exports/weights/mlp.pt") == ()
+
+
+@pytest.mark.parametrize(
+    ("patterns", "source", "touched"),
+    [
+        (["builtin://wine?shard=1&of=3"], "builtin://wine", True),  # part of the whole is protected
+        (["builtin://wine?shard=1&of=3"], "builtin://wine?shard=0&of=2", True),  # another split may share examples
+        (["builtin://wine?shard=1&of=3"], "builtin://wine?shard=0&of=3", False),
+        (["builtin://wine"], "builtin://wine?part=evaluation", False),
+        (["pvc://data/a.csv?shard=0&of=2"], "pvc://data/a.csv", True),
+        (["pvc://data/clinic/"], "pvc://data/open/a.csv", False),
+        (["not a source"], "builtin://wine", False),
+    ],
+)
+def test_public_data_shares_no_example_with_what_a_budget_protects(patterns: list[str], source: str, touched: bool) -> None:
+    assert touches(patterns, source) is touched
+
+
+def test_a_file_part_of_which_a_budget_protects_cannot_be_declared_public() -> None:
+    directory = BudgetDirectory()
+    directory.put(BudgetRef("ns", "shard"), budget_spec("pvc://data/eval.csv?shard=0&of=2"))
+    assert directory.protecting("ns", "pvc://data/eval.csv") == ("shard",)
+    refused = directory.refusal(BudgetRef("ns", "shard"), "SecureModel", "ns", "pvc://data/eval.csv?shard=0&of=2",
+                                WORKER, WORKER, "pvc://data/eval.csv")  # fmt: skip
+    assert refused is not None and refused.reason == EVALUATION_PROTECTED
+
+
+def test_the_directory_names_the_budgets_of_a_namespace_it_has_not_recorded_yet() -> None:
+    directory = BudgetDirectory()
+    listed = [BudgetRef("ns", "b"), BudgetRef("ns", "a"), BudgetRef("other", "c")]
+    assert directory.unrecorded(listed, "ns") == ("a", "b")
+    directory.put(BudgetRef("ns", "a"), budget_spec("builtin://wine"))
+    assert directory.unrecorded(listed, "ns") == ("b",) and directory.unrecorded(listed, "empty") == ()
 
 
 def test_budgets_of_other_namespaces_never_overlap() -> None:

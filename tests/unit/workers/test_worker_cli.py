@@ -89,3 +89,31 @@ def test_serve_refuses_a_malformed_digest(capsys: pytest.CaptureFixture[str]) ->
                   "--training-version", "v1", "--model-version", "v2", "--data-key-file", "/k", "--tls-dir", "/t",
                   "--model-name", "m"])  # fmt: skip
     assert "--artifact-digest: 'sha256:ABC' is not sha256:<64 lower-case hex digits>" in capsys.readouterr().err
+
+
+DP_FLAGS = ["--noise-multiplier", "1.1", "--sample-rate", "0.14", "--steps", "143", "--max-grad-norm", "1.0"]
+WITHOUT_DP = [arg for arg in TRAIN if arg not in DP_FLAGS]
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        # DP-SGD needs all of the operator's calibration; --public takes none of it, and needs epochs and batch size
+        ([*WITHOUT_DP, "--noise-multiplier", "1.1"], "DP-SGD (without --public) needs --sample-rate, --steps, --max-grad-norm"),
+        ([*TRAIN, "--public", "--epochs", "3", "--batch-size", "64"], "--public does not take --noise-multiplier"),
+        ([*WITHOUT_DP, "--public", "--epochs", "3"], "--public needs --batch-size"),
+        ([*TRAIN, "--epochs", "3"], "DP-SGD (without --public) does not take --epochs"),
+    ],
+)
+def test_train_is_either_dp_sgd_or_public_never_a_mix(argv: list[str], complaint: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_train_parses_a_public_training() -> None:
+    args = cli.build_parser().parse_args([*WITHOUT_DP, "--public", "--epochs", "3", "--batch-size", "64"])
+    assert (args.public, args.epochs, args.batch_size, args.noise_multiplier) == (True, 3, 64, None)
+    assert cli.training_mode_problem(args) is None
