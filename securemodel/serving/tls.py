@@ -11,14 +11,19 @@ Security guarantees:
   that every later handshake uses (the listening socket's context hands each new connection to
   it from its SNI callback); connections already open carry on untouched. Files that fail to
   load (for instance read half-way through an update) are ignored and the previous context stays.
+  The context is built from exactly the bytes that were read and fingerprinted (OpenSSL reads them
+  from anonymous memory files, never again from the volume), so what is in use is what was checked.
 - Nothing read from the key file is logged; logs name the certificate's subject, serial and expiry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,9 +104,8 @@ class ServerTLS:
         context.verify_mode = ssl.CERT_REQUIRED
         context.verify_flags |= ssl.VERIFY_X509_STRICT
         context.num_tickets = 0
-        # The key is read by OpenSSL from the file; if the files changed since ``files`` was read,
-        # the fingerprint differs from the files on disk and the next refresh loads them again.
-        context.load_cert_chain(self._dir / TLS_CERT, self._dir / TLS_KEY)
+        with _memory_file(files[0]) as cert_path, _memory_file(files[1]) as key_path:
+            context.load_cert_chain(cert_path, key_path)
         context.load_verify_locations(cadata=ca_pem.decode("ascii"))
         return _Loaded(context, _fingerprint(files), x509.load_pem_x509_certificate(cert_pem))
 
@@ -135,3 +139,14 @@ def _fingerprint(files: tuple[bytes, ...]) -> bytes:
         digest.update(len(content).to_bytes(8, "big"))
         digest.update(content)
     return digest.digest()
+
+
+@contextlib.contextmanager
+def _memory_file(content: bytes) -> Iterator[str]:
+    """A path OpenSSL can open that holds ``content``: an anonymous in-memory file (no copy of a key on disk)."""
+    fd = os.memfd_create("tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, content)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)

@@ -172,7 +172,7 @@ def test_a_silo_fine_tunes_the_global_model_privately_with_its_first_layer_froze
     spent = tuned["status"]["privacy"]["epsilonSpent"]
     assert 0 < spent <= EPSILON
     (claim,) = [c for c in get(hub, "privacybudget", "clinic")["status"]["claims"]
-                if c["consumer"] == {"kind": "SecureModel", "namespace": hub, "name": TUNED}]  # fmt: skip
+                if c["consumer"]["kind"] == "SecureModel" and c["consumer"]["name"] == TUNED]  # fmt: skip
     assert claim["state"] == "Committed" and claim["epsilon"] == pytest.approx(spent)
 
     pods = json.loads(kubectl("-n", hub, "get", "pods", "-l", f"securemodel.io/model={TUNED},securemodel.io/component=train",
