@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the chart's operator runs in the cluster: uninstall it (or scale it to 0) first", file=sys.stderr)
         return 2
     server = kubernetes.client.VersionApi(client).get_code().git_version
-    add_ledger_writer(client, args.kubeconfig)
+    add_ledger_writer(args.kubeconfig)
     bursts = []
     for n in args.sizes:
         result = burst(client, args.kubeconfig, n, args.threads, args.timeout)
