@@ -65,10 +65,9 @@ def test_a_public_model_over_protected_data_is_refused_and_runs_nothing(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
+    operator: Any,
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     # the budget protects one half of wine; the whole dataset holds that half
     apply(kubectl, namespace, budget("b", 5.0, sources=("builtin://wine?shard=0&of=2",)), public("m", "builtin://wine"))
     wait_for(lambda: state(api_client, namespace, "m") == ("Failed", "DataProtected", "True"),
@@ -87,10 +86,9 @@ def test_a_public_model_trains_without_a_claim_until_a_budget_protects_its_data(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
     namespace: str,
-    start_operator: Callable[..., Any],
+    operator: Any,
     wait_for: Callable[..., Any],
 ) -> None:
-    start_operator(namespace)
     apply(kubectl, namespace, budget("b", 5.0, sources=("builtin://wine?shard=0&of=2",)),
           public("m", "builtin://wine?shard=1&of=2"))  # fmt: skip
     uid = wait_for(lambda: get(api_client, namespace, "securemodels", "m")["metadata"]["uid"], what="the model")
