@@ -5,6 +5,17 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
+# Every mount at or under a path, deepest first, as many times as mounts are stacked there. Read
+# from /proc/mounts, not mountpoint(1): a bindfs that died leaves a mount that cannot even be stat'ed,
+# and a killed cluster that was brought up twice leaves two mounts on /tmp/hostpath_pv.
+unmount_all() {  # path
+  local m
+  while m=$(awk -v p="$1" '$2 == p || index($2, p "/") == 1 {print $2}' /proc/mounts | sort -r | head -n 1)
+        [ -n "$m" ]; do
+    umount "$m" 2>/dev/null || umount -l "$m" || die "cannot unmount $m"
+  done
+}
+
 stop_pid() {  # name : SIGTERM, then SIGKILL after 10 s
   local f=$STATE/pids/$1.pid p
   p=$(cat "$f" 2>/dev/null) || return 0
@@ -30,10 +41,7 @@ for d in /sys/fs/cgroup/*/kubepods; do
 done
 pkill -9 -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null || true
 for c in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$c"; done
-# /proc/mounts, not mountpoint(1): a bindfs that died leaves a mount that cannot even be stat'ed.
-if awk '{print $2}' /proc/mounts | grep -qx /tmp/hostpath_pv; then
-  umount /tmp/hostpath_pv 2>/dev/null || umount -l /tmp/hostpath_pv
-fi
+unmount_all /tmp/hostpath_pv
 stop_pid volumes
 for d in /sys/fs/cgroup/*/kubepods; do
   [ -d "$d" ] || continue
@@ -41,7 +49,8 @@ for d in /sys/fs/cgroup/*/kubepods; do
 done
 
 # Mounts: the kubelet's volumes, containerd's snapshots and sandboxes, the pods' network namespaces.
-mounts=$(awk '{print $2}' /proc/mounts | grep -E "^($STATE|/run/netns/cni-|/var/run/netns/cni-)" | sort -r || true)
+unmount_all "$STATE"
+mounts=$(awk '{print $2}' /proc/mounts | grep -E "^(/run/netns/cni-|/var/run/netns/cni-)" | sort -r || true)
 for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
 
