@@ -276,8 +276,12 @@ def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads
             decided.stop()
             jobs.stop()
         deleting = time.monotonic()
-        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels",
-                                                          label_selector=f"bench={budget}")  # fmt: skip
+        try:
+            custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels",
+                                                              label_selector=f"bench={budget}")  # fmt: skip
+        except kubernetes.client.ApiException as error:
+            if error.status != 504:  # the API server goes on marking them deleted after its request timeout
+                raise
         deadline = deleting + timeout
         while custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels", limit=1)["items"]:
             if time.monotonic() > deadline:

@@ -1,5 +1,6 @@
 """What the handlers share: the API client, the budget directory, the ledger writer, wake-ups and the calibrator."""
 
+import asyncio
 import concurrent.futures
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ import kopf
 import kubernetes
 
 from securemodel.operator.secure_model.calibration import Calibrator
-from securemodel.operator.settings import CALIBRATION_THREADS
+from securemodel.operator.settings import API_THREADS, CALIBRATION_THREADS
 from securemodel.operator.conditions import Event
 from securemodel.operator.wakeups import Wakeups
 from securemodel.operator.budget.directory import BudgetDirectory
@@ -32,13 +33,16 @@ class Runtime:
         return kubernetes.client.CustomObjectsApi(self.client)
 
 
-def connect() -> kubernetes.client.ApiClient:
-    """An API client with the in-cluster ServiceAccount, else ``$KUBECONFIG`` (or ~/.kube/config)."""
+def connect(connections: int | None = None) -> kubernetes.client.ApiClient:
+    """An API client with the in-cluster ServiceAccount, else ``$KUBECONFIG`` (or ~/.kube/config), keeping up to
+    ``connections`` connections open (the client's default where None)."""
     config = kubernetes.client.Configuration()
     try:
         kubernetes.config.load_incluster_config(client_configuration=config)
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(client_configuration=config)
+    if connections is not None:
+        config.connection_pool_maxsize = connections
     return kubernetes.client.ApiClient(config)
 
 
@@ -49,9 +53,12 @@ def post_with_kopf(body: Mapping[str, Any], events: tuple[Event, ...]) -> None:
 
 
 @kopf.on.startup()
-def start(memo: kopf.Memo, **_: object) -> None:
-    """Create the runtime before any object is handled."""
-    client = connect()
+async def start(memo: kopf.Memo, **_: object) -> None:
+    """Create the runtime before any object is handled, and the threads its blocking API calls run on."""
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(API_THREADS, thread_name_prefix="api")
+    )
+    client = connect(API_THREADS)
     executor = concurrent.futures.ThreadPoolExecutor(CALIBRATION_THREADS, thread_name_prefix="calibration")
     budgets = BudgetDirectory()
     memo.runtime = Runtime(

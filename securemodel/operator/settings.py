@@ -23,6 +23,11 @@ DAEMON_CANCELLATION_TIMEOUT = 10.0
 # Threads that calibrate noise (CPU-bound, seconds each), apart from the threads that talk to
 # the API server, so a burst of calibrations never delays ledger writes.
 CALIBRATION_THREADS = 2
+# Threads that make the blocking calls of the Kubernetes client (every reconciler's reads and
+# writes, through asyncio.to_thread), and the client's connections to the API server: each
+# model's reconciler waits on its own calls, so this is how many models act at once. Python's
+# default (CPU count + 4) left a burst of new models queued behind six calls in flight.
+API_THREADS = 32
 # Calibrations remembered by plan (a few hundred bytes each).
 CALIBRATIONS_KEPT = 1024
 # Read-modify-write rounds of one ledger transaction before it gives up (each lost round means
