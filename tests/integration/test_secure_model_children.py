@@ -41,6 +41,15 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
 
 
+def model_state(api_client: kubernetes.client.ApiClient, namespace: str, name: str) -> tuple[str, str, str] | None:
+    """A SecureModel's phase, Ready reason and Stalled status, once its status is of its current generation."""
+    obj = get(api_client, namespace, "securemodels", name)
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"]["generation"]:
+        return None
+    return status.get("phase"), condition(obj, "Ready").get("reason", ""), condition(obj, "Stalled").get("status", "")
+
+
 def test_children_only_after_the_claim_is_reserved_and_never_twice(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,

@@ -20,7 +20,7 @@ from securemodel.api import GROUP, VERSION
 from securemodel.operator.federated import children as round_children
 from securemodel.operator.secure_model import children
 from test_budget_operator import apply, budget, claims, get, model
-from test_secure_model_children import condition, owned
+from test_secure_model_children import condition, model_state, owned
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -57,14 +57,6 @@ def report(api_client: kubernetes.client.ApiClient, namespace: str, round_name: 
         core.create_namespaced_config_map(namespace, body)
 
 
-def ready(api_client: kubernetes.client.ApiClient, namespace: str, name: str) -> tuple[str, str, str] | None:
-    obj = get(api_client, namespace, "securemodels", name)
-    status = obj.get("status") or {}
-    if status.get("observedGeneration") != obj["metadata"]["generation"]:
-        return None
-    return status.get("phase"), condition(obj, "Ready").get("reason", ""), condition(obj, "Stalled").get("status", "")
-
-
 def test_a_model_from_a_round_waits_for_it_claims_nothing_and_compresses_only_its_reported_model(
     kubectl: Kubectl,
     api_client: kubernetes.client.ApiClient,
@@ -75,13 +67,13 @@ def test_a_model_from_a_round_waits_for_it_claims_nothing_and_compresses_only_it
     wine = {"source": "builtin://wine", "evaluation": {"source": "builtin://wine?part=evaluation"}}
     apply(kubectl, namespace, budget("b", 5.0), served("m", "fl", data=wine))
 
-    wait_for(lambda: ready(api_client, namespace, "m") == ("WaitingForRound", "RoundNotFound", "True"),
+    wait_for(lambda: model_state(api_client, namespace, "m") == ("WaitingForRound", "RoundNotFound", "True"),
              what="the model waits for a round that does not exist")  # fmt: skip
     apply(kubectl, namespace, federated_round("fl"))
-    wait_for(lambda: ready(api_client, namespace, "m") == ("WaitingForRound", "WaitingForRound", "False"),
+    wait_for(lambda: model_state(api_client, namespace, "m") == ("WaitingForRound", "WaitingForRound", "False"),
              what="the model wakes when the round appears, and waits for it to finish")  # fmt: skip
     report(api_client, namespace, "fl", {"status": "Failed", "error": "round 1 failed: 2 of 2 silos dropped"})
-    wait_for(lambda: ready(api_client, namespace, "m") == ("Failed", "RoundFailed", "True"),
+    wait_for(lambda: model_state(api_client, namespace, "m") == ("Failed", "RoundFailed", "True"),
              what="the model fails with its round")  # fmt: skip
     assert "2 of 2 silos dropped" in condition(get(api_client, namespace, "securemodels", "m"), "Ready")["message"]
     uid = get(api_client, namespace, "securemodels", "m")["metadata"]["uid"]
@@ -139,7 +131,7 @@ def test_a_fine_tuning_from_public_weights_claims_as_usual_but_never_from_weight
     tuned = model("tuned", "b", 1.0, model={"architecture": "mlp", "from": {"file": "pvc://exports/weights/mlp.pt"},
                                             "fineTune": {"freeze": ["net.0"]}})  # fmt: skip
     apply(kubectl, namespace, budget("b", 5.0), protected, tuned)
-    wait_for(lambda: ready(api_client, namespace, "tuned") == ("WaitingForBudget", "StartingWeightsProtected", "True"),
+    wait_for(lambda: model_state(api_client, namespace, "tuned") == ("WaitingForBudget", "StartingWeightsProtected", "True"),
              what="weights a budget protects are refused as public weights")  # fmt: skip
     assert claims(api_client, namespace, "b") == [] and claims(api_client, namespace, "exports") == []
 

@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes
 
 from test_budget_operator import apply, budget, claims, get, model
-from test_secure_model_children import condition, owned
+from test_secure_model_children import condition, model_state, owned
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -26,14 +26,6 @@ def public(name: str, source: str, **overrides: Any) -> dict[str, Any]:
 
 def apply_one(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     return kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
-
-
-def state(api_client: kubernetes.client.ApiClient, namespace: str, name: str) -> tuple[str, str, str] | None:
-    obj = get(api_client, namespace, "securemodels", name)
-    status = obj.get("status") or {}
-    if status.get("observedGeneration") != obj["metadata"]["generation"]:
-        return None
-    return status.get("phase"), condition(obj, "Ready").get("reason", ""), condition(obj, "Stalled").get("status", "")
 
 
 def test_the_api_server_takes_public_exactly_and_never_switches_a_models_privacy_kind(
@@ -70,7 +62,7 @@ def test_a_public_model_over_protected_data_is_refused_and_runs_nothing(
 ) -> None:
     # the budget protects one half of wine; the whole dataset holds that half
     apply(kubectl, namespace, budget("b", 5.0, sources=("builtin://wine?shard=0&of=2",)), public("m", "builtin://wine"))
-    wait_for(lambda: state(api_client, namespace, "m") == ("Failed", "DataProtected", "True"),
+    wait_for(lambda: model_state(api_client, namespace, "m") == ("Failed", "DataProtected", "True"),
              what="the public model refused, naming the budget")  # fmt: skip
     obj = get(api_client, namespace, "securemodels", "m")
     assert "PrivacyBudget b" in condition(obj, "Ready")["message"]
@@ -105,7 +97,7 @@ def test_a_public_model_trains_without_a_claim_until_a_budget_protects_its_data(
     # a second budget comes to protect the other half: the training (Pending on its GPU) is stopped for good
     apply(kubectl, namespace, budget("c", 5.0, sources=("builtin://wine?shard=1&of=2",)))
     wait_for(lambda: batch.read_namespaced_job(name, namespace).spec.suspend is True, what="the Job suspended")
-    wait_for(lambda: state(api_client, namespace, "m") == ("Failed", "TrainingStopped", "True"),
+    wait_for(lambda: model_state(api_client, namespace, "m") == ("Failed", "TrainingStopped", "True"),
              what="the model says its training stopped")  # fmt: skip
     obj = get(api_client, namespace, "securemodels", "m")
     assert condition(obj, "PublicData")["reason"] == "DataProtected" and "PrivacyBudget c" in condition(obj, "PublicData")["message"]
