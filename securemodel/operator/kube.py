@@ -10,8 +10,9 @@ that matches costs no call.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import kubernetes
 
@@ -38,6 +39,15 @@ def indexed(body: Mapping[str, Any], *parts: str) -> dict[str, Any]:
 
 def serialize(client: kubernetes.client.ApiClient, obj: Any) -> dict[str, Any]:
     return client.sanitize_for_serialization(obj)
+
+
+def _body(response: Any) -> dict[str, Any]:
+    """The JSON of a response the client did not turn into its model classes (``_preload_content=False``).
+
+    The operator reads objects as the API server's JSON, as kopf delivers them; building the client's
+    typed objects and serializing them back cost about a tenth of the operator's CPU in a burst of models.
+    """
+    return cast(dict[str, Any], json.loads(response.data))
 
 
 def _verbs(client: kubernetes.client.ApiClient, kind: str) -> tuple[Callable[..., Any], ...]:
@@ -71,20 +81,20 @@ def apply(client: kubernetes.client.ApiClient, obj: Mapping[str, Any]) -> dict[s
     meta = obj["metadata"]
     try:
         applied = patch(meta["name"], meta["namespace"], dict(obj), field_manager=FIELD_MANAGER, force=True,
-                        _content_type=APPLY_PATCH)  # fmt: skip
+                        _content_type=APPLY_PATCH, _preload_content=False)  # fmt: skip
     except kubernetes.client.ApiException as error:
         if error.status != 422:
             raise
         applied = patch(meta["name"], meta["namespace"], dict(obj), field_manager=FIELD_MANAGER,
-                        _content_type=MERGE_PATCH)  # fmt: skip
-    return serialize(client, applied)
+                        _content_type=MERGE_PATCH, _preload_content=False)  # fmt: skip
+    return _body(applied)
 
 
 def create(client: kubernetes.client.ApiClient, obj: Mapping[str, Any]) -> dict[str, Any] | None:
     """Create ``obj``; None if an object of that name already exists (nothing is overwritten)."""
     make, _, _, _, _ = _verbs(client, obj["kind"])
     try:
-        return serialize(client, make(obj["metadata"]["namespace"], dict(obj), field_manager=FIELD_MANAGER))
+        return _body(make(obj["metadata"]["namespace"], dict(obj), field_manager=FIELD_MANAGER, _preload_content=False))
     except kubernetes.client.ApiException as error:
         if error.status == 409:
             return None
@@ -96,14 +106,14 @@ def replace(client: kubernetes.client.ApiClient, obj: Mapping[str, Any], resourc
     _, _, _, put, _ = _verbs(client, obj["kind"])
     body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": resource_version}}
     meta = body["metadata"]
-    return serialize(client, put(meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER))
+    return _body(put(meta["name"], meta["namespace"], body, field_manager=FIELD_MANAGER, _preload_content=False))
 
 
 def read(client: kubernetes.client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     """The object as stored now (a quorum read), or None."""
     _, get, _, _, _ = _verbs(client, kind)
     try:
-        return serialize(client, get(name, namespace))
+        return _body(get(name, namespace, _preload_content=False))
     except kubernetes.client.ApiException as error:
         if error.status == 404:
             return None
@@ -119,14 +129,15 @@ def delete(client: kubernetes.client.ApiClient, kind: str, namespace: str, name:
 
 def secret_named(client: kubernetes.client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     """The Secret ``name`` as stored now, read with list (the operator's role has no get on Secrets)."""
-    listed = kubernetes.client.CoreV1Api(client).list_namespaced_secret(namespace, field_selector=f"metadata.name={name}")
-    return serialize(client, listed.items[0]) if listed.items else None
+    items = _body(kubernetes.client.CoreV1Api(client).list_namespaced_secret(
+        namespace, field_selector=f"metadata.name={name}", _preload_content=False))["items"]  # fmt: skip
+    return items[0] if items else None
 
 
 def pods(client: kubernetes.client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
     """The pods matching ``selector`` as stored now (a quorum list)."""
-    listed = kubernetes.client.CoreV1Api(client).list_namespaced_pod(namespace, label_selector=selector)
-    return [serialize(client, item) for item in listed.items]
+    return list(_body(kubernetes.client.CoreV1Api(client).list_namespaced_pod(
+        namespace, label_selector=selector, _preload_content=False))["items"])  # fmt: skip
 
 
 def remove_finalizer(client: kubernetes.client.ApiClient, pod: Mapping[str, Any], finalizer: str) -> None:
