@@ -65,7 +65,8 @@ for clinic in clinic-b clinic-c; do
 done
 step kubectl apply -f examples/federated/
 echo "waiting for the federated round: 3 clinics, 3 rounds of FedAvg under SecAgg+ (a few minutes)..."
-kubectl wait -n clinic-a fround/tumor-classifier-round-1 --for=jsonpath='{.status.phase}'=Succeeded --timeout=1200s >/dev/null \
+# Ready once the round succeeded and every silo's claim is settled (phase Succeeded comes a few seconds before).
+kubectl wait -n clinic-a fround/tumor-classifier-round-1 --for=condition=Ready --timeout=1200s >/dev/null \
   || { kubectl get fround -n clinic-a tumor-classifier-round-1 -o yaml; exit 1; }
 step kubectl get fround -n clinic-a
 step kubectl get fround tumor-classifier-round-1 -n clinic-a -o jsonpath='{range .status.participants[*]}{.name}{" in "}{.namespace}{": epsilon spent "}{.epsilonSpent}{" of its budget "}{.budget}{"\n"}{end}{"global accuracy on the public evaluation data: "}{.status.model.accuracy}{"\n"}'
