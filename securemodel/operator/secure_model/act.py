@@ -1,7 +1,9 @@
 """Carry out a SecureModel's :class:`~.decide.Decision` against the API server.
 
-Order: the ledger first (a Job is created only after its claim is marked dispatched in the
-budget as stored), then the key Secrets, then the other children, then the Jobs to stop.
+Order: the ledger first (:func:`act_on_ledger`: a Job is created only after its claim is marked
+dispatched in the budget as stored), then (:func:`act_on_children`) the key Secrets, the other
+children and the Jobs to stop. The reconciler publishes the status between the two, so a claim's
+verdict shows without waiting on the model's other writes.
 Every write is exact: Secrets are replaced under a resourceVersion precondition, children are
 server-side applied by one field manager, Jobs are created only if absent, and the two writes a
 stale view could make unsafe are re-checked with quorum reads just before they happen:
@@ -192,10 +194,16 @@ async def _secrets(current: Runtime, s: Snapshot, decision: Decision) -> list[st
     return conflicts
 
 
-async def act(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
-    """Apply ``decision``; return what was found on the way."""
+async def act_on_ledger(current: Runtime, s: Snapshot, decision: Decision) -> None:
+    """The ledger part of ``decision``: its ledger actions (with the train Job a dispatch allows), then the train
+    pods whose settlement finalizer the ledger as written lets go."""
     ledger = await _ledger(current, s, decision)
     await _unhold(current, s, decision, ledger)
+
+
+async def act_on_children(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
+    """The rest of ``decision``: the key Secrets, the other children, the public train Job, the Jobs to stop or
+    delete; return what was found on the way."""
     conflicts = await _secrets(current, s, decision)
     for obj in decision.apply:  # one child that cannot be written does not hold back the others
         try:
@@ -214,3 +222,9 @@ async def act(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
     for name in decision.delete_jobs:
         await asyncio.to_thread(kube.delete, current.client, "Job", s.owner.namespace, name)
     return Acted(tuple(conflicts))
+
+
+async def act(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
+    """Apply ``decision`` in the module's order; return what was found on the way."""
+    await act_on_ledger(current, s, decision)
+    return await act_on_children(current, s, decision)

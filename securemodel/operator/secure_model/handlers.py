@@ -1,8 +1,9 @@
 """SecureModel handlers: one level-based reconciler per model, and the settlement of its claims on deletion.
 
 :func:`reconcile` is a kopf daemon per model that loops *observe → decide → act*
-(:mod:`.observe`, :mod:`.decide`, :mod:`.act`) and writes the status it decided, until the
-model is deleted. It wakes on any watch event of the model, of its budget (after kopf has put
+(:mod:`.observe`, :mod:`.decide`, :mod:`.act`) until the model is deleted: it acts on the ledger,
+writes the status it decided (so a claim's verdict shows as soon as the ledger holds it), then
+writes the children. It wakes on any watch event of the model, of its budget (after kopf has put
 the new ledger in :func:`~securemodel.operator.budget.handlers.budget_ledgers`), of a child
 (the indexes below), or, for ``spec.model.fromRound``, of the round or one of its children (its
 results ConfigMap), and at least every :data:`~.settings.PIPELINE_RESYNC_SECONDS` while it
@@ -26,12 +27,12 @@ from securemodel.api.secure_model import KIND
 from securemodel.operator.budget.handlers import budget_key, namespace_budgets_key
 from securemodel.operator.federated.handlers import start_key
 from securemodel.operator.budget.ledger import BudgetRef
-from securemodel.operator.conditions import Progress
+from securemodel.operator.conditions import Outcome, Progress
 from securemodel.operator.kube import indexed
 from securemodel.operator.runtime import runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.secure_model import children, outcomes, rounds
-from securemodel.operator.secure_model.act import act
+from securemodel.operator.secure_model.act import act, act_on_children, act_on_ledger
 from securemodel.operator.secure_model.starts import source_entry
 from securemodel.operator.secure_model.decide import decide, decide_deletion
 from securemodel.operator.secure_model.observe import Children, observe
@@ -179,23 +180,34 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
     current = runtime(memo)
     found = Children.of(indexes)
     published = Published()
+    conflicts: tuple[str, ...] = ()  # the last pass's: they stand until a pass writes those Secrets
     while not stopped:
         with current.wakeups.listen(*_wake_keys(body, uid)) as changed:
             if body["metadata"].get("deletionTimestamp"):
                 return  # settle_on_delete takes over
             snapshot = await observe(current, body, found)
             decision = decide(snapshot)
-            acted = await act(current, snapshot, decision)
-            outcome = decision.outcome
-            assert outcome is not None
-            if acted.conflicts:
-                names = ", ".join(acted.conflicts)
-                outcome = outcomes.blocked(outcome, "SecretConflict",
-                                           f"Secret {names} exists and is not this model's: rename or delete it")  # fmt: skip
-            if not stopped and not decision.quiet:
+            assert decision.outcome is not None
+            await act_on_ledger(current, snapshot, decision)
+            outcome = _with_conflicts(decision.outcome, conflicts)
+            if not stopped and not decision.quiet:  # the claim's verdict first, then the children's writes
                 await write_status(current, KIND, body, outcome, published)
+            acted = await act_on_children(current, snapshot, decision)
+            if acted.conflicts != conflicts:
+                conflicts = acted.conflicts
+                outcome = _with_conflicts(decision.outcome, conflicts)
+                if not stopped and not decision.quiet:
+                    await write_status(current, KIND, body, outcome, published)
             idle = outcome.progress is not Progress.WORKING and not decision.ledger
             await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
+
+
+def _with_conflicts(outcome: Outcome, conflicts: tuple[str, ...]) -> Outcome:
+    """``outcome``, blocked while Secrets of the model's names are not its own."""
+    if not conflicts:
+        return outcome
+    return outcomes.blocked(outcome, "SecretConflict",
+                            f"Secret {', '.join(conflicts)} exists and is not this model's: rename or delete it")  # fmt: skip
 
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
