@@ -10,35 +10,23 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
+from polling import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _wait_for(check: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.2, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy, and return that; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what or check}")
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="session")
 def wait_for() -> Callable[..., Any]:
     """``wait_for(check, timeout=30, what="...")``: poll until ``check()`` is truthy and return it."""
-    return _wait_for
+    return wait_until
 
 
 @pytest.fixture(scope="session")

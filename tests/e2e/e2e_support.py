@@ -5,12 +5,13 @@ print a ``RESULT`` line, and the inference client pods, which run hack/demo-infe
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+import polling
 from test_cluster import REPO, apply, kubectl, logs, pod, wait_phase
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -24,16 +25,8 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 2.0) -> Any:
-    """Poll ``check`` until it returns something truthy, and return that; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+# Polls less often than the integration tests: each check runs kubectl or reads the API server.
+wait_until = functools.partial(polling.wait_until, interval=2.0)
 
 
 def print_namespace(namespace: str, kind: str, name: str) -> None:
@@ -58,7 +51,7 @@ def wait_ready(namespace: str, kind: str, name: str, timeout: float, what: str, 
         return obj if condition(obj, "Ready").get("status") == "True" else None
 
     try:
-        return wait_until(ready, timeout, what, interval)
+        return wait_until(ready, timeout, what, interval=interval)
     except AssertionError:
         print_namespace(namespace, kind, name)
         raise
