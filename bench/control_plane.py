@@ -243,6 +243,19 @@ def scratch_namespace(client: kubernetes.client.ApiClient, n: int) -> Iterator[s
         core.delete_namespace(name)
 
 
+def delete_all(custom: kubernetes.client.CustomObjectsApi, namespace: str, selector: str) -> None:
+    """Mark every selected model deleted. The API server cuts a delete-collection of many objects off at its request
+    timeout (504), leaving the rest unmarked: the request is repeated until one completes."""
+    while True:
+        try:
+            custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels",
+                                                              label_selector=selector)  # fmt: skip
+            return
+        except kubernetes.client.ApiException as error:
+            if error.status != 504:
+                raise
+
+
 def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads: int, timeout: float) -> Burst:
     """N models at once on one budget in a fresh namespace, with a fresh operator."""
     custom = kubernetes.client.CustomObjectsApi(client)
@@ -276,12 +289,7 @@ def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads
             decided.stop()
             jobs.stop()
         deleting = time.monotonic()
-        try:
-            custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels",
-                                                              label_selector=f"bench={budget}")  # fmt: skip
-        except kubernetes.client.ApiException as error:
-            if error.status != 504:  # the API server goes on marking them deleted after its request timeout
-                raise
+        delete_all(custom, namespace, f"bench={budget}")
         deadline = deleting + timeout
         while custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels", limit=1)["items"]:
             if time.monotonic() > deadline:

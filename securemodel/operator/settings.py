@@ -7,6 +7,7 @@ import socket
 import kopf
 
 from securemodel.api import GROUP
+from securemodel.api.privacy_budget import KIND as BUDGET_KIND
 
 COMPONENT = "securemodel-operator"
 # kopf serves one health endpoint; the Deployment uses it for liveness and readiness.
@@ -37,13 +38,34 @@ LEDGER_MAX_ATTEMPTS = 100
 DELETION_RECHECK_SECONDS = 600.0
 
 
+class DiffBaseOfChangeHandlers(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration (an annotation), kept only on the kinds that have create or update
+    handlers to diff against it: PrivacyBudget.
+
+    A SecureModel or FederatedRound has a daemon and a deletion handler only. For them the configuration last
+    handled is always the current one, so kopf sees no change to handle and never patches one more annotation,
+    a copy of the spec, onto each new object: a write and a watch event per object less, and smaller objects.
+    """
+
+    def __init__(self, kinds: frozenset[str]) -> None:
+        super().__init__(prefix=GROUP, key="last-handled-configuration")
+        self.kinds = kinds
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") in self.kinds:
+            return super().fetch(body=body)
+        return self.build(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        if body.get("kind") in self.kinds:
+            super().store(body=body, patch=patch, essence=essence)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     """Tune kopf: our own annotation prefix and finalizer name, and explicit Events only."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = DiffBaseOfChangeHandlers(frozenset({BUDGET_KIND.kind}))
     settings.persistence.finalizer = FINALIZER
     settings.posting.reporting_component = COMPONENT
     settings.posting.reporting_instance = socket.gethostname()

@@ -68,6 +68,14 @@ def test_existing_objects_get_status_a_ready_condition_and_events(
         )
         assert posted[0].message == condition["message"]
         assert posted[0].reporting_component == "securemodel-operator"
+    # kopf keeps the configuration it last handled only where an update handler diffs against it: one write
+    # per new object less for the kinds that have only a daemon and a deletion handler.
+    last_handled = "securemodel.io/last-handled-configuration"
+    for plural, (name, *_) in OBJECTS.items():
+        metadata = read(api_client, namespace, plural, name)["metadata"]
+        assert (last_handled in (metadata.get("annotations") or {})) == (plural == "privacybudgets"), plural
+        if plural != "privacybudgets":
+            assert "securemodel.io/finalizer" in metadata["finalizers"]
     budget = read(api_client, namespace, "privacybudgets", "breast-cancer")["status"]
     assert (budget["epsilonCommitted"], budget["epsilonReserved"], budget["epsilonAvailable"]) == (0, 0, 10)
     rounds = read(api_client, namespace, "federatedrounds", "tumor-classifier-round-1")["status"]
