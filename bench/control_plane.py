@@ -54,6 +54,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.claims import HEADER, add_ledger_writer, create_budget, model, operator
 from securemodel.api import GROUP, VERSION
+from securemodel.api.privacy_budget import ALLOW_DELETE_WITH_SPEND
 from securemodel.operator.secure_model.children import COMPONENT_LABEL, MODEL_LABEL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,11 +232,13 @@ def scratch_namespace(client: kubernetes.client.ApiClient, n: int) -> Iterator[s
         yield name
     finally:
         unfinalized = {"metadata": {"finalizers": None}}
-        for plural in ("securemodels", "privacybudgets"):
+        # A burst cut short leaves claims Reserved, and the API server refuses to delete a budget holding spend.
+        releasable = {"metadata": {"finalizers": None, "annotations": {ALLOW_DELETE_WITH_SPEND: "true"}}}
+        for plural, patch in (("securemodels", unfinalized), ("privacybudgets", releasable)):
             for item in custom.list_namespaced_custom_object(GROUP, VERSION, name, plural)["items"]:
                 with contextlib.suppress(kubernetes.client.ApiException):
                     custom.patch_namespaced_custom_object(GROUP, VERSION, name, plural, item["metadata"]["name"],
-                                                          unfinalized)  # fmt: skip
+                                                          patch)  # fmt: skip
         for pod in core.list_namespaced_pod(name).items:
             if pod.metadata.finalizers:
                 with contextlib.suppress(kubernetes.client.ApiException):
