@@ -273,6 +273,13 @@ class Ledger:
     def _compacted_keys(self) -> frozenset[str]:
         return frozenset(self.compacted.keys) if self.compacted is not None else frozenset()
 
+    @property
+    def holds_spend(self) -> bool:
+        """Whether the ledger records privacy spent or held: a Reserved or Committed claim, or a compacted record
+        that folded a Committed one (Released and Rejected claims fold in without their mechanisms)."""
+        live = any(claim.state in (ClaimState.RESERVED, ClaimState.COMMITTED) for claim in self.claims)
+        return live or (self.compacted is not None and bool(self.compacted.mechanisms))
+
     def mechanisms(self, *states: ClaimState) -> Multiset:
         """The mechanisms of the claims in ``states`` (the compacted ones count as Committed)."""
         held = multiset(claim.mechanism for claim in self.claims if claim.state in states)

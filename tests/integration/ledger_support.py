@@ -1,8 +1,9 @@
-"""One ledger transaction from a test, as the operator writes it (no Events): claim, or commit what was spent."""
+"""One ledger transaction from a test, as the operator writes it (no Events): claim, commit what was spent, or
+give the claim back."""
 
 import kubernetes
 
-from securemodel.operator.budget.ledger import BudgetRef, Change, committing, submitting, transact
+from securemodel.operator.budget.ledger import BudgetRef, Change, committing, releasing, submitting, transact
 from securemodel.privacy import Claim, Consumer, LedgerError
 
 
@@ -25,3 +26,8 @@ def submit_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, consumer: 
 def commit_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, key: str, epsilon_spent: float) -> Claim:
     """Commit ``epsilon_spent`` of the claim with ``key``; the Committed claim."""
     return _run(client, ref, committing(key, epsilon_spent), key)
+
+
+def release_claim(client: kubernetes.client.ApiClient, ref: BudgetRef, key: str) -> Claim:
+    """Give back the Reserved claim with ``key``; the Released claim."""
+    return _run(client, ref, releasing(key), key)

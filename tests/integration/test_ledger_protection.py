@@ -15,10 +15,12 @@ from typing import Any
 import kubernetes
 import pytest
 
-from ledger_support import commit_claim, submit_claim
+from ledger_support import commit_claim, release_claim, submit_claim
 from securemodel.api import GROUP, VERSION
 from securemodel.operator.budget.ledger import BudgetRef
-from securemodel.privacy import Consumer
+from securemodel.privacy import BudgetSpec, Consumer, Ledger
+from securemodel.privacy.compaction import compact
+from securemodel.privacy.status import status_fields
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 ADMIN_ALICE = ["--as=alice", "--as-group=system:masters"]
@@ -115,6 +117,34 @@ def test_a_budget_with_spend_is_deleted_only_after_a_data_steward_says_so(
     by_carol = kubectl(*annotate, "--as=carol")
     assert by_carol.returncode == 0, by_carol.stderr
     deleted = kubectl("delete", "-n", namespace, "pbudget", ref.name, "--timeout=30s", timeout=60)
+    assert deleted.returncode == 0, deleted.stderr
+
+
+def test_a_compacted_budget_is_deleted_without_the_override_only_if_its_record_holds_no_committed_claim(
+    api_client: kubernetes.client.ApiClient, kubectl: Kubectl, namespace: str
+) -> None:
+    """Compaction folds Released claims as well as Committed ones: a record of nothing but Released claims holds no
+    spend, and the budget can go; one that folded a Committed claim holds its spend, and it cannot."""
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    for name, spent in (("released", False), ("committed", True)):
+        create_budget(kubectl, namespace, name)
+        ref = BudgetRef(namespace, name)
+        submit_claim(api_client, ref, Consumer("SecureModel", namespace, "a", "uid-a"), 1.0, 1e-6)
+        if spent:
+            commit_claim(api_client, ref, "uid-a", 1.0)
+        else:
+            release_claim(api_client, ref, "uid-a")
+        budget = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "privacybudgets", name)
+        folded = compact(Ledger.from_status(budget["status"]), keep=0)
+        status = status_fields(folded, BudgetSpec.from_dict(budget["spec"]))
+        written = kubectl("patch", "-n", namespace, "privacybudget", name, "--subresource=status", "--type=merge",
+                          "-p", json.dumps({"status": status}))  # fmt: skip
+        assert written.returncode == 0, written.stderr
+        stored = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "privacybudgets", name)["status"]
+        assert stored["compacted"]["entries"] == 1 and not stored.get("claims")
+    refused = kubectl("delete", "-n", namespace, "pbudget", "committed", "--wait=false", *ADMIN_ALICE)
+    assert refused.returncode != 0 and "holds spent privacy" in refused.stderr, refused.stderr
+    deleted = kubectl("delete", "-n", namespace, "pbudget", "released", "--timeout=30s", *ADMIN_ALICE, timeout=60)
     assert deleted.returncode == 0, deleted.stderr
 
 

@@ -27,7 +27,7 @@ from securemodel.api.privacy_budget import ALLOW_DELETE_WITH_SPEND, KIND
 from securemodel.operator.budget.ledger import BudgetNotFound, BudgetRef, LedgerContention
 from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.settings import DELETION_RECHECK_SECONDS, RETRY_BACKOFF
-from securemodel.privacy import BudgetSpec, ClaimState, Ledger, LedgerTampered, reconcile, totals
+from securemodel.privacy import BudgetSpec, Ledger, LedgerTampered, reconcile, totals
 
 
 def budget_key(ref: BudgetRef) -> tuple[str, BudgetRef]:
@@ -90,10 +90,10 @@ def deletion_guarded(annotations: Mapping[str, str], **_: Any) -> bool:
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, when=deletion_guarded, backoff=RETRY_BACKOFF)
 async def guard_spend(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, retry: int, **_: Any) -> None:
-    """Let the budget go only if its ledger holds nothing Reserved or Committed; say why not on the first attempt."""
+    """Let the budget go only if its ledger holds no spend (:attr:`~securemodel.privacy.Ledger.holds_spend`); say why
+    not on the first attempt."""
     ledger = Ledger.from_status(status)
-    held = [c for c in ledger.claims if c.state in (ClaimState.RESERVED, ClaimState.COMMITTED)]
-    if not held and ledger.compacted is None:
+    if not ledger.holds_spend:
         return
     sums = totals(ledger, BudgetSpec.from_dict(spec))
     message = (

@@ -97,3 +97,24 @@ def test_the_status_stays_small_per_entry() -> None:
     compacted = compact(ledger, keep=0, key=KEY)
     small = len(json.dumps(status_fields(compacted, SPEC, key=KEY), separators=(",", ":")))
     assert small / 200 < 70
+
+
+def test_a_ledger_holds_spend_while_a_committed_claim_is_in_it_folded_or_not() -> None:
+    """What deleting a budget waits for: a Reserved or Committed claim, also once compaction folded it; Released
+    claims folded alone leave nothing spent (the admission policy decides the same from the stored status)."""
+    live = settled_ledger(10, live=(7,))
+    assert live.holds_spend
+    released = Ledger()
+    for index in range(6):
+        released = submit(released, SPEC, consumer(index), 1.0, 1e-6, NOW, mechanism=RUNS[0]).ledger
+        released = release(released, SPEC, consumer(index).key, NOW).ledger
+    assert not released.holds_spend
+    folded = compact(released, keep=0, key=KEY)
+    assert folded.compacted is not None and folded.compacted.entries == 6 and not folded.holds_spend
+    status = status_fields(folded, SPEC, key=KEY)
+    assert status["compacted"]["mechanisms"] == []  # what the policy reads
+    spent = commit(submit(released, SPEC, consumer(6), 1.0, 1e-6, NOW, mechanism=RUNS[1]).ledger, SPEC,
+                   consumer(6).key, NOW).ledger  # fmt: skip
+    folded_spent = compact(spent, keep=0, key=KEY)
+    assert folded_spent.claims == () and folded_spent.holds_spend
+    assert status_fields(folded_spent, SPEC, key=KEY)["compacted"]["mechanisms"]
