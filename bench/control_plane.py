@@ -246,9 +246,10 @@ def scratch_namespace(client: kubernetes.client.ApiClient, n: int) -> Iterator[s
         core.delete_namespace(name)
 
 
-def delete_all(custom: kubernetes.client.CustomObjectsApi, namespace: str, selector: str) -> None:
+def delete_all(custom: kubernetes.client.CustomObjectsApi, namespace: str, selector: str, deadline: float) -> None:
     """Mark every selected model deleted. The API server cuts a delete-collection of many objects off at its request
-    timeout (504), leaving the rest unmarked: the request is repeated until one completes."""
+    timeout (504), leaving the rest unmarked: the request is repeated until one completes, or until ``deadline``
+    (``time.monotonic()``) has passed."""
     while True:
         try:
             custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels",
@@ -257,6 +258,8 @@ def delete_all(custom: kubernetes.client.CustomObjectsApi, namespace: str, selec
         except kubernetes.client.ApiException as error:
             if error.status != 504:
                 raise
+            if time.monotonic() > deadline:
+                raise TimeoutError("the API server never finished marking the models deleted") from error
 
 
 def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads: int, timeout: float) -> Burst:
@@ -292,8 +295,8 @@ def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads
             decided.stop()
             jobs.stop()
         deleting = time.monotonic()
-        delete_all(custom, namespace, f"bench={budget}")
         deadline = deleting + timeout
+        delete_all(custom, namespace, f"bench={budget}", deadline)
         while custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels", limit=1)["items"]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the models were not all gone {timeout} s after their deletion")
