@@ -3,6 +3,7 @@
 import logging
 import os
 import socket
+from collections.abc import Iterable
 
 import kopf
 
@@ -50,6 +51,17 @@ class DiffBaseOfChangeHandlers(kopf.AnnotationsDiffBaseStorage):
     def __init__(self, kinds: frozenset[str]) -> None:
         super().__init__(prefix=GROUP, key="last-handled-configuration")
         self.kinds = kinds
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[str] | None = None) -> kopf.BodyEssence:
+        """kopf's essence of a tracked kind, built without first copying what it leaves out (the status, which
+        holds a budget's whole ledger, and the managed fields); an empty one for other kinds, which no handler
+        diffs against (kopf builds one per watch event)."""
+        if body.get("kind") not in self.kinds:
+            return kopf.BodyEssence()
+        if not extra_fields:
+            metadata = {key: value for key, value in body["metadata"].items() if key != "managedFields"}
+            body = kopf.Body({**{key: value for key, value in body.items() if key != "status"}, "metadata": metadata})
+        return super().build(body=body, extra_fields=extra_fields)
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         if body.get("kind") in self.kinds:
