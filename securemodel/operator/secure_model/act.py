@@ -9,7 +9,8 @@ server-side applied by one field manager, Jobs are created only if absent, and t
 stale view could make unsafe are re-checked with quorum reads just before they happen:
 
 * a train Job is created only if the fresh ledger shows its claim Reserved, dispatched and
-  never started, and neither the Job nor a train pod of that version exists;
+  never started, and no train pod of that version exists (the create itself fails if the Job
+  exists);
 * a dispatched claim is released only if its Job is gone or suspended and no train pod of
   that version exists (and the ledger refuses it anyway once the claim is started).
 
@@ -41,6 +42,7 @@ from securemodel.operator.budget.ledger import (
     starting,
     submitting,
 )
+from securemodel.operator.recent_writes import RecentWrites
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.decide import Decision, LedgerAction, Snapshot, Verb
@@ -128,12 +130,12 @@ async def _create_train_job(current: Runtime, s: Snapshot, ledger: Ledger, key: 
     name = job["metadata"]["name"]
     version = job["metadata"]["labels"][children.VERSION_LABEL]
 
-    def absent() -> bool:
-        return kube.read(current.client, "Job", s.owner.namespace, name) is None and not kube.pods(
-            current.client, s.owner.namespace, _version_pods(s, version)
-        )
+    def create() -> dict[str, Any] | None:
+        if kube.pods(current.client, s.owner.namespace, _version_pods(s, version)):
+            return None
+        return kube.create(current.client, job)  # None if the Job exists
 
-    if await asyncio.to_thread(absent) and await asyncio.to_thread(kube.create, current.client, job) is not None:
+    if await asyncio.to_thread(create) is not None:
         logger.info("%s/%s: train Job %s created", s.owner.namespace, s.owner.name, name)
 
 
@@ -154,14 +156,14 @@ async def _create_public_train_job(current: Runtime, s: Snapshot, job: Mapping[s
     name = job["metadata"]["name"]
     version = job["metadata"]["labels"][children.VERSION_LABEL]
 
-    def allowed() -> bool:
+    def create() -> dict[str, Any] | None:
         if protected_now(current.client, s):  # the next pass sees the budget and says so
-            return False
-        return kube.read(current.client, "Job", s.owner.namespace, name) is None and not kube.pods(
-            current.client, s.owner.namespace, _version_pods(s, version)
-        )
+            return None
+        if kube.pods(current.client, s.owner.namespace, _version_pods(s, version)):
+            return None
+        return kube.create(current.client, job)  # None if the Job exists
 
-    if await asyncio.to_thread(allowed) and await asyncio.to_thread(kube.create, current.client, job) is not None:
+    if await asyncio.to_thread(create) is not None:
         logger.info("%s/%s: public train Job %s created", s.owner.namespace, s.owner.name, name)
 
 
@@ -169,7 +171,7 @@ def _owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
     return obj is not None and any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or ())
 
 
-async def _secrets(current: Runtime, s: Snapshot, decision: Decision) -> list[str]:
+async def _secrets(current: Runtime, s: Snapshot, decision: Decision, written: RecentWrites) -> list[str]:
     """Write the key Secrets in order, stopping at the first that fails (a certificate is never written
     before the CA that signs it); a name taken by a Secret the model does not own is a conflict."""
     conflicts = []
@@ -178,13 +180,17 @@ async def _secrets(current: Runtime, s: Snapshot, decision: Decision) -> list[st
         stored = s.secrets.get(name)
         if write.replace and stored is not None:
             try:
-                await asyncio.to_thread(kube.replace, current.client, write.body, stored["metadata"]["resourceVersion"])
+                replaced = await asyncio.to_thread(kube.replace, current.client, write.body,
+                                                   stored["metadata"]["resourceVersion"])  # fmt: skip
             except kubernetes.client.ApiException as error:
                 if error.status not in (404, 409):  # changed or gone meanwhile: decided again next pass
                     raise
                 break
+            written.wrote(replaced, stored)
             continue
-        if await asyncio.to_thread(kube.create, current.client, write.body) is None:
+        created = await asyncio.to_thread(kube.create, current.client, write.body)
+        written.wrote(created, stored)
+        if created is None:
             existing = await asyncio.to_thread(kube.secret_named, current.client, s.owner.namespace, name)
             if existing is not None and not _owned_by(existing, s.owner.uid):
                 conflicts.append(name)
@@ -201,18 +207,30 @@ async def act_on_ledger(current: Runtime, s: Snapshot, decision: Decision) -> No
     await _unhold(current, s, decision, ledger)
 
 
-async def act_on_children(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
+def _seen(s: Snapshot, kind: str, name: str) -> Mapping[str, Any] | None:
+    """The child ``kind`` ``name`` of the model as the snapshot shows it."""
+    by_name = {"Secret": s.secrets, "NetworkPolicy": s.network_policies, "Job": s.jobs}.get(kind)
+    if by_name is not None:
+        return by_name.get(name)
+    named = (s.deployment, s.service, s.pvc, s.results, s.allow_list)
+    return next((o for o in named if o is not None and o["kind"] == kind and o["metadata"]["name"] == name), None)
+
+
+async def act_on_children(current: Runtime, s: Snapshot, decision: Decision, written: RecentWrites) -> Acted:
     """The rest of ``decision``: the key Secrets, the other children, the public train Job, the Jobs to stop or
-    delete; return what was found on the way."""
-    conflicts = await _secrets(current, s, decision)
+    delete (each write kept in ``written`` until the indexes show it); return what was found on the way."""
+    conflicts = await _secrets(current, s, decision, written)
     for obj in decision.apply:  # one child that cannot be written does not hold back the others
         try:
-            await asyncio.to_thread(kube.apply, current.client, obj)
+            applied = await asyncio.to_thread(kube.apply, current.client, obj)
         except kubernetes.client.ApiException as error:
             name = f'{obj["kind"]} {obj["metadata"]["name"]}'
             logger.warning("%s/%s: %s not applied: %s %s", s.owner.namespace, s.owner.name, name, error.status, error.reason)
+            continue
+        written.wrote(applied, _seen(s, obj["kind"], obj["metadata"]["name"]))
     for obj in decision.create:
-        await asyncio.to_thread(kube.create, current.client, obj)
+        created = await asyncio.to_thread(kube.create, current.client, obj)
+        written.wrote(created, _seen(s, obj["kind"], obj["metadata"]["name"]))
     if decision.public_train is not None:
         await _create_public_train_job(current, s, decision.public_train)
     batch = kubernetes.client.BatchV1Api(current.client)
@@ -224,7 +242,7 @@ async def act_on_children(current: Runtime, s: Snapshot, decision: Decision) -> 
     return Acted(tuple(conflicts))
 
 
-async def act(current: Runtime, s: Snapshot, decision: Decision) -> Acted:
+async def act(current: Runtime, s: Snapshot, decision: Decision, written: RecentWrites) -> Acted:
     """Apply ``decision`` in the module's order; return what was found on the way."""
     await act_on_ledger(current, s, decision)
-    return await act_on_children(current, s, decision)
+    return await act_on_children(current, s, decision, written)

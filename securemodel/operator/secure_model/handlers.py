@@ -3,7 +3,8 @@
 :func:`reconcile` is a kopf daemon per model that loops *observe → decide → act*
 (:mod:`.observe`, :mod:`.decide`, :mod:`.act`) until the model is deleted: it acts on the ledger,
 writes the status it decided (so a claim's verdict shows as soon as the ledger holds it), then
-writes the children. It wakes on any watch event of the model, of its budget (after kopf has put
+writes the children (each write seen as written until the watch shows it:
+:mod:`~securemodel.operator.recent_writes`). It wakes on any watch event of the model, of its budget (after kopf has put
 the new ledger in :func:`~securemodel.operator.budget.handlers.budget_ledgers`), of a child
 (the indexes below), or, for ``spec.model.fromRound``, of the round or one of its children (its
 results ConfigMap), and at least every :data:`~.settings.PIPELINE_RESYNC_SECONDS` while it
@@ -29,6 +30,7 @@ from securemodel.operator.federated.handlers import start_key
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.conditions import Outcome, Progress
 from securemodel.operator.kube import indexed
+from securemodel.operator.recent_writes import RecentWrites
 from securemodel.operator.runtime import runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.secure_model import children, outcomes, rounds
@@ -180,19 +182,20 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
     current = runtime(memo)
     found = Children.of(indexes)
     published = Published()
+    written = RecentWrites()
     conflicts: tuple[str, ...] = ()  # the last pass's: they stand until a pass writes those Secrets
     while not stopped:
         with current.wakeups.listen(*_wake_keys(body, uid)) as changed:
             if body["metadata"].get("deletionTimestamp"):
                 return  # settle_on_delete takes over
-            snapshot = await observe(current, body, found)
+            snapshot = await observe(current, body, found, written)
             decision = decide(snapshot)
             assert decision.outcome is not None
             await act_on_ledger(current, snapshot, decision)
             outcome = _with_conflicts(decision.outcome, conflicts)
             if not stopped and not decision.quiet:  # the claim's verdict first, then the children's writes
                 await write_status(current, KIND, body, outcome, published)
-            acted = await act_on_children(current, snapshot, decision)
+            acted = await act_on_children(current, snapshot, decision, written)
             if acted.conflicts != conflicts:
                 conflicts = acted.conflicts
                 outcome = _with_conflicts(decision.outcome, conflicts)
@@ -213,9 +216,9 @@ def _with_conflicts(outcome: Outcome, conflicts: tuple[str, ...]) -> Outcome:
 @kopf.on.delete(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)
 async def settle_on_delete(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> None:
     """Settle the model's live claims and let its train pods end before the model goes."""
-    current = runtime(memo)
-    snapshot = await observe(current, body, Children.of(indexes))
+    current, written = runtime(memo), RecentWrites()
+    snapshot = await observe(current, body, Children.of(indexes), written)
     decision = decide_deletion(snapshot)
-    await act(current, snapshot, decision)
+    await act(current, snapshot, decision, written)
     if not decision.settled:
         raise kopf.TemporaryError("settling the model's claims; its train pods end first", delay=DELETION_SETTLE_SECONDS)

@@ -6,6 +6,8 @@ Secret labelled with a model's uid, as the watches last saw them. A stale view i
 write that depends on what it read is checked by the API server (resourceVersion preconditions,
 creates that fail on existing names) or re-read with a quorum read just before it
 (:mod:`.act`), and the ledger rules refuse what the budget's fresh state does not allow.
+A child the reconciler wrote shows as written until the index shows that write
+(:mod:`~securemodel.operator.recent_writes`), so a pass in between does not write it again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from securemodel.operator.budget.directory import (
     Refusal,
 )
 from securemodel.operator.budget.ledger import BudgetRef
+from securemodel.operator.recent_writes import RecentWrites
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children, starts
 from securemodel.operator.secure_model.calibration import plan
@@ -114,8 +117,9 @@ def _start(current: Runtime, owner: children.Owner, spec: StartSpec, found: Chil
     return starts.from_file(spec.file)
 
 
-async def observe(current: Runtime, body: Mapping[str, Any], found: Children) -> Snapshot:
-    """The snapshot of the model ``body`` now."""
+async def observe(current: Runtime, body: Mapping[str, Any], found: Children, written: RecentWrites) -> Snapshot:
+    """The snapshot of the model ``body`` now: its children as the indexes show them, or as the reconciler wrote
+    them where the indexes do not show that write yet."""
     metadata = body["metadata"]
     owner = children.Owner.of(body)
     spec = parse(body["spec"])
@@ -139,7 +143,11 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
     if spec.model.from_round is not None:
         served = _round(owner.namespace, spec.model.from_round, found)
     start = _start(current, owner, spec.model.start, found) if spec.model.start is not None else None
-    config_maps = _all(found.config_maps, owner.uid)
+
+    def own(index: Index, kind: str) -> dict[str, Mapping[str, Any]]:
+        return written.over(kind, {child["metadata"]["name"]: child for child in _all(index, owner.uid)})
+
+    config_maps = own(found.config_maps, "ConfigMap")
     return Snapshot(
         owner=owner,
         generation=int(metadata.get("generation") or 0),
@@ -154,18 +162,18 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children) ->
         plan=target,
         calibration=calibration,
         calibration_error=error,
-        jobs={job["metadata"]["name"]: job for job in _all(found.jobs, owner.uid)},
+        jobs=own(found.jobs, "Job"),
         pods=tuple(_all(found.pods, owner.uid)),
-        deployment=_named(_all(found.deployments, owner.uid), owner.name),
-        service=_named(_all(found.services, owner.uid), owner.name),
-        pvc=_named(_all(found.pvcs, owner.uid), children.pvc_name(owner.name)),
-        results=_named(config_maps, children.results_name(owner.name)),
-        secrets={secret["metadata"]["name"]: secret for secret in _all(found.secrets, owner.uid)},
-        network_policies={policy["metadata"]["name"]: policy for policy in _all(found.network_policies, owner.uid)},
+        deployment=own(found.deployments, "Deployment").get(owner.name),
+        service=own(found.services, "Service").get(owner.name),
+        pvc=own(found.pvcs, "PersistentVolumeClaim").get(children.pvc_name(owner.name)),
+        results=config_maps.get(children.results_name(owner.name)),
+        secrets=own(found.secrets, "Secret"),
+        network_policies=own(found.network_policies, "NetworkPolicy"),
         metrics_namespace=METRICS_NAMESPACE,
         now=datetime.now(UTC),
         artifacts_storage=ARTIFACTS_STORAGE,
-        allow_list=_named(config_maps, children.allow_list_name(owner.name)),
+        allow_list=config_maps.get(children.allow_list_name(owner.name)),
         client_limits=client_limits(body["spec"].get("serving") or {}),
         round=served,
         start=start,
