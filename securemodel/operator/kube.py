@@ -140,6 +140,12 @@ def pods(client: kubernetes.client.ApiClient, namespace: str, selector: str) -> 
         namespace, label_selector=selector, _preload_content=False))["items"])  # fmt: skip
 
 
+def jobs(client: kubernetes.client.ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The Jobs matching ``selector`` as stored now (a quorum list)."""
+    return list(_body(kubernetes.client.BatchV1Api(client).list_namespaced_job(
+        namespace, label_selector=selector, _preload_content=False))["items"])  # fmt: skip
+
+
 def remove_finalizer(client: kubernetes.client.ApiClient, pod: Mapping[str, Any], finalizer: str) -> None:
     """Take ``finalizer`` off the pod, only if it is still where it was read (a JSON patch with a test)."""
     finalizers = list(pod["metadata"].get("finalizers") or ())

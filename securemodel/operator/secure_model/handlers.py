@@ -37,7 +37,7 @@ from securemodel.operator.secure_model import children, outcomes, rounds
 from securemodel.operator.secure_model.act import act, act_on_children, act_on_ledger
 from securemodel.operator.secure_model.starts import source_entry
 from securemodel.operator.secure_model.decide import decide, decide_deletion
-from securemodel.operator.secure_model.observe import Children, observe
+from securemodel.operator.secure_model.observe import Children, observe, with_stored_jobs_and_pods
 from securemodel.operator.settings import (
     DAEMON_CANCELLATION_BACKOFF,
     DAEMON_CANCELLATION_TIMEOUT,
@@ -219,6 +219,9 @@ async def settle_on_delete(body: kopf.Body, memo: kopf.Memo, **indexes: Any) -> 
     current, written = runtime(memo), RecentWrites()
     snapshot = await observe(current, body, Children.of(indexes), written)
     decision = decide_deletion(snapshot)
+    if not decision.settled and (snapshot.jobs or snapshot.pods):  # waiting on them: on what exists, not the index
+        snapshot = await with_stored_jobs_and_pods(current, snapshot)
+        decision = decide_deletion(snapshot)
     await act(current, snapshot, decision, written)
     if not decision.settled:
         raise kopf.TemporaryError("settling the model's claims; its train pods end first", delay=DELETION_SETTLE_SECONDS)

@@ -12,8 +12,9 @@ A child the reconciler wrote shows as written until the index shows that write
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from securemodel.operator.budget.directory import (
     START_PROTECTED,
     Refusal,
 )
+from securemodel.operator import kube
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.recent_writes import RecentWrites
 from securemodel.operator.runtime import Runtime
@@ -178,6 +180,22 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children, wr
         round=served,
         start=start,
     )
+
+
+async def with_stored_jobs_and_pods(current: Runtime, s: Snapshot) -> Snapshot:
+    """``s`` with the model's Jobs and pods as the API server stores them now (quorum lists).
+
+    A deleted model waits on its train Jobs and pods; an index keeps a child whose deletion its
+    watch never delivered (a watch that broke and resumed by listing again), and the model would
+    wait on that child for ever.
+    """
+    selector = children.selector(s.owner)
+
+    def listed() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return kube.jobs(current.client, s.owner.namespace, selector), kube.pods(current.client, s.owner.namespace, selector)
+
+    jobs, pods = await asyncio.to_thread(listed)
+    return replace(s, jobs={job["metadata"]["name"]: job for job in jobs}, pods=tuple(pods))
 
 
 def _refusal(current: Runtime, ref: BudgetRef, ledger: Ledger | None, owner: children.Owner, spec: ModelSpecs,
