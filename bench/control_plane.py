@@ -18,8 +18,8 @@ worker runs. Measured from the first create:
   reads (no LIST or WATCH) on the kinds the operator owns, less the N creates of this
   benchmark, and every request the API server served over the burst (the job controller's,
   the scheduler's and the volume binder's included);
-* seconds until every model is gone once they are all deleted together (the operator settles
-  each claim: Released, as no pod ran).
+* seconds until every model is gone once they are all deleted together, each by its own DELETE
+  from the benchmark's clients (the operator settles each claim: Released, as no pod ran).
 
 Afterwards the namespace is emptied of finalizers and deleted. It refuses to run while the
 chart's operator runs in the cluster (two operators would both reconcile the namespace). Like
@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import kubernetes
+import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.claims import HEADER, add_ledger_writer, create_budget, model, operator
@@ -246,20 +247,29 @@ def scratch_namespace(client: kubernetes.client.ApiClient, n: int) -> Iterator[s
         core.delete_namespace(name)
 
 
-def delete_all(custom: kubernetes.client.CustomObjectsApi, namespace: str, selector: str, deadline: float) -> None:
-    """Mark every selected model deleted. The API server cuts a delete-collection of many objects off at its request
-    timeout (504), leaving the rest unmarked: the request is repeated until one completes, or until ``deadline``
+def delete_all(custom: kubernetes.client.CustomObjectsApi, namespace: str, selector: str, threads: int,
+               deadline: float) -> None:
+    """Mark every selected model deleted, each by its own request from ``threads`` clients at once: the API server
+    cuts a delete-collection of a thousand objects off at its request timeout (a 504, or the connection closed
+    without a response) and left hundreds unmarked. A request that fails is repeated until ``deadline``
     (``time.monotonic()``) has passed."""
-    while True:
-        try:
-            custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels",
-                                                              label_selector=selector)  # fmt: skip
-            return
-        except kubernetes.client.ApiException as error:
-            if error.status != 504:
-                raise
-            if time.monotonic() > deadline:
-                raise TimeoutError("the API server never finished marking the models deleted") from error
+    names = [item["metadata"]["name"]
+             for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels",
+                                                              label_selector=selector)["items"]]  # fmt: skip
+
+    def delete(name: str) -> None:
+        while True:
+            try:
+                custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels", name)
+                return
+            except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError) as error:
+                if isinstance(error, kubernetes.client.ApiException) and error.status == 404:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the API server never marked {name} deleted") from error
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(delete, names))
 
 
 def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads: int, timeout: float) -> Burst:
@@ -296,7 +306,9 @@ def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads
             jobs.stop()
         deleting = time.monotonic()
         deadline = deleting + timeout
-        delete_all(custom, namespace, f"bench={budget}", deadline)
+        print(f"N={n}: created {created:.1f} s, decided {all_decided:.1f} s, Jobs {all_jobs:.1f} s, RSS idle/peak "
+              f"{idle:.0f}/{peak:.0f} MiB, CPU {cpu:.1f} s", file=sys.stderr, flush=True)  # kept if the deletion fails
+        delete_all(custom, namespace, f"bench={budget}", threads, deadline)
         while custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels", limit=1)["items"]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the models were not all gone {timeout} s after their deletion")
