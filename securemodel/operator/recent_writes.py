@@ -2,7 +2,7 @@
 
 A write's watch event reaches kopf's index some time after the write; a pass of the reconciler in
 between (woken by another event) would see the child missing or as it was, and write it again: in
-a burst of 1000 models, most NetworkPolicies were applied twice and many Secrets created a second
+a burst of 300 models, four in five NetworkPolicies were applied twice and many Secrets created a second
 time (409), whose failure also held back the model's next Secrets until a later pass.
 
 :class:`RecentWrites` keeps each write's response until the index moves past the version the
