@@ -14,6 +14,9 @@ worker runs. Measured from the first create:
 * the operator's resident memory after start-up (idle) and its peak (``VmHWM`` of
   ``/proc/<pid>/status``) when every Job exists, its CPU seconds over the burst (``utime`` +
   ``stime`` of ``/proc/<pid>/stat``), and its peak again after every model was deleted;
+* where the machine's CPU went over the burst: its busy seconds (``/proc/stat``) against the
+  seconds its cores had, and the share of the operator, of each process of the local cluster
+  (found by name) and of this benchmark;
 * API requests per model, from the API server's ``apiserver_request_total``: the writes and
   reads (no LIST or WATCH) on the kinds the operator owns, less the N creates of this
   benchmark, and every request the API server served over the burst (the job controller's,
@@ -79,6 +82,9 @@ OPERATOR_KINDS: Final = frozenset(
 # Status subresources that controllers of the cluster write (the operator writes only its own kinds' status).
 CLUSTER_WRITTEN: Final = frozenset({("", "persistentvolumeclaims", "status"), ("batch", "jobs", "status")})
 STREAMING_VERBS: Final = frozenset({"LIST", "WATCH", "WATCHLIST", "CONNECT"})
+# The local cluster's processes, by the name the kernel keeps (its first 15 characters).
+CLUSTER_PROCESSES: Final = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kubelet", "kube-router",
+                            "containerd", "source-controll", "kustomize-contr")  # fmt: skip
 # The operator Deployment's MALLOC_MMAP_THRESHOLD_ (charts/securemodel-operator/templates/deployment.yaml).
 CHART_MMAP_THRESHOLD: Final = "131072"
 
@@ -93,7 +99,9 @@ class Burst:
     jobs: float  # seconds until every model's train Job existed
     idle_mib: float  # operator's resident memory after start-up and the warm-up model
     peak_mib: float  # operator's peak resident memory when every Job existed
-    cpu_seconds: float  # operator's CPU time from the first create until every Job existed
+    cpu_seconds: float  # operator's CPU time from the first create until every claim was granted and every Job existed
+    machine_busy: float  # the machine's busy CPU seconds (all cores) until every claim was granted and every Job existed
+    cpu_by_process: dict[str, float]  # CPU seconds of the cluster's processes and this benchmark, same window
     operator_requests: Counter[tuple[str, str]]  # (resource, verb) on the operator's kinds, less the creates
     all_requests: int  # every request the API server served over the burst
     deleted: float  # seconds from deleting every model until all were gone
@@ -177,6 +185,23 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; utime and stime are fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine have spent busy (``/proc/stat``: every state but idle and iowait)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu_seconds() -> Counter[str]:
+    """CPU seconds used so far by the local cluster's processes (:data:`CLUSTER_PROCESSES`), by name."""
+    used: Counter[str] = Counter()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            name = (proc / "comm").read_text().strip()
+            if name in CLUSTER_PROCESSES:
+                used[name] += cpu_seconds(int(proc.name))
+    return used
 
 
 def request_counts(client: kubernetes.client.ApiClient) -> Counter[tuple[str, str, str, str]]:
@@ -290,6 +315,8 @@ def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads
             jobs.until(1, timeout)
             idle, _ = memory_mib(process.pid)
             before, cpu_before = request_counts(client), cpu_seconds(process.pid)
+            busy_before, cluster_before = machine_busy_seconds(), cluster_cpu_seconds()
+            own_before = time.process_time()
             bodies = [burst_model(budget, index) for index in range(1, n + 1)]
             start = time.monotonic()
             with ThreadPoolExecutor(threads) as pool:
@@ -300,6 +327,9 @@ def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads
             all_jobs = jobs.until(n + 1, timeout) - start
             _, peak = memory_mib(process.pid)
             cpu = cpu_seconds(process.pid) - cpu_before
+            busy = machine_busy_seconds() - busy_before
+            by_process = dict(cluster_cpu_seconds() - cluster_before)
+            by_process["this benchmark"] = time.process_time() - own_before
             after = request_counts(client)
         finally:
             decided.stop()
@@ -323,6 +353,8 @@ def burst(client: kubernetes.client.ApiClient, kubeconfig: Path, n: int, threads
         idle_mib=idle,
         peak_mib=peak,
         cpu_seconds=cpu,
+        machine_busy=busy,
+        cpu_by_process=by_process,
         operator_requests=operator_share(before, after, n),
         all_requests=sum((after - before).values()),
         deleted=deleted,
@@ -350,6 +382,20 @@ def breakdown(b: Burst) -> str:
     """The operator's requests per model at one N, by resource and verb, most first."""
     parts = [f"{resource} {verb} {count / b.n:.2f}" for (resource, verb), count in b.operator_requests.most_common()]
     return f"Operator's requests per model at N={b.n}: " + ", ".join(parts) + "."
+
+
+def cpu_shares(b: Burst) -> str:
+    """Where the machine's CPU went at one N, from the first create until every claim showed granted and every
+    Job existed."""
+    cores = os.cpu_count() or 1
+    window = max(b.decided, b.jobs)
+    used = {"operator": b.cpu_seconds, **b.cpu_by_process}
+    named = sum(used.values())
+    parts = [f"{name} {seconds:.1f}" for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]) if seconds >= 0.05]
+    return (f"CPU over the burst at N={b.n}, from the first create until every claim showed granted and every Job "
+            f"existed ({window:.1f} s, {window * cores:.0f} core-seconds on {cores} cores): {b.machine_busy:.1f} s "
+            f"busy ({b.machine_busy / (window * cores):.0%}); seconds by process: " + ", ".join(parts)
+            + f", everything else {max(b.machine_busy - named, 0.0):.1f}.")
 
 
 def section(bursts: list[Burst], server: str, threads: int) -> str:
@@ -381,6 +427,8 @@ writes of each artifacts PVC; *all* is every request the API server served meanw
 {table(bursts)}
 
 {breakdown(largest)}
+
+{cpu_shares(largest)}
 """
 
 

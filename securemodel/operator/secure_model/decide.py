@@ -276,7 +276,8 @@ def decide(s: Snapshot) -> Decision:
     if s.spec.public:
         return _decide_public(s, work)
     budget = s.privacy.budget_ref
-    # The pods' connections are closed before any pod exists: applied in the first pass, kept while the model lives.
+    # The train and compress pods' connections are closed before any of them exists: applied in the first pass,
+    # kept while the model lives (the serving pods' policy comes before their Deployment, see _serve).
     work.apply += _unisolated(s)
     if s.ledger is None:
         return work.decision(outcomes.with_fields(outcomes.budget_missing(budget), (), {"version": s.versions.version}))
@@ -385,9 +386,14 @@ def _decide_public(s: Snapshot, work: _Work) -> Decision:
 
 
 def _unisolated(s: Snapshot) -> list[dict[str, Any]]:
-    """The model's NetworkPolicies the API server does not hold as wanted (empty: its pods are isolated)."""
-    return [policy for policy in network.model_policies(s.owner, s.metrics_namespace)
-            if drifted(policy, s.network_policies.get(policy["metadata"]["name"]))]  # fmt: skip
+    """The train and compress pods' NetworkPolicy if the API server does not hold it as wanted (empty: they are
+    isolated)."""
+    return _unheld(s, network.isolated_policy(s.owner))
+
+
+def _unheld(s: Snapshot, policy: dict[str, Any]) -> list[dict[str, Any]]:
+    """``[policy]`` if the API server does not hold it as wanted, else empty."""
+    return [policy] if drifted(policy, s.network_policies.get(policy["metadata"]["name"])) else []
 
 
 def _released_jobs(s: Snapshot) -> list[str]:
@@ -557,7 +563,12 @@ def _available(deployment: Mapping[str, Any] | None) -> bool:
 
 
 def _serve(s: Snapshot, work: _Work, versions: Versions, outcome: Outcome | None, *, current: bool) -> Outcome:
-    """Apply the Service and the Deployment of ``versions`` where they drifted; the serving outcome.
+    """Apply the serving pods' NetworkPolicy, the Service and the Deployment of ``versions`` where they drifted;
+    the serving outcome.
+
+    The Deployment is applied only once the API server holds the serving pods' NetworkPolicy as wanted
+    (written here, when the model first serves, not in its first pass: a model that never serves never
+    has one), so no serving pod exists before its policy.
 
     ``current``: ``versions`` is the spec's. Otherwise the version served before keeps serving
     while the spec's is made, and ``outcome`` (the spec's version) stays the status, with Ready
@@ -565,10 +576,12 @@ def _serve(s: Snapshot, work: _Work, versions: Versions, outcome: Outcome | None
     """
     digest = _compressed_digest(s, versions)
     desired = children.deployment(s.owner, s.spec, versions, s.image, digest)
+    exposed = _unheld(s, network.serving_policy(s.owner, s.metrics_namespace))
+    work.apply += exposed
     service = children.service(s.owner)
     # Without the compress result's digest there is nothing the pods could check the artifact against:
     # the Deployment is left as it is (a version served before keeps serving).
-    for obj, seen in ((service, s.service), *(((desired, s.deployment),) if digest else ())):
+    for obj, seen in ((service, s.service), *(((desired, s.deployment),) if digest and not exposed else ())):
         if drifted(obj, seen):
             work.apply.append(obj)
     failure = serve_failure(s, versions.version)

@@ -100,11 +100,6 @@ def serving_policy(owner: Owner, metrics_namespace: str | None) -> dict[str, Any
     return _policy(metadata(owner, serving_policy_name(owner.name), COMPONENT), selector, ingress=ingress)
 
 
-def model_policies(owner: Owner, metrics_namespace: str | None) -> list[dict[str, Any]]:
-    """Every NetworkPolicy of a SecureModel (in its namespace, owned by it)."""
-    return [isolated_policy(owner), serving_policy(owner, metrics_namespace)]
-
-
 # --- FederatedRound ----------------------------------------------------------------------------
 
 

@@ -72,7 +72,8 @@ DONE = {"terminated": {"exitCode": 0, "startedAt": "t"}}
 RUNNING = {"running": {"startedAt": "t"}}
 
 
-POLICIES = {policy["metadata"]["name"]: policy for policy in network.model_policies(OWNER, None)}
+ISOLATED_ONLY = {network.isolated_policy_name(OWNER.name): network.isolated_policy(OWNER)}
+POLICIES = {**ISOLATED_ONLY, network.serving_policy_name(OWNER.name): network.serving_policy(OWNER, None)}
 
 
 def snapshot(**changes: Any) -> Snapshot:
@@ -149,11 +150,11 @@ CREDITED = round(dp_sgd_epsilon(3.0, PLAN.sample_rate, PLAN.steps, 1e-5, "prv"),
 TABLE = [
     # id, snapshot, phase, progress, ledger verbs, applied kinds, a train Job created, Jobs stopped
     ("budget missing", snapshot(ledger=None), "WaitingForBudget", Progress.STALLED, [], [], False, []),
-    ("new model: its NetworkPolicies come before anything else", snapshot(ledger=None, network_policies={}),
-     "WaitingForBudget", Progress.STALLED, [], ["NetworkPolicy", "NetworkPolicy"], False, []),
-    ("granted, but its NetworkPolicies not stored yet: no dispatch, no train Job",
+    ("new model: its train pods' NetworkPolicy comes before anything else", snapshot(ledger=None, network_policies={}),
+     "WaitingForBudget", Progress.STALLED, [], ["NetworkPolicy"], False, []),
+    ("granted, but its NetworkPolicy not stored yet: no dispatch, no train Job",
      snapshot(ledger=ledger(claim(ClaimState.RESERVED)), network_policies={}), "Training", Progress.WORKING, [],
-     ["ConfigMap", "NetworkPolicy", "NetworkPolicy", "PersistentVolumeClaim"], False, []),
+     ["ConfigMap", "NetworkPolicy", "PersistentVolumeClaim"], False, []),
     ("new model waits for kopf's finalizer before claiming", snapshot(finalized=False), "WaitingForBudget",
      Progress.WORKING, [], [], False, []),
     ("new model claims", snapshot(), "WaitingForBudget", Progress.WORKING, [(Verb.SUBMIT, 2.0)], [], False, []),
@@ -181,6 +182,9 @@ TABLE = [
     ("compressed: Service and Deployment applied", replace(compressed(), pvc=children.artifacts_pvc(OWNER, "256Mi"),
                                                            **keyed()),
      "Deploying", Progress.WORKING, [], ["ConfigMap", "Deployment", "Service"], False, []),
+    ("compressed, serving pods' NetworkPolicy not stored yet: it and the Service, no Deployment",
+     replace(compressed(), pvc=children.artifacts_pvc(OWNER, "256Mi"), network_policies=ISOLATED_ONLY, **keyed()),
+     "Deploying", Progress.WORKING, [], ["ConfigMap", "NetworkPolicy", "Service"], False, []),
     ("serving, steady state: nothing to write", serving(), "Serving", Progress.DONE, [], [], False, []),
     ("serving, scaled to 0 by hand: put back", serving(deployment=served_deployment(replicas=0, available=0)), "Deploying",
      Progress.WORKING, [], ["Deployment"], False, []),
@@ -222,6 +226,22 @@ def test_decide(state: Snapshot, phase: str, progress: Progress, ledger_verbs: l
     assert (decision.train is not None) == train
     assert list(decision.stop) == stopped
     assert decision.outcome.fields["version"] == state.versions.version  # the version the status describes
+
+
+def test_no_pod_runs_before_its_network_policy_and_a_model_that_never_serves_has_no_serving_policy() -> None:
+    def applied(decision: Decision) -> list[str]:
+        return sorted(f"{obj['kind']}/{obj['metadata']['name']}" for obj in decision.apply)
+
+    granted = decide(snapshot(ledger=ledger(claim(ClaimState.RESERVED)), network_policies={}))
+    assert "NetworkPolicy/m-isolated" in applied(granted) and granted.train is None
+    assert not any(name.startswith("NetworkPolicy/m-serve") for name in applied(granted))
+    training = decide(snapshot(ledger=ledger(claim(ClaimState.RESERVED)), network_policies=ISOLATED_ONLY))
+    assert training.train is not None and "NetworkPolicy" not in kinds(training.apply)
+    waiting = decide(replace(compressed(), pvc=children.artifacts_pvc(OWNER, "256Mi"), network_policies=ISOLATED_ONLY,
+                             **keyed()))  # fmt: skip
+    assert "NetworkPolicy/m-serve" in applied(waiting) and "Deployment" not in kinds(waiting.apply)
+    exposed = decide(replace(compressed(), pvc=children.artifacts_pvc(OWNER, "256Mi"), **keyed()))
+    assert "Deployment" in kinds(exposed.apply) and "NetworkPolicy" not in kinds(exposed.apply)
 
 
 def test_the_train_job_runs_the_operators_calibration_whatever_a_status_or_report_says() -> None:

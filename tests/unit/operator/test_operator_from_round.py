@@ -112,7 +112,7 @@ def snapshot(found: RoundModel | RoundProblem, **changes: Any) -> Snapshot:
         owner=OWNER, generation=1, deleting=False, finalized=True, rotation=None, spec=SPEC, image="worker:dev",
         own_code=True, ledger=None, refusal=None, plan=None, calibration=None, calibration_error=None, jobs={},
         pods=(), deployment=None, service=None, pvc=None, results=None, secrets={}, now=NOW,
-        network_policies={p["metadata"]["name"]: p for p in network.model_policies(OWNER, None)}, round=found,
+        network_policies={p["metadata"]["name"]: p for p in (network.isolated_policy(OWNER), network.serving_policy(OWNER, None))}, round=found,
     )  # fmt: skip
     return replace(base, **changes)
 

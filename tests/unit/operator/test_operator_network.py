@@ -139,7 +139,7 @@ def test_serving_pods_answer_metrics_only_to_the_configured_namespace_and_reach_
 
 
 def test_a_models_policies_are_its_children() -> None:
-    policies = network.model_policies(MODEL, "monitoring")
+    policies = [network.isolated_policy(MODEL), network.serving_policy(MODEL, "monitoring")]
     assert [p["metadata"]["name"] for p in policies] == ["tumor-isolated", "tumor-serve"]
     for policy in policies:
         assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["kind"] == "NetworkPolicy"
