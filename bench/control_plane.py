@@ -380,7 +380,8 @@ def table(bursts: list[Burst]) -> str:
 
 def breakdown(b: Burst) -> str:
     """The operator's requests per model at one N, by resource and verb, most first."""
-    parts = [f"{resource} {verb} {count / b.n:.2f}" for (resource, verb), count in b.operator_requests.most_common()]
+    parts = [f"{resource} {verb} {count / b.n:.2f}" for (resource, verb), count in b.operator_requests.most_common()
+             if count / b.n >= 0.005]  # fmt: skip
     return f"Operator's requests per model at N={b.n}: " + ", ".join(parts) + "."
 
 
