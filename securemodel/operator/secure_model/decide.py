@@ -577,7 +577,7 @@ def _serve(s: Snapshot, work: _Work, versions: Versions, outcome: Outcome | None
     digest = _compressed_digest(s, versions)
     desired = children.deployment(s.owner, s.spec, versions, s.image, digest)
     exposed = _unheld(s, network.serving_policy(s.owner, s.metrics_namespace))
-    work.apply += exposed
+    work.apply += [policy for policy in exposed if policy not in work.apply]  # _serve may run twice in a pass
     service = children.service(s.owner)
     # Without the compress result's digest there is nothing the pods could check the artifact against:
     # the Deployment is left as it is (a version served before keeps serving).

@@ -185,9 +185,9 @@ async def observe(current: Runtime, body: Mapping[str, Any], found: Children, wr
 async def with_stored_jobs_and_pods(current: Runtime, s: Snapshot) -> Snapshot:
     """``s`` with the model's Jobs and pods as the API server stores them now (quorum lists).
 
-    A deleted model waits on its train Jobs and pods; an index keeps a child whose deletion its
-    watch never delivered (a watch that broke and resumed by listing again), and the model would
-    wait on that child for ever.
+    A deleted model waits on its train Jobs and pods; an index can keep a child whose deletion its
+    watch never delivered (seen once in a burst of 1000 deletions; a watch that resumed by listing
+    again is the likely cause, not confirmed), and the model would wait on that child for ever.
     """
     selector = children.selector(s.owner)
 
