@@ -276,13 +276,14 @@ def delete_all(custom: kubernetes.client.CustomObjectsApi, namespace: str, selec
                deadline: float) -> None:
     """Mark every selected model deleted, each by its own request from ``threads`` clients at once: the API server
     cuts a delete-collection of a thousand objects off at its request timeout (a 504, or the connection closed
-    without a response) and left hundreds unmarked. A request that fails is repeated until ``deadline``
+    without a response) and left hundreds unmarked. A request that fails so is repeated, backing off, until ``deadline``
     (``time.monotonic()``) has passed."""
     names = [item["metadata"]["name"]
              for item in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels",
                                                               label_selector=selector)["items"]]  # fmt: skip
 
     def delete(name: str) -> None:
+        pause = 0.5
         while True:
             try:
                 custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "securemodels", name)
@@ -290,8 +291,12 @@ def delete_all(custom: kubernetes.client.CustomObjectsApi, namespace: str, selec
             except (kubernetes.client.ApiException, urllib3.exceptions.HTTPError) as error:
                 if isinstance(error, kubernetes.client.ApiException) and error.status == 404:
                     return
+                if isinstance(error, kubernetes.client.ApiException) and (error.status or 0) < 500:
+                    raise  # refused, not overloaded: repeating it changes nothing
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the API server never marked {name} deleted") from error
+            time.sleep(pause)  # back off from an overloaded API server instead of adding to its load
+            pause = min(2 * pause, 8.0)
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(delete, names))
