@@ -236,13 +236,21 @@ def _split_header(path: Path, blob: bytes) -> bytes:
 
 
 def _parse_binding(path: Path, header: bytes) -> Binding:
-    """The binding a header claims (unauthenticated: only used to explain a refusal)."""
+    """The binding a header claims (unauthenticated: only used to explain a refusal).
+
+    Only the canonical encoding names a binding: a header that decodes to one but is not byte for byte what
+    ``write_artifact`` writes for it (whitespace, key order) is malformed, so a header that differs from the
+    expected one is never reported as the expected binding.
+    """
     try:
         fields = json.loads(header[_PREFIX:].decode("ascii"))
         kind = fields.pop("kind")
-        return Binding.of(kind, fields)
+        binding = Binding.of(kind, fields)
     except (UnicodeDecodeError, ValueError, AttributeError, KeyError, TypeError):
         raise ArtifactTamperedError(path, "malformed artifact header") from None
+    if binding.header() != header:
+        raise ArtifactTamperedError(path, "malformed artifact header: not the canonical encoding of a binding")
+    return binding
 
 
 def _opens(cipher: AESGCM, nonce: bytes, sealed: bytes, header: bytes) -> bool:

@@ -72,6 +72,21 @@ def test_one_flipped_byte_anywhere_is_refused(artifact: Path, key: bytes, offset
         read_artifact(artifact, key, kind="model")
 
 
+@pytest.mark.parametrize("padding", [b" ", b"\t", b"\n", b"\r"])
+def test_a_header_lengthened_over_whitespace_is_refused_as_tampered(
+    artifact: Path, key: bytes, padding: bytes
+) -> None:
+    """A length field raised by one takes the nonce's first byte into the header; JSON whitespace there still
+    decodes to the expected binding, and must be refused as tampering, not named as that binding."""
+    blob = bytearray(artifact.read_bytes())
+    blob[5:7] = (int.from_bytes(blob[5:7], "big") + 1).to_bytes(2, "big")
+    blob[HEADER] = padding[0]
+    artifact.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactTamperedError, match=tampered_message(artifact)) as refused:
+        read_artifact(artifact, key, kind="model")
+    assert not isinstance(refused.value, ArtifactBindingError)
+
+
 @pytest.mark.parametrize("keep", [0, 3, HEADER, HEADER + 12, HEADER + 12 + 15, -1])
 def test_truncation_is_refused(artifact: Path, key: bytes, keep: int) -> None:
     artifact.write_bytes(artifact.read_bytes()[:keep])
