@@ -8,7 +8,7 @@ import socket
 import kopf
 
 # Importing the handler modules registers their handlers with kopf.
-from securemodel.operator import runtime, settings  # noqa: F401
+from securemodel.operator import connections, runtime, settings  # noqa: F401
 from securemodel.operator.budget import handlers as budget_handlers  # noqa: F401
 from securemodel.operator.federated import handlers as federated_handlers  # noqa: F401
 from securemodel.operator.leader import LeaseElector, StandbyHealth, exit_now
@@ -70,5 +70,6 @@ def main(argv: list[str] | None = None) -> None:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.health,
+        memo=connections.served(args.namespace),
     )
     elector.release()

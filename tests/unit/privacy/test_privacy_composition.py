@@ -135,6 +135,18 @@ class TestCache:
             assert 0 < cached_pld_bytes() <= limit  # a composition's support grows like sqrt(claims): each fits
         assert warm == pytest.approx(cold, rel=1e-5)
 
+    def test_a_cached_composition_holds_only_the_points_it_counts(self) -> None:
+        """dp-accounting leaves a composition's support as a slice of the whole convolution; the cache keeps its
+        own copy, so the bytes it counts, and bounds, are the bytes it holds."""
+        cache_clear()
+        for count in (1, 2, 5):
+            composed_epsilon(multiset([EXAMPLE] * count + [DpSgd(2.0, 0.02, 500)]), DELTA)
+        plds = list(composition._CACHE._plds.values())
+        held = [pmf._probs for pld in plds for pmf in {id(p): p for p in (pld._pmf_remove, pld._pmf_add)}.values()]
+        assert len(plds) == 3 and held
+        assert all(probabilities.base is None for probabilities in held)
+        assert cached_pld_bytes() == sum(probabilities.nbytes for probabilities in held)
+
     def test_composition_is_monotone(self) -> None:
         previous = 0.0
         held = multiset([])
