@@ -141,9 +141,8 @@ async def act(current: Runtime, s: Snapshot, decision: Decision) -> list[str]:
         return conflicts
     for obj in decision.create:
         await asyncio.to_thread(kube.create, current.client, obj)
-    batch = kubernetes.client.BatchV1Api(current.client)
     for namespace, name in decision.stop:
-        await asyncio.to_thread(batch.patch_namespaced_job, name, namespace, {"spec": {"suspend": True}})
+        await asyncio.to_thread(kube.merge_patch, current.client, "Job", namespace, name, {"spec": {"suspend": True}})
         logger.info("%s/%s: SuperNode Job %s/%s suspended: no container of it ran", s.owner.namespace, s.owner.name,
                     namespace, name)  # fmt: skip
     for namespace, name in decision.delete_jobs:

@@ -233,9 +233,9 @@ async def act_on_children(current: Runtime, s: Snapshot, decision: Decision, wri
         written.wrote(created, _seen(s, obj["kind"], obj["metadata"]["name"]))
     if decision.public_train is not None:
         await _create_public_train_job(current, s, decision.public_train)
-    batch = kubernetes.client.BatchV1Api(current.client)
     for name in decision.stop:
-        await asyncio.to_thread(batch.patch_namespaced_job, name, s.owner.namespace, {"spec": {"suspend": True}})
+        await asyncio.to_thread(kube.merge_patch, current.client, "Job", s.owner.namespace, name,
+                                {"spec": {"suspend": True}})  # fmt: skip
         logger.info("%s/%s: train Job %s suspended: no container of it ran", s.owner.namespace, s.owner.name, name)
     for name in decision.delete_jobs:
         await asyncio.to_thread(kube.delete, current.client, "Job", s.owner.namespace, name)
