@@ -27,7 +27,7 @@ REQUEST_CONNECTIONS: Final = 32
 # Streams kopf runs besides one per watched resource and namespace: CustomResourceDefinitions
 # (resource discovery) and Namespaces (namespace discovery).
 DISCOVERY_STREAMS: Final = 2
-_PATTERN_CHARACTERS: Final = frozenset("*?[!")
+_PATTERN_CHARACTERS: Final = frozenset("*?[!,")  # kopf's globs, exclusions and lists of them
 
 
 def watched_resources(registry: kopf.OperatorRegistry) -> int:

@@ -46,7 +46,7 @@ def test_the_pool_holds_every_stream_of_every_namespace_and_the_requests() -> No
     assert connection_limit(11, ["a", "b", "c"]) == 3 * 11 + DISCOVERY_STREAMS + REQUEST_CONNECTIONS
 
 
-@pytest.mark.parametrize("pattern", ["team-*", "ns-?", "ns-[ab]", "!kube-system"])
+@pytest.mark.parametrize("pattern", ["team-*", "ns-?", "ns-[ab]", "!kube-system", "team-a, team-b"])
 def test_namespace_patterns_leave_the_pool_unbounded(pattern: str) -> None:
     assert connection_limit(11, ["fixed", pattern]) == 0
 
