@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-from urllib.parse import quote
 from collections.abc import Mapping
 from typing import Any, Final, cast
+from urllib.parse import quote
 
 import kubernetes
 
@@ -86,8 +86,8 @@ def _request(
     response = client.call_api(*request)
     response.read()
     if not 200 <= response.status <= 299:
-        body = response.data.decode(errors="replace")
-        raise kubernetes.client.ApiException.from_response(http_resp=response, body=body, data=None)
+        message = response.data.decode(errors="replace")
+        raise kubernetes.client.ApiException.from_response(http_resp=response, body=message, data=None)
     return cast(dict[str, Any], json.loads(response.data))
 
 
