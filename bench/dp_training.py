@@ -337,7 +337,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {row['model']} | {row['batch']} | {ms['non-private']:.2f} | {ms['bookkeeping']:.2f} ms | "
             f"**{ratio['bookkeeping']:.2f}×** | {ms['Opacus ghost']:.2f} ms | {ratio['Opacus ghost']:.2f}× | "
             f"{ms['Opacus hooks']:.2f} ms | {ratio['Opacus hooks']:.2f}× | "
-            + " / ".join(f"{mib[v]:.0f}" for v in VARIANTS)
+            + " / ".join(f"{max(mib[v], 0.0):.0f}" for v in VARIANTS)  # growth below resolution reads 0
             + " |"
         )
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
+from securemodel.workers import secret_random
 from securemodel.workers.secret_random import SecretRandom
 
 CPU = torch.device("cpu")
@@ -40,6 +41,34 @@ def test_gaussian_has_mean_zero_the_requested_std_and_normal_tails() -> None:
 def test_gaussian_is_rounded_to_the_parameter_dtype() -> None:
     noise = SecretRandom().gaussian(10, 1.0, dtype=torch.float32, device=CPU)
     assert noise.dtype == torch.float32 and noise.shape == (10,)
+
+
+def test_gaussian_is_the_documented_box_muller_sum_of_keystream_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    count, std = 1000, 3.0
+    words = np.random.default_rng(7).integers(0, 2**53, size=4 * count, dtype=np.uint64)  # stand-in keystream
+    words[[0, 1, 2 * count, 2 * count + 1]] = [0, 2**53 - 1, 0, 2**53 - 1]  # the extremes of u and of the angle
+    rng = SecretRandom()
+    monkeypatch.setattr(rng, "_words", lambda n: words[:n].copy())
+    got = rng.gaussian(count, std, dtype=torch.float64, device=CPU).numpy()
+    # The module doc's law, written independently in numpy: u = (k + 1)·2^-53, angle 2π·k'·2^-53, four normals.
+    u = (words[: 2 * count].astype(np.float64) + 1.0) * 2.0**-53
+    angle = 2 * np.pi * words[2 * count :].astype(np.float64) * 2.0**-53
+    pairs = np.sqrt(-2 * np.log(u)) * (np.cos(angle) + np.sin(angle))
+    np.testing.assert_allclose(got, (pairs[:count] + pairs[count:]) * std / 2, rtol=1e-12, atol=1e-12)
+    assert np.abs(got).max() <= 2 * math.sqrt(2) * math.sqrt(-2 * math.log(2.0**-53)) * std / 2  # |z1 + z2| <= √2·r
+
+
+def test_draws_never_share_or_repeat_keystream() -> None:
+    """Each draw is its own array (the cipher's output buffer is reused), and the keystream runs on across draws
+    and across the chunks of one draw: no word of it is used twice."""
+    rng = SecretRandom()
+    first = rng._words(1000)
+    kept = first.copy()
+    second = rng._words(secret_random._CHUNK + 1000)  # two cipher calls into the same buffer
+    np.testing.assert_array_equal(first, kept)
+    assert second.dtype == np.uint64 and int(second.max()) < 2**53
+    chunks = [first, second[:1000], second[secret_random._CHUNK : secret_random._CHUNK + 1000]]
+    assert len(np.unique(np.concatenate(chunks))) == 3000  # 2^53 values: a repeat by chance has odds ~1e-10
 
 
 @pytest.mark.parametrize("q", [0.01, 0.3, 0.999])
