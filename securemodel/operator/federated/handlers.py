@@ -31,7 +31,7 @@ from securemodel.operator.federated.decide import decide, decide_deletion
 from securemodel.operator.federated.observe import Indexes, observe
 from securemodel.operator.federated.snapshot import BudgetView
 from securemodel.operator.kube import indexed
-from securemodel.operator.runtime import runtime
+from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.settings import (
     DAEMON_CANCELLATION_BACKOFF,
@@ -163,19 +163,26 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
         with current.wakeups.listen(*keys) as changed:
             if body["metadata"].get("deletionTimestamp"):
                 return  # settle_on_delete takes over
-            snapshot = await observe(current, body, found)
-            decision = decide(snapshot)
-            conflicts = await act(current, snapshot, decision)
-            outcome = decision.outcome
-            assert outcome is not None
-            if conflicts:
-                text = f"Secret {', '.join(conflicts)} exists and is not this round's: rename or delete it"
-                outcome = Outcome(outcome.phase, Condition(READY, False, "SecretConflict", text), outcome.conditions,
-                                  outcome.fields, True, Progress.STALLED)  # fmt: skip
-            if not stopped:
-                await write_status(current, KIND, body, outcome, published)
-            idle = outcome.progress is not Progress.WORKING and not decision.ledger
+            idle = await _pass(current, body, found, published, stopped)
             await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
+
+
+async def _pass(current: Runtime, body: kopf.Body, found: Indexes, published: Published,
+                stopped: kopf.DaemonStopped) -> bool:  # fmt: skip
+    """One observe → decide → act pass; whether the round is idle now. Its snapshot and decision are dropped when it
+    returns, not kept by the sleeping daemon."""
+    snapshot = await observe(current, body, found)
+    decision = decide(snapshot)
+    conflicts = await act(current, snapshot, decision)
+    outcome = decision.outcome
+    assert outcome is not None
+    if conflicts:
+        text = f"Secret {', '.join(conflicts)} exists and is not this round's: rename or delete it"
+        outcome = Outcome(outcome.phase, Condition(READY, False, "SecretConflict", text), outcome.conditions,
+                          outcome.fields, True, Progress.STALLED)  # fmt: skip
+    if not stopped:
+        await write_status(current, KIND, body, outcome, published)
+    return outcome.progress is not Progress.WORKING and not decision.ledger
 
 
 @kopf.on.delete(GROUP, VERSION, KIND.plural, backoff=RETRY_BACKOFF)

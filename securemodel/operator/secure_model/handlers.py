@@ -31,7 +31,7 @@ from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.conditions import Outcome, Progress
 from securemodel.operator.kube import indexed
 from securemodel.operator.recent_writes import RecentWrites
-from securemodel.operator.runtime import runtime
+from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.secure_model import children, outcomes, rounds
 from securemodel.operator.secure_model.act import act, act_on_children, act_on_ledger
@@ -188,21 +188,38 @@ async def reconcile(body: kopf.Body, uid: str, memo: kopf.Memo, stopped: kopf.Da
         with current.wakeups.listen(*_wake_keys(body, uid)) as changed:
             if body["metadata"].get("deletionTimestamp"):
                 return  # settle_on_delete takes over
-            snapshot = await observe(current, body, found, written)
-            decision = decide(snapshot)
-            assert decision.outcome is not None
-            await act_on_ledger(current, snapshot, decision)
-            outcome = _with_conflicts(decision.outcome, conflicts)
-            if not stopped and not decision.quiet:  # the claim's verdict first, then the children's writes
-                await write_status(current, KIND, body, outcome, published)
-            acted = await act_on_children(current, snapshot, decision, written)
-            if acted.conflicts != conflicts:
-                conflicts = acted.conflicts
-                outcome = _with_conflicts(decision.outcome, conflicts)
-                if not stopped and not decision.quiet:
-                    await write_status(current, KIND, body, outcome, published)
-            idle = outcome.progress is not Progress.WORKING and not decision.ledger
+            idle, conflicts = await _pass(current, body, found, written, published, conflicts, stopped)
             await sleep_until(changed, stopped, PIPELINE_IDLE_RESYNC_SECONDS if idle else PIPELINE_RESYNC_SECONDS)
+
+
+async def _pass(
+    current: Runtime,
+    body: kopf.Body,
+    found: Children,
+    written: RecentWrites,
+    published: Published,
+    conflicts: tuple[str, ...],
+    stopped: kopf.DaemonStopped,
+) -> tuple[bool, tuple[str, ...]]:
+    """One observe → decide → act pass; whether the model is idle now, and the Secret conflicts that stand.
+
+    The pass's snapshot and decision (every child's manifest) are dropped when it returns instead of
+    staying in the sleeping daemon's frame until its next pass.
+    """
+    snapshot = await observe(current, body, found, written)
+    decision = decide(snapshot)
+    assert decision.outcome is not None
+    await act_on_ledger(current, snapshot, decision)
+    outcome = _with_conflicts(decision.outcome, conflicts)
+    if not stopped and not decision.quiet:  # the claim's verdict first, then the children's writes
+        await write_status(current, KIND, body, outcome, published)
+    acted = await act_on_children(current, snapshot, decision, written)
+    if acted.conflicts != conflicts:
+        conflicts = acted.conflicts
+        outcome = _with_conflicts(decision.outcome, conflicts)
+        if not stopped and not decision.quiet:
+            await write_status(current, KIND, body, outcome, published)
+    return outcome.progress is not Progress.WORKING and not decision.ledger, conflicts
 
 
 def _with_conflicts(outcome: Outcome, conflicts: tuple[str, ...]) -> Outcome:
