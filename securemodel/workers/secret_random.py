@@ -56,7 +56,7 @@ class SecretRandom:
         # The only place the worker creates DP-SGD randomness: a fresh secret key, never exposed.
         self._stream = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16))).encryptor()
         # The keystream is AES-CTR of zeros, written chunk by chunk into one buffer that every draw reuses:
-        # allocating (and faulting in) megabytes per step cost five times the cipher itself (measured).
+        # allocating (and faulting in) megabytes per step cost about six times the cipher itself (measured).
         self._zeros = b""
         self._out = bytearray()
 
