@@ -38,6 +38,15 @@ def indexed(body: Mapping[str, Any], *parts: str) -> dict[str, Any]:
     return kept
 
 
+def indexed_job(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What an index keeps of a Job: :func:`indexed` with its status, and of its spec only ``suspend``.
+
+    The pod template, most of a Job, is written once when the Job is created and read by nothing
+    in the operator: its Jobs are suspended or deleted, never patched for drift.
+    """
+    return {**indexed(body, "status"), "spec": {"suspend": (body.get("spec") or {}).get("suspend")}}
+
+
 def serialize(client: kubernetes.client.ApiClient, obj: Any) -> dict[str, Any]:
     return client.sanitize_for_serialization(obj)
 

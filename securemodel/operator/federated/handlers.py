@@ -30,7 +30,7 @@ from securemodel.operator.federated.act import act
 from securemodel.operator.federated.decide import decide, decide_deletion
 from securemodel.operator.federated.observe import Indexes, observe
 from securemodel.operator.federated.snapshot import BudgetView
-from securemodel.operator.kube import indexed
+from securemodel.operator.kube import indexed, indexed_job
 from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.settings import (
@@ -63,7 +63,7 @@ def _uid(labels: Mapping[str, str]) -> str:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 async def round_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "spec", "status")}
+    return {_uid(labels): indexed_job(body)}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD)

@@ -29,7 +29,7 @@ from securemodel.operator.budget.handlers import budget_key, namespace_budgets_k
 from securemodel.operator.federated.handlers import start_key
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.conditions import Outcome, Progress
-from securemodel.operator.kube import indexed
+from securemodel.operator.kube import indexed, indexed_job
 from securemodel.operator.recent_writes import RecentWrites
 from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.status_writer import Published, write_status
@@ -63,7 +63,7 @@ def _uid(labels: Mapping[str, str]) -> str:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 async def model_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "spec", "status")}
+    return {_uid(labels): indexed_job(body)}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD)

@@ -4,8 +4,9 @@ import copy
 import json
 from typing import Any
 
-from securemodel.operator.kube import drifted, indexed
+from securemodel.operator.kube import drifted, indexed, indexed_job
 from securemodel.operator.secure_model import children
+from securemodel.operator.secure_model.jobs import job_view
 from securemodel.operator.secure_model.spec import parse
 
 OWNER = children.Owner("tumor", "clinic-a", "1234-uid")
@@ -75,3 +76,17 @@ def test_only_the_named_parts_are_kept() -> None:
     secret = as_served(children.data_key_secret(OWNER, bytes(32)))
     assert set(indexed(secret, "data", "type")) == {"apiVersion", "kind", "metadata", "data", "type"}
     assert set(indexed(secret)) == {"apiVersion", "kind", "metadata"}
+
+
+def test_an_indexed_job_keeps_what_its_view_reads_and_not_its_pod_template() -> None:
+    served = as_served(children.train_job(OWNER, SPEC, SPEC.versions.training, RUN, "img"))
+    served["status"] = {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                                     "message": "Job has reached the specified backoff limit"}]}  # fmt: skip
+    for suspend in (None, True, False):
+        served["spec"]["suspend"] = suspend
+        kept = indexed_job(served)
+        assert kept["spec"] == {"suspend": suspend} and kept["status"] == served["status"]
+        assert kept["metadata"] == indexed(served)["metadata"]  # labels, uid and owners: what pods are matched by
+        assert job_view(kept, []) == job_view(served, [])
+    assert "template" in served["spec"]  # the watched body is not modified
+    assert len(json.dumps(indexed_job(served))) < 0.15 * len(json.dumps(served))
