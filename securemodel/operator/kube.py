@@ -47,6 +47,32 @@ def indexed_job(body: Mapping[str, Any]) -> dict[str, Any]:
     return {**indexed(body, "status"), "spec": {"suspend": (body.get("spec") or {}).get("suspend")}}
 
 
+# What an index keeps of each other kind of child besides its kind and metadata: what the reconcilers decide from.
+_INDEXED_PARTS: Final = {
+    "Deployment": ("spec", "status"),
+    "Service": ("spec",),
+    "PersistentVolumeClaim": ("spec",),
+    "NetworkPolicy": ("spec",),
+    "ConfigMap": ("data",),
+    "Secret": ("data", "type"),
+}
+
+
+def child_entry(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a child of ``kind`` it watched or wrote: in its indexes, and in a
+    reconciler's record of its own writes until the index shows them
+    (:class:`~securemodel.operator.recent_writes.RecentWrites`), so both views have one shape.
+
+    A Job is :func:`indexed_job`; a Pod keeps its status and ``spec.nodeName``; the others :func:`indexed`
+    with the parts of :data:`_INDEXED_PARTS`.
+    """
+    if kind == "Job":
+        return indexed_job(body)
+    if kind == "Pod":
+        return {**indexed(body, "status"), "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")}}
+    return indexed(body, *_INDEXED_PARTS[kind])
+
+
 def serialize(client: kubernetes.client.ApiClient, obj: Any) -> dict[str, Any]:
     return client.sanitize_for_serialization(obj)
 

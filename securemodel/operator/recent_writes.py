@@ -5,8 +5,10 @@ between (woken by another event) would see the child missing or as it was, and w
 a burst of 300 models, four in five NetworkPolicies were applied twice and many Secrets created a second
 time (409), whose failure also held back the model's next Secrets until a later pass.
 
-:class:`RecentWrites` keeps each write's response until the index moves past the version the
-write replaced, and :meth:`RecentWrites.over` shows the response in place of that older view.
+:class:`RecentWrites` keeps each write's response, as the index would keep it
+(:func:`~securemodel.operator.kube.child_entry`: a Job's pod template, most of its size, is not
+kept), until the index moves past the version the write replaced, and :meth:`RecentWrites.over`
+shows the response in place of that older view.
 The watch delivers an object's versions in order, so an index showing any other version than the
 replaced one shows the write or what came after it: from then on the index alone is the truth.
 A response is kept at most :data:`KEPT_SECONDS` (a watch that relisted may skip versions), after
@@ -21,12 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from securemodel.operator.kube import child_entry
+
 KEPT_SECONDS: Final = 30.0
 
 
 @dataclass(frozen=True)
 class _Write:
-    body: Mapping[str, Any]  # the API server's response to the write
+    body: Mapping[str, Any]  # what the index keeps of the API server's response to the write
     replaced: str | None  # the resourceVersion the index showed when the write was decided (None: absent)
     at: float  # the clock's time of the write
 
@@ -54,8 +58,7 @@ class RecentWrites:
             replaced = earlier.replaced
         else:
             replaced = _version(seen)
-        kept = {**written, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}  # as indexes keep it
-        self._writes[key] = _Write(kept, replaced, self._clock())
+        self._writes[key] = _Write(child_entry(written["kind"], written), replaced, self._clock())
 
     def over(self, kind: str, indexed: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
         """``indexed`` (objects of ``kind`` by name, as the index shows them), with this reconciler's writes the

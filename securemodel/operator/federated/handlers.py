@@ -30,7 +30,7 @@ from securemodel.operator.federated.act import act
 from securemodel.operator.federated.decide import decide, decide_deletion
 from securemodel.operator.federated.observe import Indexes, observe
 from securemodel.operator.federated.snapshot import BudgetView
-from securemodel.operator.kube import indexed, indexed_job
+from securemodel.operator.kube import child_entry
 from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.status_writer import Published, write_status
 from securemodel.operator.settings import (
@@ -63,32 +63,32 @@ def _uid(labels: Mapping[str, str]) -> str:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 async def round_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed_job(body)}
+    return {_uid(labels): child_entry("Job", body)}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD)
 async def round_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): {**indexed(body, "status"), "spec": {"nodeName": body["spec"].get("nodeName")}}}
+    return {_uid(labels): child_entry("Pod", body)}
 
 
 @kopf.index("", "v1", "services", labels=CHILD)
 async def round_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "spec")}
+    return {_uid(labels): child_entry("Service", body)}
 
 
 @kopf.index("", "v1", "persistentvolumeclaims", labels=CHILD)
 async def round_pvcs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "spec")}
+    return {_uid(labels): child_entry("PersistentVolumeClaim", body)}
 
 
 @kopf.index("", "v1", "configmaps", labels=CHILD)
 async def round_config_maps(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "data")}
+    return {_uid(labels): child_entry("ConfigMap", body)}
 
 
 @kopf.index("", "v1", "secrets", labels=CHILD)
 async def round_secrets(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "data", "type")}
+    return {_uid(labels): child_entry("Secret", body)}
 
 
 @kopf.index(GROUP, VERSION, BUDGET_KIND.plural)

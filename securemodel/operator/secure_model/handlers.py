@@ -29,7 +29,7 @@ from securemodel.operator.budget.handlers import budget_key, namespace_budgets_k
 from securemodel.operator.federated.handlers import start_key
 from securemodel.operator.budget.ledger import BudgetRef
 from securemodel.operator.conditions import Outcome, Progress
-from securemodel.operator.kube import indexed, indexed_job
+from securemodel.operator.kube import child_entry
 from securemodel.operator.recent_writes import RecentWrites
 from securemodel.operator.runtime import Runtime, runtime
 from securemodel.operator.status_writer import Published, write_status
@@ -63,42 +63,42 @@ def _uid(labels: Mapping[str, str]) -> str:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILD)
 async def model_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed_job(body)}
+    return {_uid(labels): child_entry("Job", body)}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD)
 async def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): {**indexed(body, "status"), "spec": {"nodeName": body["spec"].get("nodeName")}}}
+    return {_uid(labels): child_entry("Pod", body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=CHILD)
 async def model_deployments(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "spec", "status")}
+    return {_uid(labels): child_entry("Deployment", body)}
 
 
 @kopf.index("", "v1", "services", labels=CHILD)
 async def model_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "spec")}
+    return {_uid(labels): child_entry("Service", body)}
 
 
 @kopf.index("", "v1", "persistentvolumeclaims", labels=CHILD)
 async def model_pvcs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "spec")}
+    return {_uid(labels): child_entry("PersistentVolumeClaim", body)}
 
 
 @kopf.index("", "v1", "configmaps", labels=CHILD)
 async def model_config_maps(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "data")}
+    return {_uid(labels): child_entry("ConfigMap", body)}
 
 
 @kopf.index("", "v1", "secrets", labels=CHILD)
 async def model_secrets(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "data", "type")}
+    return {_uid(labels): child_entry("Secret", body)}
 
 
 @kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=CHILD)
 async def model_network_policies(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> dict[str, Any]:
-    return {_uid(labels): indexed(body, "spec")}
+    return {_uid(labels): child_entry("NetworkPolicy", body)}
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILD)

@@ -4,7 +4,10 @@ import copy
 import json
 from typing import Any
 
-from securemodel.operator.kube import drifted, indexed, indexed_job
+import pytest
+
+from securemodel.operator import kube
+from securemodel.operator.kube import child_entry, drifted, indexed, indexed_job
 from securemodel.operator.secure_model import children
 from securemodel.operator.secure_model.jobs import job_view
 from securemodel.operator.secure_model.spec import parse
@@ -90,3 +93,23 @@ def test_an_indexed_job_keeps_what_its_view_reads_and_not_its_pod_template() -> 
         assert job_view(kept, []) == job_view(served, [])
     assert "template" in served["spec"]  # the watched body is not modified
     assert len(json.dumps(indexed_job(served))) < 0.15 * len(json.dumps(served))
+
+
+@pytest.mark.parametrize("kind", sorted(kube._RESOURCES))
+def test_every_kind_the_operator_writes_has_the_index_s_shape(kind: str) -> None:
+    served = {"apiVersion": "v1", "kind": kind, "metadata": {"name": "a", "managedFields": [{"manager": "m"}]},
+              "spec": {"nodeName": "node-1", "suspend": True, "replicas": 1}, "status": {"phase": "Running"},
+              "data": {"k": "dg=="}, "type": "Opaque"}  # fmt: skip
+    kept = child_entry(kind, served)
+    assert kept["kind"] == kind and kept["metadata"] == {"name": "a"}
+    assert set(kept) - {"apiVersion", "kind", "metadata"} <= {"spec", "status", "data", "type"}
+    assert set(kept) & set(kube.DECIDED) or kind in ("Job", "Pod")  # what drift is decided from, where it is
+
+
+def test_a_job_and_a_pod_keep_only_what_their_views_read() -> None:
+    pod = as_served(children.train_job(OWNER, SPEC, SPEC.versions.training, RUN, "img")["spec"]["template"])
+    pod |= {"kind": "Pod", "spec": {**pod["spec"], "nodeName": "node-1"}, "status": {"phase": "Pending"}}
+    kept = child_entry("Pod", pod)
+    assert kept["spec"] == {"nodeName": "node-1"} and kept["status"] == {"phase": "Pending"}
+    served = as_served(children.train_job(OWNER, SPEC, SPEC.versions.training, RUN, "img"))
+    assert child_entry("Job", served) == indexed_job(served)

@@ -3,6 +3,7 @@
 from typing import Any
 
 from securemodel.operator import recent_writes
+from securemodel.operator.kube import child_entry
 from securemodel.operator.recent_writes import RecentWrites
 
 
@@ -55,3 +56,19 @@ def test_a_write_the_index_never_shows_is_dropped_after_the_kept_time() -> None:
     assert "a-serve" in written.over("NetworkPolicy", {})
     now[0] += 2
     assert written.over("NetworkPolicy", {}) == {}
+
+
+def test_a_written_job_is_kept_as_its_index_keeps_it_without_its_pod_template() -> None:
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "a-train", "resourceVersion": "3", "managedFields": [{"manager": "securemodel-operator"}]},
+        "spec": {"suspend": False, "template": {"spec": {"containers": [{"name": "train", "image": "worker"}]}}},
+        "status": {"active": 1},
+    }
+    written = RecentWrites()
+    written.wrote(job, None)
+    shown = written.over("Job", {})["a-train"]
+    assert shown == child_entry("Job", job)  # the same shape as the index's view once it shows the Job
+    assert shown["spec"] == {"suspend": False} and shown["status"] == {"active": 1}
+    assert "managedFields" not in shown["metadata"]
