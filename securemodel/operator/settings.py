@@ -35,6 +35,10 @@ CALIBRATIONS_KEPT = 1024
 # Read-modify-write rounds of one ledger transaction before it gives up (each lost round means
 # another writer won; a handler that gets LedgerContention is retried by kopf).
 LEDGER_MAX_ATTEMPTS = 100
+# Seconds an idle kopf worker (one per watched object with events to process) waits for the object's next event
+# before it exits (kopf's default is 5). An idle worker keeps its last event, the whole object as the watch
+# delivered it: in a burst of 1000 models, 1000-2000 workers held 10-38 MB of them (measured).
+WORKER_IDLE_SECONDS = 0.5
 # How often a blocked budget deletion is re-checked (annotating the budget unblocks it at once).
 DELETION_RECHECK_SECONDS = 600.0
 
@@ -75,10 +79,11 @@ class DiffBaseOfChangeHandlers(kopf.AnnotationsDiffBaseStorage):
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: object) -> None:
-    """Tune kopf: our own annotation prefix and finalizer name, and explicit Events only."""
+    """Tune kopf: our own annotation prefix and finalizer name, short-lived idle workers, and explicit Events only."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = DiffBaseOfChangeHandlers(frozenset({BUDGET_KIND.kind}))
     settings.persistence.finalizer = FINALIZER
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     settings.posting.reporting_component = COMPONENT
     settings.posting.reporting_instance = socket.gethostname()
     settings.posting.event_name_prefix = "securemodel-"
