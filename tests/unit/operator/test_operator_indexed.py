@@ -112,4 +112,5 @@ def test_a_job_and_a_pod_keep_only_what_their_views_read() -> None:
     kept = child_entry("Pod", pod)
     assert kept["spec"] == {"nodeName": "node-1"} and kept["status"] == {"phase": "Pending"}
     served = as_served(children.train_job(OWNER, SPEC, SPEC.versions.training, RUN, "img"))
-    assert child_entry("Job", served) == indexed_job(served)
+    job = child_entry("Job", served)
+    assert "template" not in job["spec"] and job_view(job, []) == job_view(served, [])
