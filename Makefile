@@ -57,7 +57,7 @@ test-e2e: venv images ## tests on the real cluster, running the project's images
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 test: venv images ## the whole suite: unit, integration, end-to-end
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests --durations=30 $(PYTEST_ARGS)
 
 demo: images ## local cluster, CRDs, the operator, the examples, and what a user sees
 	@hack/demo.sh

@@ -49,6 +49,15 @@ ledger composes at ever new lengths: 1000 claims left the operator 150 MB larger
 (measured). numpy's FFT keeps no plan, costs about 1.5 times as long per transform, and agrees
 with scipy's to 2e-16 relative.
 
+A group of identical DP-SGD runs is one self-composition of the step's PLD, computed as
+dp-accounting's ``self_compose`` computes it (its truncation bounds, its infinity mass) but with
+the real FFT (:func:`_self_composed`): dp-accounting raises the complex FFT of the real
+probabilities to the power, which holds three complex arrays of the transform's length at once,
+80 MB above its 16 MB result for a thousand claims of the example's shape, enough to lift the
+operator's peak by that much whenever a ledger shrinks and its composition starts from scratch
+(measured). The real FFT holds the same spectrum in half the space and the power is taken in
+place: 16 bytes per point at most instead of 48.
+
 Cost: composing is a convolution per distinct mechanism not already in a
 cached composition. Identical mechanisms are self-composed once
 (``self_compose(steps * count)``); composed PLDs of recent multisets are kept,
@@ -69,6 +78,7 @@ from typing import Any, Final, TypeAlias
 import numpy as np
 import scipy.fft
 from dp_accounting.pld import common as pld_common
+from dp_accounting.pld import pld_pmf
 from dp_accounting.pld import privacy_loss_distribution as pld_module
 
 from securemodel.privacy.accounting import PLD_VALUE_DISCRETIZATION_INTERVAL
@@ -83,6 +93,8 @@ DISCRETIZATION: Final[float] = PLD_VALUE_DISCRETIZATION_INTERVAL
 _PLD_CACHE_SIZE: Final = 16
 _PLD_CACHE_BYTES: Final = 64 * 1024 * 1024
 _EPSILON_CACHE_SIZE: Final = 4096
+# The tail mass a self-composition may move to infinity: dp-accounting's default for ``self_compose``.
+_SELF_COMPOSE_TRUNCATION: Final = 1e-15
 
 # A multiset of mechanisms in canonical form: (mechanism, count > 0) sorted by sort_key.
 Multiset = tuple[tuple[Mechanism, int], ...]
@@ -148,7 +160,7 @@ def _group_pld(mechanism: Mechanism, count: int) -> PLD:
     """The PLD of ``count`` runs of ``mechanism``, self-composed at once (not kept apart from the multisets it
     composes, which :class:`_Cache` bounds in bytes: a group of a thousand claims holds megabytes)."""
     if isinstance(mechanism, DpSgd):
-        return _sgd_step_pld(mechanism.noise_multiplier, mechanism.sample_rate).self_compose(mechanism.steps * count)
+        return _self_composed(_sgd_step_pld(mechanism.noise_multiplier, mechanism.sample_rate), mechanism.steps * count)
     parameters = pld_common.DifferentialPrivacyParameters(mechanism.epsilon, mechanism.delta)
     single = pld_module.from_privacy_parameters(parameters, value_discretization_interval=DISCRETIZATION)
     return single if count == 1 else single.self_compose(count)
@@ -159,6 +171,47 @@ def _sgd_step_pld(noise_multiplier: float, sample_rate: float) -> PLD:
     """The PLD of one step of Poisson-sampled DP-SGD, as ``PLDAccountant`` builds it."""
     return pld_module.from_gaussian_mechanism(
         standard_deviation=noise_multiplier, sampling_prob=sample_rate, value_discretization_interval=DISCRETIZATION
+    )
+
+
+def _self_composed(pld: PLD, times: int) -> PLD:
+    """``pld.self_compose(times)``, each dense PMF's power computed with the real FFT (:func:`_dense_power`).
+
+    The same PLD as dp-accounting's (a unit test compares the probabilities, the bounds and the infinity
+    masses); a sparse PMF (a generic claim's) is left to dp-accounting.
+    """
+    pmfs = [
+        _dense_power(pmf, times) if isinstance(pmf, pld_pmf.DensePLDPmf)
+        else pmf.self_compose(times, _SELF_COMPOSE_TRUNCATION)
+        for pmf in (pld._pmf_remove, pld._pmf_add)
+    ]  # fmt: skip
+    return pld_module.PrivacyLossDistribution(pmfs[0], None if pld._symmetric else pmfs[1])
+
+
+def _dense_power(pmf: pld_pmf.DensePLDPmf, times: int) -> pld_pmf.DensePLDPmf:
+    """``pmf`` composed ``times`` times with itself, as ``DensePLDPmf.self_compose`` composes it.
+
+    dp-accounting's rule, step by step: the support kept is the range outside which at most
+    :data:`_SELF_COMPOSE_TRUNCATION` of the mass lies (its Chernoff bounds,
+    ``compute_self_convolve_bounds``); the power is a circular convolution of the transform length dp-accounting
+    picks, read from that range; the infinity mass is the truncated mass plus ``1 - (1 - m)^times`` of the
+    PMF's own infinity mass ``m``. Only the transform differs: ``rfft``/``irfft`` (the spectrum of a real array,
+    half of it), raised to the power in place. Reaches into the PMF's fields as :func:`pld_bytes` does.
+    """
+    probabilities = pmf._probs
+    lower, upper = pld_common.compute_self_convolve_bounds(probabilities, times, _SELF_COMPOSE_TRUNCATION)
+    length = upper - lower + 1
+    size = scipy.fft.next_fast_len(max(length, probabilities.size))
+    spectrum = np.fft.rfft(probabilities, size)
+    np.power(spectrum, times, out=spectrum)
+    circular = np.fft.irfft(spectrum, size)
+    del spectrum
+    start = lower % size
+    end = start + length
+    power = circular[start:end].copy() if end <= size else np.concatenate((circular[start:], circular[: end - size]))
+    infinity_mass = _SELF_COMPOSE_TRUNCATION - math.expm1(times * math.log1p(-pmf._infinity_mass))
+    return pld_pmf.DensePLDPmf(
+        pmf._discretization, pmf._lower_loss * times + lower, power, infinity_mass, pmf._pessimistic_estimate
     )
 
 
