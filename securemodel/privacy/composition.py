@@ -56,7 +56,9 @@ probabilities to the power, which holds three complex arrays of the transform's 
 80 MB above its 16 MB result for a thousand claims of the example's shape, enough to lift the
 operator's peak by that much whenever a ledger shrinks and its composition starts from scratch
 (measured). The real FFT holds the same spectrum in half the space and the power is taken in
-place: 16 bytes per point at most instead of 48.
+place: 16 bytes per point at most instead of 48. The epsilon of a composition is dp-accounting's
+walk over its points (:func:`epsilon_for_delta`), run in numpy instead of a Python loop: the same
+figure, bit for bit here, in a tenth of the time.
 
 Cost: composing is a convolution per distinct mechanism not already in a
 cached composition. Identical mechanisms are self-composed once
@@ -93,6 +95,8 @@ DISCRETIZATION: Final[float] = PLD_VALUE_DISCRETIZATION_INTERVAL
 _PLD_CACHE_SIZE: Final = 16
 _PLD_CACHE_BYTES: Final = 64 * 1024 * 1024
 _EPSILON_CACHE_SIZE: Final = 4096
+# Points of a PMF read at once when looking for the epsilon of a delta (about 2 MB of temporaries).
+_EPSILON_SCAN_CHUNK: Final = 1 << 16
 # The tail mass a self-composition may move to infinity: dp-accounting's default for ``self_compose``.
 _SELF_COMPOSE_TRUNCATION: Final = 1e-15
 
@@ -215,6 +219,64 @@ def _dense_power(pmf: pld_pmf.DensePLDPmf, times: int) -> pld_pmf.DensePLDPmf:
     )
 
 
+def epsilon_for_delta(pld: PLD, delta: float) -> float:
+    """``pld.get_epsilon_for_delta(delta)``: the smallest epsilon whose hockey-stick divergence is at most ``delta``.
+
+    dp-accounting walks a dense PMF point by point in Python from its largest loss down to that epsilon: 0.5 to
+    1.2 s for one figure of a ledger of a thousand claims (measured), holding the GIL, so the operator's event
+    loop stalls meanwhile. :func:`_dense_epsilon` runs the same walk in numpy, chunk by chunk.
+    """
+    epsilons = [
+        _dense_epsilon(pmf, delta) if isinstance(pmf, pld_pmf.DensePLDPmf) else pmf.get_epsilon_for_delta(delta)
+        for pmf in ((pld._pmf_remove,) if pld._symmetric else (pld._pmf_remove, pld._pmf_add))
+    ]
+    return float(max(epsilons))
+
+
+def _dense_epsilon(pmf: pld_pmf.DensePLDPmf, delta: float) -> float:
+    """``pmf.get_epsilon_for_delta(delta)`` by dp-accounting's own walk, vectorized.
+
+    The walk (``pld_pmf._get_epsilon_for_delta``) goes from the largest loss down, adding each point's
+    probability ``p`` to ``mass_upper`` (which starts at the infinity mass) and ``exp(-loss) * p`` to
+    ``mass_lower``, and stops before the first point whose loss is at most ``log((mass_upper - delta) /
+    mass_lower)``, which is then the epsilon. Here each chunk's running masses are cumulative sums that start
+    from the masses the chunk found, and the losses are the same repeated subtractions of the interval
+    (``itertools.count``), so every sum is the walk's own, in the walk's order; only numpy's ``exp`` and ``log``
+    may differ from ``math``'s in the last bit. A unit test compares the two on many PLDs.
+    """
+    infinity_mass = pmf._infinity_mass
+    if infinity_mass > delta:
+        return math.inf
+    interval = pmf._discretization
+    reversed_probabilities = pmf._probs[::-1]
+    loss = (pmf._lower_loss + pmf.size - 1) * interval  # the largest, as the walk's first
+    upper, lower = float(infinity_mass), 0.0
+    for start in range(0, pmf.size, _EPSILON_SCAN_CHUNK):
+        probabilities = reversed_probabilities[start : start + _EPSILON_SCAN_CHUNK]
+        count = probabilities.size
+        losses = np.cumsum(np.concatenate(([loss], np.full(count, -interval))))  # [count] is the next chunk's first
+        uppers = np.cumsum(np.concatenate(([upper], probabilities)))  # [i]: before point i is added
+        lowers = np.cumsum(np.concatenate(([lower], np.exp(-losses[:count]) * probabilities)))
+        before_upper, before_lower = uppers[:count], lowers[:count]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stops = (before_upper > delta) & (before_lower > 0) & (
+                np.log((before_upper - delta) / before_lower) >= losses[:count]
+            )
+        # The walk returns max(0, loss) at once where a point leaves mass_upper >= delta with mass_lower still 0.
+        zero_lower = (uppers[1:] >= delta) & (lowers[1:] == 0)
+        stop = int(np.argmax(stops)) if stops.any() else count
+        zero = int(np.argmax(zero_lower)) if zero_lower.any() else count
+        if zero < stop:
+            return max(0.0, float(losses[zero]))
+        if stop < count:
+            upper, lower = float(uppers[stop]), float(lowers[stop])
+            break
+        loss, upper, lower = float(losses[count]), float(uppers[count]), float(lowers[count])
+    if upper <= lower + delta:
+        return 0.0
+    return math.log((upper - delta) / lower)
+
+
 def _owning(pld: PLD) -> PLD:
     """``pld`` with each probability array its own, not a view of a larger one; the same figures.
 
@@ -288,7 +350,7 @@ class _Cache:
         active = tuple((m, c) for m, c in mechanisms if not _releases_nothing(m))
         if not active:
             return 0.0
-        return float(self._pld(active).get_epsilon_for_delta(delta))
+        return epsilon_for_delta(self._pld(active), delta)
 
     def _basic_epsilon(self, mechanisms: Multiset, delta: float) -> float:
         """The DP-SGD part by PLD at what the generic entries leave of delta, plus their epsilons (exact sums)."""

@@ -6,12 +6,13 @@ from __future__ import annotations
 import inspect
 import math
 import tracemalloc
+from typing import Any
 
 import numpy as np
 import pytest
 import scipy.fft
 from dp_accounting import dp_event
-from dp_accounting.pld import pld_privacy_accountant
+from dp_accounting.pld import pld_pmf, pld_privacy_accountant
 from dp_accounting.pld import privacy_loss_distribution as pld_module
 from prv_accountant import PoissonSubsampledGaussianMechanism, PRVAccountant
 
@@ -121,6 +122,49 @@ class TestSelfComposition:
                 above_result.append(peak - held)
         ours, theirs = above_result
         assert ours < theirs / 2.5
+
+
+def _ledger_pld(mechanisms: list[Any]) -> pld_module.PrivacyLossDistribution:
+    with scipy.fft.set_backend(composition._NumpyFFT):
+        return composition._CACHE._pld(multiset(mechanisms))
+
+
+class TestEpsilonForDelta:
+    """The epsilon of a composed PLD is dp-accounting's walk over its points, vectorized: the same figure."""
+
+    LEDGERS = [
+        [DpSgd(3.733109028658119, 0.4507042253521127, 3)] * 1000,  # the control-plane benchmark's thousand claims
+        [EXAMPLE] * 5,
+        [DpSgd(1.1, 0.004, 2500)] * 2 + [EXAMPLE],
+        [DpSgd(0.5, 1.0, 1)],  # no sampling: a symmetric PLD
+        [EXAMPLE, EpsilonDelta(0.5, 1e-7)],
+        [EpsilonDelta(1.0, 1e-6)] * 3,  # sparse PMFs, left to dp-accounting
+    ]
+
+    @pytest.mark.parametrize("ledger", LEDGERS)
+    @pytest.mark.parametrize("delta", [0.5, 1e-3, 1e-5, 1e-7, 1e-9, 1e-12])
+    def test_it_is_dp_accountings_epsilon(self, ledger: list[Any], delta: float) -> None:
+        pld = _ledger_pld(ledger)
+        assert composition.epsilon_for_delta(pld, delta) == pytest.approx(pld.get_epsilon_for_delta(delta), rel=1e-12)
+
+    @pytest.mark.parametrize("delta", [1e-3, 1e-5, 1e-9])
+    def test_the_walk_carries_its_masses_across_chunks(self, delta: float, monkeypatch: pytest.MonkeyPatch) -> None:
+        pld = _ledger_pld([EXAMPLE] * 5)
+        whole = composition.epsilon_for_delta(pld, delta)
+        monkeypatch.setattr(composition, "_EPSILON_SCAN_CHUNK", 7)  # thousands of chunks, the stop inside one
+        assert composition.epsilon_for_delta(pld, delta) == whole == pytest.approx(pld.get_epsilon_for_delta(delta))
+
+    def test_losses_too_large_for_exp_give_the_loss_itself(self) -> None:
+        """Where exp(-loss) is 0 the walk's lower mass stays 0: it returns the loss that reached delta."""
+        pmf = pld_pmf.DensePLDPmf(1.0, 800, np.array([0.5, 0.2, 0.3]), 0.0, True)
+        pld = pld_module.PrivacyLossDistribution(pmf)
+        for delta in (0.25, 0.4, 0.6):
+            assert composition.epsilon_for_delta(pld, delta) == pld.get_epsilon_for_delta(delta)
+        assert composition.epsilon_for_delta(pld, 0.25) == 802.0
+
+    def test_an_infinity_mass_above_delta_has_no_epsilon(self) -> None:
+        pmf = pld_pmf.DensePLDPmf(0.1, -3, np.array([0.5, 0.2, 0.29]), 0.01, True)
+        assert composition.epsilon_for_delta(pld_module.PrivacyLossDistribution(pmf), 1e-3) == math.inf
 
 
 class TestGeneric:
