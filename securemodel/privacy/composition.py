@@ -56,7 +56,10 @@ probabilities to the power, which holds three complex arrays of the transform's 
 80 MB above its 16 MB result for a thousand claims of the example's shape, enough to lift the
 operator's peak by that much whenever a ledger shrinks and its composition starts from scratch
 (measured). The real FFT holds the same spectrum in half the space and the power is taken in
-place: 16 bytes per point at most instead of 48. The epsilon of a composition is dp-accounting's
+place: 16 bytes per point at most instead of 48. Composing two PLDs (:func:`_composed`) is
+dp-accounting's ``compose`` computed as scipy's ``fftconvolve`` computes it, with the spectra
+multiplied in place and freed as soon as they are used: the same figures, bit for bit, with 40 %
+less memory above the result. The epsilon of a composition is dp-accounting's
 walk over its points (:func:`epsilon_for_delta`), run in numpy instead of a Python loop: the same
 figure, bit for bit here, in a tenth of the time.
 
@@ -99,6 +102,8 @@ _EPSILON_CACHE_SIZE: Final = 4096
 _EPSILON_SCAN_CHUNK: Final = 1 << 16
 # The tail mass a self-composition may move to infinity: dp-accounting's default for ``self_compose``.
 _SELF_COMPOSE_TRUNCATION: Final = 1e-15
+# The tail mass a composition of two PLDs may move to infinity: dp-accounting's default for ``compose``.
+_COMPOSE_TRUNCATION: Final = 1e-15
 
 # A multiset of mechanisms in canonical form: (mechanism, count > 0) sorted by sort_key.
 Multiset = tuple[tuple[Mechanism, int], ...]
@@ -190,6 +195,44 @@ def _self_composed(pld: PLD, times: int) -> PLD:
         for pmf in (pld._pmf_remove, pld._pmf_add)
     ]  # fmt: skip
     return pld_module.PrivacyLossDistribution(pmfs[0], None if pld._symmetric else pmfs[1])
+
+
+def _composed(pld: PLD, other: PLD) -> PLD:
+    """``pld.compose(other)``, each pair of PMFs composed as dp-accounting's ``compose_pmfs`` composes it, dense
+    ones by :func:`_dense_composed`."""
+    pairs = [(pld._pmf_remove, other._pmf_remove)]
+    if not (pld._symmetric and other._symmetric):
+        pairs.append((pld._pmf_add, other._pmf_add))
+    composed = [
+        _dense_composed(first.to_dense_pmf(), second.to_dense_pmf())
+        if isinstance(first, pld_pmf.DensePLDPmf) or isinstance(second, pld_pmf.DensePLDPmf)
+        else pld_pmf.compose_pmfs(first, second, _COMPOSE_TRUNCATION)
+        for first, second in pairs
+    ]  # fmt: skip
+    return pld_module.PrivacyLossDistribution(*composed)
+
+
+def _dense_composed(first: pld_pmf.DensePLDPmf, second: pld_pmf.DensePLDPmf) -> pld_pmf.DensePLDPmf:
+    """``first.compose(second)`` with dp-accounting's truncation of the tails, its convolution computed as
+    ``scipy.signal.fftconvolve`` computes it (real FFTs of the length it picks, the product of the spectra, the
+    inverse transform cut to the full convolution) under :class:`_NumpyFFT`, but with the product taken in place
+    and each array dropped as soon as it is used: about 24 bytes per point at the peak instead of 40."""
+    first.validate_composable(second)
+    size = first.size + second.size - 1
+    length = scipy.fft.next_fast_len(size, True)
+    spectrum = np.fft.rfft(first._probs, length)
+    spectrum *= np.fft.rfft(second._probs, length)
+    convolution = np.fft.irfft(spectrum, length)
+    del spectrum
+    offset, kept, right_tail = pld_pmf._truncate_tails(convolution[:size], _COMPOSE_TRUNCATION, first._pessimistic_estimate)
+    infinity_mass = first._infinity_mass + second._infinity_mass - first._infinity_mass * second._infinity_mass
+    return pld_pmf.DensePLDPmf(
+        first._discretization,
+        first._lower_loss + second._lower_loss + offset,
+        kept.copy(),  # its own array: the whole convolution goes
+        infinity_mass + right_tail,
+        first._pessimistic_estimate,
+    )
 
 
 def _dense_power(pmf: pld_pmf.DensePLDPmf, times: int) -> pld_pmf.DensePLDPmf:
@@ -383,7 +426,7 @@ class _Cache:
             missing = count - have.get(mechanism, 0)
             if missing:
                 group = _group_pld(mechanism, missing)
-                pld = group if pld is None else pld.compose(group)
+                pld = group if pld is None else _composed(pld, group)
         assert pld is not None, "a non-empty multiset composes to a PLD"
         self._plds[mechanisms] = pld = _owning(pld)
         self._pld_sizes[mechanisms] = pld_bytes(pld)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.fft
 from dp_accounting import dp_event
+from dp_accounting.pld import common as pld_common
 from dp_accounting.pld import pld_pmf, pld_privacy_accountant
 from dp_accounting.pld import privacy_loss_distribution as pld_module
 from prv_accountant import PoissonSubsampledGaussianMechanism, PRVAccountant
@@ -122,6 +123,66 @@ class TestSelfComposition:
                 above_result.append(peak - held)
         ours, theirs = above_result
         assert ours < theirs / 2.5
+
+
+def _generic(epsilon: float, delta: float) -> pld_module.PrivacyLossDistribution:
+    parameters = pld_common.DifferentialPrivacyParameters(epsilon, delta)
+    return pld_module.from_privacy_parameters(parameters, value_discretization_interval=DISCRETIZATION)
+
+
+def _runs(sigma: float, sample_rate: float, steps: int) -> pld_module.PrivacyLossDistribution:
+    return composition._self_composed(composition._sgd_step_pld(sigma, sample_rate), steps)
+
+
+BENCH_STEP = (3.733109028658119, 0.4507042253521127)  # the control-plane benchmark's claims: 3 steps each
+
+
+class TestComposition:
+    """Two PLDs are composed as dp-accounting composes them (scipy's fftconvolve, its truncation), in less memory."""
+
+    PAIRS = {
+        "a ledger and a batch": lambda: (_runs(*BENCH_STEP, 3000), _runs(*BENCH_STEP, 300)),
+        "two shapes": lambda: (_runs(*BENCH_STEP, 30), _runs(1.1, 0.004, 5000)),
+        "DP-SGD and a generic claim": lambda: (_runs(*BENCH_STEP, 30), _generic(0.5, 1e-7)),
+        "two generic claims (sparse)": lambda: (_generic(0.5, 1e-7), _generic(0.5, 1e-7).self_compose(3)),
+        "symmetric": lambda: (
+            pld_module.from_gaussian_mechanism(2.0, value_discretization_interval=DISCRETIZATION),
+            pld_module.from_gaussian_mechanism(1.0, value_discretization_interval=DISCRETIZATION),
+        ),
+    }
+
+    @pytest.mark.parametrize("pair", PAIRS.values(), ids=PAIRS.keys())
+    def test_it_is_dp_accountings_composition_bit_for_bit(self, pair: Any) -> None:
+        first, second = pair()
+        with scipy.fft.set_backend(composition._NumpyFFT):
+            ours, theirs = composition._composed(first, second), first.compose(second)
+        assert ours._symmetric == theirs._symmetric
+        for mine, reference in ((ours._pmf_remove, theirs._pmf_remove), (ours._pmf_add, theirs._pmf_add)):
+            assert type(mine) is type(reference)
+            assert mine._infinity_mass == reference._infinity_mass
+            if isinstance(reference, pld_pmf.DensePLDPmf):
+                assert mine._lower_loss == reference._lower_loss
+                assert np.array_equal(mine._probs, reference._probs)
+                assert mine._probs.base is None  # its own array, not a view of the whole convolution
+            else:
+                assert mine._loss_probs == reference._loss_probs
+        assert composition.epsilon_for_delta(ours, DELTA) == theirs.get_epsilon_for_delta(DELTA)
+
+    def test_it_needs_less_than_half_the_memory_above_its_result(self) -> None:
+        first, second = self.PAIRS["a ledger and a batch"]()
+        above_result = []
+        with scipy.fft.set_backend(composition._NumpyFFT):
+            for compose in (lambda: composition._composed(first, second), lambda: first.compose(second)):
+                tracemalloc.start()
+                try:
+                    result = compose()
+                    held, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                assert held >= pld_bytes(result)
+                above_result.append(peak - held)
+        ours, theirs = above_result
+        assert ours < theirs / 2
 
 
 def _ledger_pld(mechanisms: list[Any]) -> pld_module.PrivacyLossDistribution:
