@@ -191,7 +191,7 @@ def _self_composed(pld: PLD, times: int) -> PLD:
     pmfs = [
         _dense_power(pmf, times) if isinstance(pmf, pld_pmf.DensePLDPmf)
         else pmf.self_compose(times, _SELF_COMPOSE_TRUNCATION)
-        for pmf in ((pld._pmf_remove,) if pld._symmetric else (pld._pmf_remove, pld._pmf_add))
+        for pmf in _pmfs(pld)
     ]  # fmt: skip
     return pld_module.PrivacyLossDistribution(*pmfs)
 
@@ -270,7 +270,7 @@ def epsilon_for_delta(pld: PLD, delta: float) -> float:
     """
     epsilons = [
         _dense_epsilon(pmf, delta) if isinstance(pmf, pld_pmf.DensePLDPmf) else pmf.get_epsilon_for_delta(delta)
-        for pmf in ((pld._pmf_remove,) if pld._symmetric else (pld._pmf_remove, pld._pmf_add))
+        for pmf in _pmfs(pld)
     ]
     return float(max(epsilons))
 
@@ -325,10 +325,10 @@ def _owning(pld: PLD) -> PLD:
     dp-accounting truncates a composition's tails by slicing the convolution (``_truncate_tails``) and a
     self-composition's by slicing an FFT-sized array: the slice keeps the whole array alive, up to twice the
     support :func:`pld_bytes` counts, so a cached PLD would hold more than :data:`_PLD_CACHE_BYTES` allows
-    (94 MiB of them at the peak of a 300-model burst, measured). Reaches into the PMFs as :func:`pld_bytes`
+    (94 MiB of them at the peak of a 300-model burst, measured). Reaches into the PMFs as :func:`_pmfs`
     does; a unit test fails if that changes.
     """
-    for pmf in {id(pmf): pmf for pmf in (pld._pmf_remove, pld._pmf_add)}.values():
+    for pmf in _pmfs(pld):
         probabilities = getattr(pmf, "_probs", None)  # dense PMFs; sparse ones keep a dict
         if isinstance(probabilities, np.ndarray) and probabilities.base is not None:
             pmf._probs = probabilities.copy()
@@ -336,13 +336,15 @@ def _owning(pld: PLD) -> PLD:
 
 
 def pld_bytes(pld: PLD) -> int:
-    """Bytes of the probabilities ``pld`` holds (8 per point of the support, per direction).
+    """Bytes of the probabilities ``pld`` holds (8 per point of the support, per direction)."""
+    return sum(8 * pmf.size for pmf in _pmfs(pld))
 
-    dp-accounting exposes each PMF's ``size`` but keeps the PMFs private (``_pmf_remove``, and
-    ``_pmf_add`` unless the PLD is symmetric); a unit test fails if that changes.
-    """
-    pmfs = {id(pmf): pmf for pmf in (pld._pmf_remove, pld._pmf_add)}
-    return sum(8 * pmf.size for pmf in pmfs.values())
+
+def _pmfs(pld: PLD) -> tuple[pld_pmf.PLDPmf, ...]:
+    """The PMFs of ``pld``: the remove direction's, then the add direction's unless it is the same one (a
+    symmetric PLD). dp-accounting keeps them private (``_pmf_remove``, ``_pmf_add``); a unit test fails if that
+    changes."""
+    return tuple({id(pmf): pmf for pmf in (pld._pmf_remove, pld._pmf_add)}.values())
 
 
 def _releases_nothing(mechanism: Mechanism) -> bool:
