@@ -45,7 +45,7 @@ from securemodel.operator.budget.ledger import (
 from securemodel.operator.recent_writes import RecentWrites
 from securemodel.operator.runtime import Runtime
 from securemodel.operator.secure_model import children
-from securemodel.operator.secure_model.decide import Decision, LedgerAction, Snapshot, Verb
+from securemodel.operator.secure_model.decide import Decision, JobRecipe, LedgerAction, Snapshot, Verb
 from securemodel.operator.secure_model.observe import declared_public
 from securemodel.privacy import ClaimState, Ledger, LedgerError, LedgerTampered
 
@@ -123,10 +123,11 @@ async def _unhold(current: Runtime, s: Snapshot, decision: Decision, ledger: Led
             await asyncio.to_thread(kube.remove_finalizer, current.client, pod, children.SETTLEMENT_FINALIZER)
 
 
-async def _create_train_job(current: Runtime, s: Snapshot, ledger: Ledger, key: str, job: Mapping[str, Any]) -> None:
+async def _create_train_job(current: Runtime, s: Snapshot, ledger: Ledger, key: str, recipe: JobRecipe) -> None:
     claim = ledger.claim(key)
     if claim is None or claim.state is not ClaimState.RESERVED or claim.dispatched is None or claim.started:
         return
+    job = recipe()
     name = job["metadata"]["name"]
     version = job["metadata"]["labels"][children.VERSION_LABEL]
 

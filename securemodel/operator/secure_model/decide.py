@@ -28,6 +28,7 @@ no longer be a starting point (:func:`.starts.public_source`).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -130,12 +131,16 @@ class Snapshot:
         return Consumer(KIND, self.owner.namespace, self.owner.name, self.owner.uid, self.versions.training)
 
 
+# A Job's manifest, rendered when it is about to be created (a pass waiting on the ledger holds none).
+JobRecipe = Callable[[], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Decision:
     ledger: tuple[LedgerAction, ...] = ()
     apply: tuple[dict[str, Any], ...] = ()  # server-side applied
     create: tuple[dict[str, Any], ...] = ()  # created if absent (compress Jobs)
-    train: tuple[str, dict[str, Any]] | None = None  # (claim key, Job): created once the claim is dispatched
+    train: tuple[str, JobRecipe] | None = None  # (claim key, the train Job): created once the claim is dispatched
     stop: tuple[str, ...] = ()  # train Jobs to suspend (their pods are deleted; none is created again)
     secrets: tuple[Write, ...] = ()
     delete_secrets: tuple[str, ...] = ()
@@ -202,7 +207,7 @@ class _Work:
         self.ledger: list[LedgerAction] = []
         self.apply: list[dict[str, Any]] = []
         self.create: list[dict[str, Any]] = []
-        self.train: tuple[str, dict[str, Any]] | None = None
+        self.train: tuple[str, JobRecipe] | None = None
         self.stop: list[str] = []
         self.secrets: list[Write] = []
         self.delete_secrets: list[str] = []
@@ -489,7 +494,8 @@ def _pipeline(s: Snapshot, work: _Work, claim: Claim) -> Outcome:
                 return outcomes.calibration_failed(s.privacy.budget_ref, s.calibration_error or "not calibrated")
             init = train_parts(s.start, s.spec.model.fine_tune) if s.start is not None else None
             work.ledger.append(LedgerAction(Verb.DISPATCH, claim.consumer.key))
-            work.train = (claim.consumer.key, children.train_job(s.owner, s.spec, training, run, s.image, init))
+            work.train = (claim.consumer.key, functools.partial(children.train_job, s.owner, s.spec, training, run,
+                                                                s.image, init))  # fmt: skip
             return outcomes.with_fields(outcomes.training(job_name, "", False, reserved), (), privacy)
         work.settle(claim, job, orphans, ending)
         if ending.act in (Act.STOP, Act.RELEASE):

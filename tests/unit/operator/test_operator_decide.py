@@ -247,7 +247,8 @@ def test_no_pod_runs_before_its_network_policy_and_a_model_that_never_serves_has
 def test_the_train_job_runs_the_operators_calibration_whatever_a_status_or_report_says() -> None:
     decision = decide(snapshot(ledger=ledger(claim(ClaimState.RESERVED))))
     assert decision.train is not None
-    key, body = decision.train
+    key, recipe = decision.train
+    body = recipe()
     args = body["spec"]["template"]["spec"]["containers"][0]["command"]
     flags = {args[i]: args[i + 1] for i in range(2, len(args) - 1, 2)}
     assert key == CONSUMER.key

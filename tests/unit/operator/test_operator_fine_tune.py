@@ -124,7 +124,7 @@ def test_a_granted_fine_tuning_trains_from_the_source() -> None:
     decision = decide(snapshot(spec=FINE_TUNED, start=START, ledger=reserved))
     assert [a.verb for a in decision.ledger] == [Verb.DISPATCH]
     assert decision.train is not None
-    pod = decision.train[1]["spec"]["template"]["spec"]
+    pod = decision.train[1]()["spec"]["template"]["spec"]
     args = pod["containers"][0]["command"]
     assert args[args.index("--init-artifact") + 1] == "/init/round-003.model"
     assert args[args.index("--init-digest") + 1] == DIGEST and args[args.index("--freeze") + 1] == "net.0"
