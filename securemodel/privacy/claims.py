@@ -330,7 +330,7 @@ def held(ledger: Ledger) -> Multiset:
 
 def totals(ledger: Ledger, spec: BudgetSpec) -> Totals:
     """Committed, reserved and available epsilon of ``ledger`` composed at ``spec.delta``, and the plain sums."""
-    committed = composed_epsilon(ledger.mechanisms(ClaimState.COMMITTED), spec.delta)
+    committed = composed_epsilon(ledger.mechanisms(ClaimState.COMMITTED), spec.delta, lasting=True)
     both = composed_epsilon(held(ledger), spec.delta)
     live = [claim for claim in ledger.claims if claim.state in (ClaimState.COMMITTED, ClaimState.RESERVED)]
     summed_epsilon = sum((exact(claim.epsilon) for claim in live), Fraction(0))

@@ -66,7 +66,10 @@ Cost: composing is a convolution per distinct mechanism not already in a
 cached composition. Identical mechanisms are self-composed once
 (``self_compose(steps * count)``); composed PLDs of recent multisets are kept,
 and a new multiset starts from the largest cached one it contains, so granting
-one more claim costs one convolution. Thread-safe (one lock).
+one more claim costs one convolution. A ledger's Committed claims are composed
+``lasting`` (kept while the bounds allow); every other composition passes: the
+newest is kept, older ones only within :data:`_PASSING_CACHE_BYTES`, as a grant
+chain uses each step once, as the base of the next. Thread-safe (one lock).
 """
 
 from __future__ import annotations
@@ -96,6 +99,10 @@ DISCRETIZATION: Final[float] = PLD_VALUE_DISCRETIZATION_INTERVAL
 # a few claims, 19 MB for 1000 claims of 3 steps at q = 0.45 (two float64 arrays of 1.2 million).
 _PLD_CACHE_SIZE: Final = 16
 _PLD_CACHE_BYTES: Final = 64 * 1024 * 1024
+# Of them, the passing ones (not ``lasting``: a grant's steps, its probes) hold at most this many bytes
+# together, the newest passing one whatever its size: a grant chain uses each step once, as the base of
+# the next, and a burst of a thousand grants left 55-62 MB of steps cached (measured).
+_PASSING_CACHE_BYTES: Final = 32 * 1024 * 1024
 _EPSILON_CACHE_SIZE: Final = 4096
 # Points of a PMF read at once when looking for the epsilon of a delta (about 2 MB of temporaries).
 _EPSILON_SCAN_CHUNK: Final = 1 << 16
@@ -138,15 +145,18 @@ class _NumpyFFT:
         return transform(*args, **{key: value for key, value in kwargs.items() if key in _NumpyFFT._ARGUMENTS})
 
 
-def composed_epsilon(mechanisms: Multiset, delta: float) -> float:
+def composed_epsilon(mechanisms: Multiset, delta: float, *, lasting: bool = False) -> float:
     """Epsilon of everything in ``mechanisms`` together at ``delta`` (``math.inf`` if no finite epsilon holds).
 
-    See the module docstring for the guarantee. An empty multiset gives 0.
+    See the module docstring for the guarantee. An empty multiset gives 0. ``lasting``: a multiset that is
+    composed again and again as others come and go (a ledger's Committed claims), whose composition the
+    cache keeps among the lasting ones; the others pass (:data:`_PASSING_CACHE_BYTES`). Only what is
+    kept depends on it, never the figure's bound.
     """
     if not 0 < delta < 1:
         raise ValueError(f"delta must be in (0, 1); got {delta!r}")
     with scipy.fft.set_backend(_NumpyFFT):
-        return _CACHE.epsilon(mechanisms, float(delta))
+        return _CACHE.epsilon(mechanisms, float(delta), lasting)
 
 
 def standalone_epsilon(mechanism: Mechanism, delta: float) -> float:
@@ -356,13 +366,15 @@ def _releases_nothing(mechanism: Mechanism) -> bool:
 class _Cache:
     """Composed PLDs of recent multisets and epsilons of recent (multiset, delta) pairs, LRU.
 
-    The PLDs are bounded in number and in bytes (:data:`_PLD_CACHE_SIZE`, :data:`_PLD_CACHE_BYTES`).
+    The PLDs are bounded in number and in bytes (:data:`_PLD_CACHE_SIZE`, :data:`_PLD_CACHE_BYTES`), the
+    passing ones (not lasting) in bytes too (:data:`_PASSING_CACHE_BYTES`).
     """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._plds: OrderedDict[Multiset, PLD] = OrderedDict()
         self._pld_sizes: dict[Multiset, int] = {}
+        self._lasting: set[Multiset] = set()
         self._epsilons: OrderedDict[tuple[Multiset, float], float] = OrderedDict()
 
     @property
@@ -375,26 +387,27 @@ class _Cache:
         with self._lock:
             self._plds.clear()
             self._pld_sizes.clear()
+            self._lasting.clear()
             self._epsilons.clear()
             _sgd_step_pld.cache_clear()
 
-    def epsilon(self, mechanisms: Multiset, delta: float) -> float:
+    def epsilon(self, mechanisms: Multiset, delta: float, lasting: bool = False) -> float:
         with self._lock:
             key = (mechanisms, delta)
             if key in self._epsilons:
                 self._epsilons.move_to_end(key)
                 return self._epsilons[key]
-            value = min(self._pld_epsilon(mechanisms, delta), self._basic_epsilon(mechanisms, delta))
+            value = min(self._pld_epsilon(mechanisms, delta, lasting), self._basic_epsilon(mechanisms, delta))
             self._epsilons[key] = value
             if len(self._epsilons) > _EPSILON_CACHE_SIZE:
                 self._epsilons.popitem(last=False)
             return value
 
-    def _pld_epsilon(self, mechanisms: Multiset, delta: float) -> float:
+    def _pld_epsilon(self, mechanisms: Multiset, delta: float, lasting: bool) -> float:
         active = tuple((m, c) for m, c in mechanisms if not _releases_nothing(m))
         if not active:
             return 0.0
-        return epsilon_for_delta(self._pld(active), delta)
+        return epsilon_for_delta(self._pld(active, lasting), delta)
 
     def _basic_epsilon(self, mechanisms: Multiset, delta: float) -> float:
         """The DP-SGD part by PLD at what the generic entries leave of delta, plus their epsilons (exact sums)."""
@@ -411,9 +424,11 @@ class _Cache:
             return float(spent_epsilon)
         return self.epsilon(rest, float(left)) + float(spent_epsilon)
 
-    def _pld(self, mechanisms: Multiset) -> PLD:
+    def _pld(self, mechanisms: Multiset, lasting: bool = False) -> PLD:
         if mechanisms in self._plds:
             self._plds.move_to_end(mechanisms)
+            if lasting:
+                self._lasting.add(mechanisms)
             return self._plds[mechanisms]
         wanted = dict(mechanisms)
         base_key: Multiset = ()
@@ -431,10 +446,26 @@ class _Cache:
         assert pld is not None, "a non-empty multiset composes to a PLD"
         self._plds[mechanisms] = pld = _owning(pld)
         self._pld_sizes[mechanisms] = pld_bytes(pld)
-        while len(self._plds) > 1 and (len(self._plds) > _PLD_CACHE_SIZE or self.pld_bytes > _PLD_CACHE_BYTES):
-            oldest, _ = self._plds.popitem(last=False)
-            del self._pld_sizes[oldest]
+        if lasting:
+            self._lasting.add(mechanisms)
+        self._evict(mechanisms)
         return pld
+
+    def _evict(self, newest: Multiset) -> None:
+        """Drop the least recently used PLDs but ``newest`` until the cache is within its bounds."""
+        held = sum(self._pld_sizes.values())
+        passing = sum(size for key, size in self._pld_sizes.items() if key not in self._lasting)
+        for key in [key for key in self._plds if key != newest]:  # least recently used first
+            over = len(self._plds) > _PLD_CACHE_SIZE or held > _PLD_CACHE_BYTES
+            if not over and (key in self._lasting or passing <= _PASSING_CACHE_BYTES):
+                continue
+            size = self._pld_sizes.pop(key)
+            del self._plds[key]
+            held -= size
+            if key in self._lasting:
+                self._lasting.discard(key)
+            else:
+                passing -= size
 
 
 _CACHE = _Cache()

@@ -280,6 +280,27 @@ class TestCache:
             assert 0 < cached_pld_bytes() <= limit  # a composition's support grows like sqrt(claims): each fits
         assert warm == pytest.approx(cold, rel=1e-5)
 
+    def test_a_grant_chain_passes_and_the_committed_composition_lasts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A burst of grants composes ever larger multisets, each once as the base of the next: only the newest
+        passing compositions stay (within their bytes), while the Committed claims' composition, composed
+        ``lasting``, stays too; the figures are those composed from scratch."""
+        committed = multiset([DpSgd(2.0, 0.02, 500)] * 2)
+        chain = [merged(committed, multiset([EXAMPLE] * count)) for count in range(1, 7)]
+        cold = []
+        for held in chain:
+            cache_clear()
+            cold.append(composed_epsilon(held, DELTA))
+        cache_clear()
+        composed_epsilon(chain[0], DELTA)
+        monkeypatch.setattr(composition, "_PASSING_CACHE_BYTES", cached_pld_bytes())  # about one step's
+        cache_clear()
+        composed_epsilon(committed, DELTA, lasting=True)
+        warm = [composed_epsilon(held, DELTA) for held in chain]
+        cached = composition._CACHE._plds
+        assert committed in cached and chain[-1] in cached
+        assert not any(held in cached for held in chain[:-2])  # the steps a grant grew from have passed
+        assert warm == pytest.approx(cold, rel=1e-5)
+
     def test_a_cached_composition_holds_only_the_points_it_counts(self) -> None:
         """dp-accounting leaves a composition's support as a slice of the whole convolution; the cache keeps its
         own copy, so the bytes it counts, and bounds, are the bytes it holds."""
