@@ -67,9 +67,10 @@ cached composition. Identical mechanisms are self-composed once
 (``self_compose(steps * count)``); composed PLDs of recent multisets are kept,
 and a new multiset starts from the largest cached one it contains, so granting
 one more claim costs one convolution. A ledger's Committed claims are composed
-``lasting`` (kept while the bounds allow); every other composition passes: the
-newest is kept, older ones only within :data:`_PASSING_CACHE_BYTES`, as a grant
-chain uses each step once, as the base of the next. Thread-safe (one lock).
+``lasting`` (kept while the bounds allow); every other composition passes: one
+that a more recently used composition contains is kept only within
+:data:`_PASSING_CACHE_BYTES` (the newest and the base it grew from always are),
+as a grant chain uses each step once, as the base of the next. Thread-safe (one lock).
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ DISCRETIZATION: Final[float] = PLD_VALUE_DISCRETIZATION_INTERVAL
 # a few claims, 19 MB for 1000 claims of 3 steps at q = 0.45 (two float64 arrays of 1.2 million).
 _PLD_CACHE_SIZE: Final = 16
 _PLD_CACHE_BYTES: Final = 64 * 1024 * 1024
-# Of them, the passing ones (not ``lasting``: a grant's steps, its probes) hold at most this many bytes
-# together, the newest passing one whatever its size: a grant chain uses each step once, as the base of
-# the next, and a burst of a thousand grants left 55-62 MB of steps cached (measured).
+# Of them, the passing ones (not ``lasting``: a grant's steps, its probes) that a more recently used one
+# contains hold at most this many bytes together: a grant chain uses each step once, as the base of the
+# next, and a burst of a thousand grants left 55-62 MB of steps cached (measured).
 _PASSING_CACHE_BYTES: Final = 32 * 1024 * 1024
 _EPSILON_CACHE_SIZE: Final = 4096
 # Points of a PMF read at once when looking for the epsilon of a delta (about 2 MB of temporaries).
@@ -448,16 +449,23 @@ class _Cache:
         self._pld_sizes[mechanisms] = pld_bytes(pld)
         if lasting:
             self._lasting.add(mechanisms)
-        self._evict(mechanisms)
+        self._evict(mechanisms, base_key)
         return pld
 
-    def _evict(self, newest: Multiset) -> None:
-        """Drop the least recently used PLDs but ``newest`` until the cache is within its bounds."""
+    def _evict(self, newest: Multiset, base: Multiset) -> None:
+        """Drop the least recently used PLDs but ``newest`` until the cache is within its bounds; for the passing
+        ones' bound, only those a more recently used one contains (a grant chain's earlier steps: a later one
+        serves every multiset they would) and never the ``base`` that ``newest`` grew from (the next probe of
+        the same grant may start from it)."""
         held = sum(self._pld_sizes.values())
         passing = sum(size for key, size in self._pld_sizes.items() if key not in self._lasting)
-        for key in [key for key in self._plds if key != newest]:  # least recently used first
+        order = list(self._plds)  # least recently used first
+        for index, key in enumerate(order):
+            if key == newest:
+                continue
             over = len(self._plds) > _PLD_CACHE_SIZE or held > _PLD_CACHE_BYTES
-            if not over and (key in self._lasting or passing <= _PASSING_CACHE_BYTES):
+            if not over and (key == base or key in self._lasting or passing <= _PASSING_CACHE_BYTES
+                             or not any(_contains(later, key) for later in order[index + 1 :] if later in self._plds)):
                 continue
             size = self._pld_sizes.pop(key)
             del self._plds[key]
@@ -466,6 +474,12 @@ class _Cache:
                 self._lasting.discard(key)
             else:
                 passing -= size
+
+
+def _contains(larger: Multiset, smaller: Multiset) -> bool:
+    """Whether ``larger`` holds every mechanism of ``smaller`` at least as many times."""
+    counts = dict(larger)
+    return all(counts.get(mechanism, 0) >= count for mechanism, count in smaller)
 
 
 _CACHE = _Cache()

@@ -301,6 +301,25 @@ class TestCache:
         assert not any(held in cached for held in chain[:-2])  # the steps a grant grew from have passed
         assert warm == pytest.approx(cold, rel=1e-5)
 
+    def test_a_passing_composition_stays_while_nothing_newer_contains_it_and_while_it_is_the_newest_base(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """What keeps a grant's own compositions warm: a newer composition that does not contain the ledger's
+        (another shape's claim alone) does not push it out, and a grant's probes (the ledger with 4, then 1 more
+        claims) start from it, so it stays while it is the base of the newest."""
+        held = multiset([EXAMPLE] * 3 + [DpSgd(2.0, 0.02, 500)])
+        other = DpSgd(1.1, 0.004, 2500)
+        monkeypatch.setattr(composition, "_PASSING_CACHE_BYTES", 1)
+        cache_clear()
+        composed_epsilon(held, DELTA)
+        standalone_epsilon(other, DELTA)
+        assert held in composition._CACHE._plds
+        composed_epsilon(merged(held, ((other, 4),)), DELTA)
+        assert held in composition._CACHE._plds
+        composed_epsilon(merged(held, ((other, 1),)), DELTA)
+        cached = composition._CACHE._plds
+        assert merged(held, ((other, 1),)) in cached and held in cached  # the newest and the base it grew from
+
     def test_a_cached_composition_holds_only_the_points_it_counts(self) -> None:
         """dp-accounting leaves a composition's support as a slice of the whole convolution; the cache keeps its
         own copy, so the bytes it counts, and bounds, are the bytes it holds."""
