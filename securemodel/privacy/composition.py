@@ -431,11 +431,9 @@ class _Cache:
             if lasting:
                 self._lasting.add(mechanisms)
             return self._plds[mechanisms]
-        wanted = dict(mechanisms)
         base_key: Multiset = ()
         for cached in self._plds:
-            size = sum(c for _, c in cached)
-            if size > sum(c for _, c in base_key) and all(wanted.get(m, 0) >= c for m, c in cached):
+            if sum(c for _, c in cached) > sum(c for _, c in base_key) and _contains(mechanisms, cached):
                 base_key = cached
         pld = self._plds[base_key] if base_key else None
         have = dict(base_key)
@@ -464,8 +462,9 @@ class _Cache:
             if key == newest:
                 continue
             over = len(self._plds) > _PLD_CACHE_SIZE or held > _PLD_CACHE_BYTES
-            if not over and (key == base or key in self._lasting or passing <= _PASSING_CACHE_BYTES
-                             or not any(_contains(later, key) for later in order[index + 1 :] if later in self._plds)):
+            passed = (key != base and key not in self._lasting and passing > _PASSING_CACHE_BYTES
+                      and any(_contains(later, key) for later in order[index + 1 :] if later in self._plds))
+            if not (over or passed):
                 continue
             size = self._pld_sizes.pop(key)
             del self._plds[key]
