@@ -211,6 +211,9 @@ evictionHard: {memory.available: 200Mi, nodefs.available: 1Gi, imagefs.available
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+# Mounted ConfigMaps and Secrets (the serving pods' allow-list and certificates) are refreshed on each pod
+# sync: every 10 s here, so the tests that wait for them do not wait a minute; the default is 1 min.
+syncFrequency: 10s
 YAML
 start kubelet "$BIN/kubelet" --config="$STATE/kubelet/config.yaml" \
   --kubeconfig="$STATE/kubelet-client.kubeconfig" --root-dir="$STATE/kubelet/root" \
