@@ -697,7 +697,9 @@ def decide_deletion(s: Snapshot) -> Decision:
     A Waiting or undispatched claim is released; a dispatched one is committed (whole) if a
     container of it ran or may still run, else it is released once its Job and pods are gone.
     The train Jobs are deleted, and their pods let go once they ended, so the model goes only
-    when no pod of it can read the data any more.
+    when no pod of it can read the data any more and none is held for settlement. A pod that
+    ended and is not held (its claim recorded, or any pod that merely carries the labels) no
+    longer keeps the model.
     """
     work = _Work()
     live = False
@@ -711,5 +713,5 @@ def decide_deletion(s: Snapshot) -> Decision:
     work.stop.clear()  # the Jobs are deleted instead
     work.delete_jobs += [name for name, job in s.jobs.items() if _label(job, children.COMPONENT_LABEL) == "train"]
     work.release_pods(s)
-    pods = [p for p in s.pods if _label(p, children.COMPONENT_LABEL) == "train"]
-    return work.decision(None, settled=not live and not pods)
+    views = [pod_view(p, "train", "TrainResult") for p in s.pods if _label(p, children.COMPONENT_LABEL) == "train"]
+    return work.decision(None, settled=not live and not any(v.held or not v.settled for v in views))

@@ -340,6 +340,17 @@ def test_deletion_releases_a_claim_whose_job_never_ran_once_it_is_gone() -> None
     assert verbs(gone) == [(Verb.RELEASE, 0.0)] and gone.ledger[0].gone == TRAIN
 
 
+def test_deletion_waits_on_a_pod_that_may_run_or_is_held_and_not_on_one_that_ended_unheld() -> None:
+    """A pod that merely carries a train pod's labels and has ended must not keep the model forever."""
+    committed = ledger(claim(ClaimState.COMMITTED))
+    ended = pod(TRAIN, "train", V.training, state=DONE, phase="Succeeded", result=TRAIN_RESULT, held=False)
+    assert decide_deletion(snapshot(deleting=True, ledger=committed, jobs={}, pods=(ended,))).settled
+    held = pod(TRAIN, "train", V.training, state=DONE, phase="Succeeded", result=TRAIN_RESULT)
+    assert not decide_deletion(snapshot(deleting=True, ledger=committed, jobs={}, pods=(held,))).settled
+    running = pod(TRAIN, "train", V.training, state=RUNNING, held=False)
+    assert not decide_deletion(snapshot(deleting=True, ledger=committed, jobs={}, pods=(running,))).settled
+
+
 # --- the allow-list of client certificates ---------------------------------------------------------
 
 
