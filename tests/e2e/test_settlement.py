@@ -123,9 +123,9 @@ def scale_operator(replicas: int) -> None:
 def test_a_pod_or_job_deleted_after_success_while_the_operator_was_down_is_charged_and_never_retrained(
     namespace: str,
 ) -> None:
-    # Long enough (a minute or two: a wide network, 300 epochs) to stop the operator while both train,
-    # and half a core each so both fit the node at once.
-    wide, long, half = {"architecture": "mlp", "params": {"hidden": [1024, 1024]}}, {"epochs": 100}, {"cpu": "500m"}
+    # Long enough (about a minute: a wide network, 40 epochs) to stop the operator while both train (it is
+    # down within 10 s of their start), and half a core each so both fit the node at once.
+    wide, long, half = {"architecture": "mlp", "params": {"hidden": [1024, 1024]}}, {"epochs": 40}, {"cpu": "500m"}
     apply(namespace, *(model(name, model=wide, training=long, resources=half) for name in ("pod-deleted", "job-deleted")))
     uids = {name: get(namespace, "securemodel", name)["metadata"]["uid"] for name in ("pod-deleted", "job-deleted")}
     for uid in uids.values():
