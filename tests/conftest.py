@@ -67,6 +67,17 @@ def kubectl(kubeconfig: Path) -> Kubectl:
     return run
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): the integration and
+    end-to-end tests share one cluster and one deployed operator, so they form one group that one worker
+    runs in order; each unit-test module is a group of its own, run beside them by the other worker."""
+    for item in items:
+        top = item.path.relative_to(REPO / "tests").parts[0]
+        group = "cluster" if top in ("integration", "e2e") else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def _create_namespace(api: kubernetes.client.CoreV1Api, hint: str) -> str:
     prefix = re.sub(r"[^a-z0-9-]+", "-", hint.lower()).strip("-")[:40].rstrip("-")
     body = {"metadata": {"generateName": f"t-{prefix}-", "labels": {"securemodel.io/test": "true"}}}
