@@ -393,6 +393,21 @@ def test_a_deleted_round_is_settled_when_no_claim_is_live_and_no_pod_is_left() -
     assert decide_deletion(replace(snapshot(*silos), deleting=True)).settled
 
 
+def test_a_deleted_round_waits_on_a_held_or_running_supernode_pod_and_not_on_one_that_ended_unheld() -> None:
+    j = job("clinic-a", "r1-clinic-a", failed=1)
+    held, ended = (pod(j, ran=True, phase="Failed", silo_name="clinic-a") for _ in range(2))
+    running = pod(j, ran=True, silo_name="clinic-a")
+    ended["metadata"]["finalizers"] = running["metadata"]["finalizers"] = []
+
+    def settled(*pods: Any) -> bool:
+        silos = tuple(silo(x.name, claim_of=claim(x.name, ClaimState.COMMITTED), pods=pods if x.name == "clinic-a" else ())
+                      for x in SPEC.silos)  # fmt: skip
+        return decide_deletion(replace(snapshot(*silos), deleting=True)).settled
+
+    assert settled(ended)
+    assert not settled(held) and not settled(running)
+
+
 def test_a_settled_pod_that_ran_is_let_go_only_with_its_claim_and_key() -> None:
     per = _jobs_running()
     j = job("clinic-a", "r1-clinic-a", failed=1)
