@@ -59,7 +59,7 @@ test-e2e: venv images ## tests on the real cluster, running the project's images
 # Two workers: one runs the integration and end-to-end tests in order (one cluster, one operator), the
 # other the unit tests beside them (tests/conftest.py groups them).
 test: venv images ## the whole suite: unit, integration, end-to-end
-	$(PY) -m pytest tests -n 2 --dist loadgroup --durations=30 $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n 2 --dist loadscope --durations=30 $(PYTEST_ARGS)
 
 demo: images ## local cluster, CRDs, the operator, the examples, and what a user sees
 	@hack/demo.sh

@@ -67,15 +67,27 @@ def kubectl(kubeconfig: Path) -> Kubectl:
     return run
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): the integration and
-    end-to-end tests share one cluster and one deployed operator, so they form one group that one worker
-    runs in order; each unit-test module is a group of its own, run beside them by the other worker."""
-    for item in items:
-        top = item.path.relative_to(REPO / "tests").parts[0]
-        group = "cluster" if top in ("integration", "e2e") else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+def _xdist_scope(nodeid: str) -> str:
+    """The unit of work of ``make test``'s two pytest-xdist workers: the integration and end-to-end tests share one
+    cluster and one deployed operator, so they are one unit that one worker runs in order; each unit-test module
+    is a unit of its own, run beside them by the other worker."""
+    path = nodeid.split("::", 1)[0]
+    return "cluster" if path.startswith(("tests/integration/", "tests/e2e/")) else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with :func:`_xdist_scope` as the scope (xdist's ``loadgroup`` marks cannot do it:
+    xdist 3.8 renames node ids in a way pytest 9.2 ignores)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClusterTestsInOneScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _xdist_scope(nodeid)
+
+    return ClusterTestsInOneScope(config, log)
 
 
 def _create_namespace(api: kubernetes.client.CoreV1Api, hint: str) -> str:
