@@ -54,6 +54,7 @@ def released() -> Iterator[None]:
     """The operator installed by ``helm install`` from the working tree, in place of deploy/'s."""
     for part in ("20-operator", "30-admission", "15-roles", "10-rbac"):
         kubectl("delete", "-f", str(REPO / "deploy" / f"{part}.yaml"), "--ignore-not-found", "--wait=true", check=False)
+    helm("uninstall", RELEASE, "-n", SYSTEM, "--ignore-not-found", "--wait", "--timeout=3m")  # an interrupted run's
     adopt_crds()
     helm("install", RELEASE, str(CHART), "-n", SYSTEM, *LOCAL_IMAGES, "--wait", "--timeout=5m")
     yield
