@@ -56,13 +56,12 @@ def isolated_model(operator: None) -> Iterator[tuple[str, str]]:  # noqa: F811 (
         yield namespace, uid
 
 
-def probe(namespace: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+def start_probe(namespace: str, name: str, labels: dict[str, str]) -> None:
     spec = pod(name, ["python", "-c", PROBE, *TARGETS])
     spec["metadata"]["labels"] = labels
     spec["spec"]["securityContext"] = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
     spec["spec"]["containers"][0]["imagePullPolicy"] = "IfNotPresent"
     apply(namespace, spec)
-    return pod_result(namespace, name, 120)
 
 
 def test_a_pod_with_a_train_pods_labels_reaches_nothing(isolated_model: tuple[str, str]) -> None:
@@ -75,7 +74,9 @@ def test_a_pod_with_a_train_pods_labels_reaches_nothing(isolated_model: tuple[st
 
     # The serving pods' policy comes with the serving Deployment, which this model never reaches.
     assert wait_until(policies, 60, "the model's NetworkPolicy") == ["m-isolated"]
-    unlabelled = probe(namespace, "control", {"app": "probe"})
+    start_probe(namespace, "control", {"app": "probe"})
+    start_probe(namespace, "as-train", {"securemodel.io/model-uid": uid, "securemodel.io/component": "train"})
+    unlabelled = pod_result(namespace, "control", 120)
     assert unlabelled == {target: "connected" for target in TARGETS}, "the probe itself cannot connect"
-    train = probe(namespace, "as-train", {"securemodel.io/model-uid": uid, "securemodel.io/component": "train"})
+    train = pod_result(namespace, "as-train", 120)
     assert all(result != "connected" for result in train.values()), train
