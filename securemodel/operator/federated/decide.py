@@ -309,8 +309,8 @@ def decide_deletion(s: Snapshot) -> Decision:
 
     The SuperNode Jobs and the aggregator Job are deleted and the silos' Secrets removed (an
     ownerReference cannot reach into the silos' namespaces); a claim whose SuperNode ran is
-    committed whole, one whose SuperNode never ran is released once its Job and pods are gone. A
-    SuperNode pod that ended and is not held (or any pod that merely carries its labels) keeps nothing.
+    committed whole, one whose SuperNode never ran is released once its Job and pods are gone; it is
+    settled once no SuperNode pod :attr:`~securemodel.operator.secure_model.jobs.PodView.keeps_owner`.
     """
     work = _Work()
     claims = {silo.spec.name: s.claim(silo) for silo in s.silos}
@@ -324,6 +324,6 @@ def decide_deletion(s: Snapshot) -> Decision:
         work.delete_policies.append((silo.spec.namespace, network.supernode_policy_name(s.owner.name, silo.spec.name)))
     _release_pods(s, work)
     views = (pod_view(pod, children.SUPERNODE, SILO_REPORT_KIND) for silo in s.silos for pod in silo.pods)
-    return work.decision(None, settled=not live and not any(v.held or not v.settled for v in views))
+    return work.decision(None, settled=not live and not any(v.keeps_owner for v in views))
 
 

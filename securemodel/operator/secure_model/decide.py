@@ -697,9 +697,8 @@ def decide_deletion(s: Snapshot) -> Decision:
     A Waiting or undispatched claim is released; a dispatched one is committed (whole) if a
     container of it ran or may still run, else it is released once its Job and pods are gone.
     The train Jobs are deleted, and their pods let go once they ended, so the model goes only
-    when no pod of it can read the data any more and none is held for settlement. A pod that
-    ended and is not held (its claim recorded, or any pod that merely carries the labels) no
-    longer keeps the model.
+    when no pod of it can read the data any more and none is held for settlement
+    (:attr:`~.jobs.PodView.keeps_owner`).
     """
     work = _Work()
     live = False
@@ -714,4 +713,4 @@ def decide_deletion(s: Snapshot) -> Decision:
     work.delete_jobs += [name for name, job in s.jobs.items() if _label(job, children.COMPONENT_LABEL) == "train"]
     work.release_pods(s)
     views = [pod_view(p, "train", "TrainResult") for p in s.pods if _label(p, children.COMPONENT_LABEL) == "train"]
-    return work.decision(None, settled=not live and not any(v.held or not v.settled for v in views))
+    return work.decision(None, settled=not live and not any(v.keeps_owner for v in views))

@@ -49,6 +49,13 @@ class PodView:
         """No container of it can run any more: it ended, or it is going without ever being scheduled."""
         return self.terminal or (self.deleting and not self.scheduled)
 
+    @property
+    def keeps_owner(self) -> bool:
+        """Whether the model (or round) being deleted must wait for it: it may still run, or it is held for
+        settlement. One that ended and is not held (its claim recorded, or a pod that merely carries the
+        labels) keeps nothing."""
+        return self.held or not self.settled
+
 
 @dataclass(frozen=True)
 class JobView:
