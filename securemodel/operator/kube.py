@@ -217,7 +217,8 @@ def remove_finalizer(client: kubernetes.client.ApiClient, pod: Mapping[str, Any]
     ops = [{"op": "test", "path": path, "value": finalizer}, {"op": "remove", "path": path}]
     meta = pod["metadata"]
     try:
-        _request(client, "PATCH", _path("Pod", meta["namespace"], meta["name"]), body=ops, content_type=JSON_PATCH)
+        _request(client, "PATCH", _path("Pod", meta["namespace"], meta["name"]), query={"fieldManager": FIELD_MANAGER},
+                 body=ops, content_type=JSON_PATCH)
     except kubernetes.client.ApiException as error:
         if error.status not in (404, 409, 422):  # gone, or changed meanwhile: the next event retries
             raise

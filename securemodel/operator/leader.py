@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 
 import kubernetes
 
+from securemodel.operator import kube
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,7 +58,7 @@ class LeaseElector:
                     "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration,
                              "acquireTime": _now(), "renewTime": _now(), "leaseTransitions": 0}}  # fmt: skip
             try:
-                self._api.create_namespaced_lease(self.namespace, body)
+                self._api.create_namespaced_lease(self.namespace, body, field_manager=kube.FIELD_MANAGER)
             except kubernetes.client.ApiException as conflict:
                 if conflict.status == 409:
                     return False
@@ -75,7 +77,7 @@ class LeaseElector:
             new_spec |= {"acquireTime": _now(), "leaseTransitions": int(spec.get("leaseTransitions") or 0) + 1}
         stored["spec"] = new_spec
         try:
-            self._api.replace_namespaced_lease(self.name, self.namespace, stored)
+            self._api.replace_namespaced_lease(self.name, self.namespace, stored, field_manager=kube.FIELD_MANAGER)
         except kubernetes.client.ApiException as conflict:
             if conflict.status == 409:
                 return False
@@ -101,7 +103,7 @@ class LeaseElector:
             if (stored.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             stored["spec"] = {**stored["spec"], "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _now()}
-            self._api.replace_namespaced_lease(self.name, self.namespace, stored)
+            self._api.replace_namespaced_lease(self.name, self.namespace, stored, field_manager=kube.FIELD_MANAGER)
         except kubernetes.client.ApiException as error:
             logger.warning("could not release Lease %s/%s: %s", self.namespace, self.name, error.reason)
 

@@ -46,7 +46,7 @@ async def write_status(current: Runtime, kind: Kind, body: kopf.Body, outcome: O
     metadata = body["metadata"]
     stored = await asyncio.to_thread(
         current.custom.patch_namespaced_custom_object_status, GROUP, VERSION, metadata["namespace"], kind.plural,
-        metadata["name"], {"status": status}, _content_type=kube.MERGE_PATCH,
+        metadata["name"], {"status": status}, field_manager=kube.FIELD_MANAGER, _content_type=kube.MERGE_PATCH,
     )  # fmt: skip
     published.status = {**published.status, **status}
     published.resource_version = stored["metadata"]["resourceVersion"]

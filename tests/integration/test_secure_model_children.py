@@ -113,6 +113,46 @@ def test_deleting_a_model_whose_pod_never_started_releases_its_claim(
     assert [c["state"] for c in claims(api_client, namespace, "b")] == ["Released"]
 
 
+def managers(kubectl: Kubectl, namespace: str, what: str, *selector: str) -> dict[str, set[tuple[str, str]]]:
+    """Each object's field managers as (manager, subresource), from ``kubectl get --show-managed-fields``."""
+    result = kubectl("get", "-n", namespace, what, *selector, "-o", "json", "--show-managed-fields")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    return {f"{obj['kind']}/{obj['metadata']['name']}": {(entry["manager"], entry.get("subresource", ""))
+                                                        for entry in obj["metadata"].get("managedFields") or ()}
+            for obj in listed.get("items", [listed])}  # fmt: skip
+
+
+@pytest.mark.usefixtures("operator")
+def test_every_write_of_the_operator_is_recorded_under_its_own_field_manager(
+    kubectl: Kubectl,
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    wait_for: Callable[..., Any],
+) -> None:
+    """`kubectl get --show-managed-fields` names the operator for what it wrote: the model's and the budget's
+    status and every child; the only other writers are the test's kubectl, kopf's finalizer and Kubernetes' own
+    controllers."""
+    apply(kubectl, namespace, budget("b", 1.0), model("m", "b", 1.0, resources=PENDING, serving={"clients": ["web"]}))
+    wait_for(lambda: get(api_client, namespace, "securemodels", "m").get("status", {}).get("phase") == "Training",
+             what="training")  # fmt: skip
+    uid = get(api_client, namespace, "securemodels", "m")["metadata"]["uid"]
+    found = {**managers(kubectl, namespace, "securemodel/m"), **managers(kubectl, namespace, "privacybudget/b")}
+    for kinds in ("jobs", "secrets", "persistentvolumeclaims", "networkpolicies"):
+        found |= managers(kubectl, namespace, kinds, "-l", f"{children.UID_LABEL}={uid}")
+    operator = "securemodel-operator"
+    assert ("securemodel-operator", "status") in found["SecureModel/m"]
+    assert ("securemodel-operator", "status") in found["PrivacyBudget/b"]
+    children_found = [name for name in found if name.split("/")[0] not in ("SecureModel", "PrivacyBudget")]
+    assert {"Job/m-train-" + parse(get(api_client, namespace, "securemodels", "m")["spec"]).versions.training,
+            "Secret/m-data-key", "Secret/m-client-web", "PersistentVolumeClaim/m-artifacts"} <= set(children_found)
+    for name in children_found:
+        assert any(manager == operator for manager, _ in found[name]), (name, found[name])
+    others = {(name, manager) for name, entries in found.items() for manager, _ in entries
+              if manager not in (operator, "kopf", "kubectl-client-side-apply") and not manager.startswith("kube-")}
+    assert not others, others
+
+
 def versions(claimed: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The ledger as (training version, state), in arrival order."""
     return [(c["consumer"].get("version", ""), c["state"]) for c in claimed]

@@ -255,6 +255,7 @@ def transact(
                 KIND.plural,
                 ref.name,
                 {"metadata": {"resourceVersion": budget["metadata"]["resourceVersion"]}, "status": status},
+                field_manager=kube.FIELD_MANAGER,
                 _content_type=kube.MERGE_PATCH,
             )
         except kubernetes.client.ApiException as error:
@@ -284,7 +285,7 @@ def _report_tampering(
         api.patch_namespaced_custom_object_status(
             GROUP, VERSION, ref.namespace, KIND.plural, ref.name,
             {"metadata": {"resourceVersion": budget["metadata"]["resourceVersion"]}, "status": patch},
-            _content_type=kube.MERGE_PATCH,
+            field_manager=kube.FIELD_MANAGER, _content_type=kube.MERGE_PATCH,
         )  # fmt: skip
 
 
