@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import ssl
 import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-from serving_support import MODEL, NAMESPACE, Client, LinearModel, Pki, SecretVolume, running_server, write_dir
+from serving_support import MODEL, NAMESPACE, Client, LinearModel, Pki, SecretVolume, running_server, wait_until, write_dir
 
 from securemodel.crypto.pki import (
     CA_CERT,
@@ -35,14 +32,6 @@ from securemodel.serving.tls import client_context
 
 BATCH = np.ones((3, 4), dtype=np.float32)
 RELOAD_INTERVAL = 0.05
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def answered(server: ServingServer, context: ssl.SSLContext) -> bool:

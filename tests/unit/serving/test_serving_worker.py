@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cryptography import x509
-from serving_support import MODEL, AllowListVolume, Client, LinearModel, Pki, SecretVolume, plain_get
+from serving_support import MODEL, AllowListVolume, Client, LinearModel, Pki, SecretVolume, plain_get, wait_until
 
 from securemodel.crypto.artifacts import new_data_key, write_artifact
 from securemodel.workers.arguments import model_binding
@@ -82,16 +83,13 @@ def flags(path: Path) -> list[str]:
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         assert process.poll() is None, "the worker exited early"
-        try:
-            if plain_get(port, "/v2/health/ready")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    pytest.fail("the worker did not become ready")
+        with contextlib.suppress(OSError):
+            return plain_get(port, "/v2/health/ready")[0] == 200
+        return False
+
+    wait_until(ready, "the worker to be ready", timeout=30)
 
 
 def key_material(*pems: bytes, data_key: bytes) -> list[bytes]:
@@ -141,22 +139,20 @@ def test_worker_session_serves_rotates_stops_and_never_logs_keys(
         volume.update(mismatched)
         time.sleep(0.3)
         volume.update(tls_secret_data(rotated, pki.ca.cert_pem))
-        deadline = time.monotonic() + 10
-        while True:
+
+        def rotated_in_handshakes() -> bool:
             client = Client(port, client_context(client_dir))
-            assert client.infer(BATCH)[0] == 200
-            serial = client.server_serial()
-            client.close()
-            if serial == rotated.certificate.serial_number:
-                break
-            assert time.monotonic() < deadline, "the rotated certificate was not picked up"
-            time.sleep(0.05)
+            try:
+                assert client.infer(BATCH)[0] == 200  # every request meanwhile is answered
+                return client.server_serial() == rotated.certificate.serial_number
+            finally:
+                client.close()
+
+        wait_until(rotated_in_handshakes, "the rotated certificate in handshakes")
         process.send_signal(signal.SIGTERM)
         # Draining: not ready any more, so the Service stops routing to it, but still answering.
-        deadline = time.monotonic() + 5
-        while plain_get(metrics_port, "/v2/health/ready")[0] != 400:  # OIP: 400 is "not ready"
-            assert time.monotonic() < deadline, "the worker stayed ready after SIGTERM"
-            time.sleep(0.05)
+        wait_until(lambda: plain_get(metrics_port, "/v2/health/ready")[0] == 400,  # OIP: 400 is "not ready"
+                   "the worker not ready after SIGTERM", timeout=5)  # fmt: skip
         client = Client(port, client_context(client_dir))
         assert client.infer(BATCH)[0] == 200
         client.close()
@@ -224,10 +220,7 @@ def test_worker_answers_the_clients_on_its_allow_list_and_follows_it(
         wait_ready(metrics_port, process)
         assert (status(frontend), status(backend)) == (200, 403)
         allow.update({"backend": [backend]})
-        deadline = time.monotonic() + 10
-        while status(frontend) != 403:
-            assert time.monotonic() < deadline, "the client removed from the allow-list was still answered"
-            time.sleep(0.05)
+        wait_until(lambda: status(frontend) == 403, "the client removed from the allow-list to be refused")
         assert status(backend) == 200
         process.send_signal(signal.SIGTERM)
         audit, output = process.communicate(timeout=15)
