@@ -1,22 +1,26 @@
-"""Accuracy of the federated example against central training: three clinics, ε = 1 each, one run.
+"""Accuracy of the federated example against central training, with the example's own settings.
 
-* ``federated``: three silos, shard i of 3 of ``builtin://breast_cancer`` each, ``--rounds``
-  rounds of FedAvg under SecAgg+ on Flower's deployment engine (local processes, as the pods
-  run; :mod:`securemodel.workers.federated.local`), one local epoch per round at batch 32; each
-  silo's σ calibrated (PRV accountant) for ε = 1, δ = 1e-5 over all its steps of all rounds, on
-  all of its shard (nothing is held out);
-* ``central DP``: one model on the union of the three silos' shards (the whole 456-example
-  training part), the same number of epochs, batch 32, σ calibrated for ε = 1 on the union
-  (q = 32 / 456);
+The settings are read from the manifests ``make demo`` applies: the architecture of the SecureModel
+``tumor-classifier`` (``examples/securemodel.yaml``), and the rounds, local epochs, batch, learning
+rate, ε, δ and clipping norm of the FederatedRound (``examples/federatedround.yaml``).
+
+* ``federated``: the round's three clinics (shard i of 3 of ``builtin://breast_cancer`` each), its
+  rounds of FedAvg under SecAgg+ on Flower's deployment engine (local processes, as the pods run;
+  :mod:`securemodel.workers.federated.local`); each clinic's q, steps and σ are the operator's own
+  (:func:`~securemodel.operator.federated.calibration.silo_plan`, then the calibration every plan
+  gets), on all of its shard (nothing is held out);
+* ``central DP``: one model on the union of the clinics' shards (the whole training part), as many
+  passes over it as each clinic makes over its shard (rounds × local epochs), the same batch,
+  learning rate and clipping norm, σ calibrated for the same ε and δ on the union;
 * ``non-private``: the same central training without clipping or noise (plain minibatch SGD).
 
 All start from the same initial weights and the data set's published input map, and are
-measured on all of the public evaluation part ``builtin://breast_cancer?part=evaluation`` (113
-examples no silo holds; for the federated model, the accuracy the aggregator measures on it,
-``spec.evaluation.source`` of the example round). Central runs repeat over ``--repeats`` draws
-of the DP noise and sampling (mean and range); the federated run is one draw.
+measured on all of the public evaluation part (the round's ``spec.evaluation.source``, which no
+clinic holds; for the federated model, the accuracy the aggregator measures on it). Central runs
+repeat over ``--repeats`` draws of the DP noise and sampling (mean and range); the federated run
+is ``--federated-repeats`` draws (one by default: a draw runs Flower's whole deployment engine).
 
-    python -m bench.federated_accuracy [--rounds 3] [--repeats 5] [--json out.json]
+    python -m bench.federated_accuracy [--repeats 5] [--federated-repeats 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,72 +29,112 @@ import argparse
 import json
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
-from bench.federated import EVALUATION, SOURCE, initial_record
 from securemodel.data.loading import load_dataset, load_evaluation
-from securemodel.models import ModelPredictor, ModelRecord
-from securemodel.privacy.calibration import calibrate_noise, poisson_sample_rate, steps_for_epochs
+from securemodel.models import ModelPredictor, ModelRecord, ModelSpec, build_model
+from securemodel.operator.federated.calibration import silo_plan
+from securemodel.operator.federated.spec import RoundSpec, parse
+from securemodel.privacy.calibration import calibrate_dp_sgd
 from securemodel.workers.dpsgd import DPSGDConfig, train_dp_sgd
 from securemodel.workers.federated.local import LocalRound, LocalSilo, RoundOptions
 
-EPSILON, DELTA, BATCH, LEARNING_RATE, CLIP = 1.0, 1e-5, 32, 0.5, 1.0
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
 
 
-def shards() -> list[Any]:
-    return [load_dataset(f"{SOURCE}?shard={i}&of=3") for i in range(3)]
+def _manifest(path: Path, kind: str, name: str) -> dict[str, Any]:
+    return next(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+                if d and d["kind"] == kind and d["metadata"]["name"] == name)  # fmt: skip
 
 
-def public_accuracy(record: ModelRecord, model: nn.Module) -> float:
-    """Accuracy of ``model`` (with ``record``'s input map) on all of the public evaluation part."""
+@dataclass(frozen=True)
+class Example:
+    """The federated example as ``make demo`` applies it: the round and the model spec it trains."""
+
+    round: RoundSpec
+    model: ModelSpec
+
+    @classmethod
+    def load(cls) -> Example:
+        round_manifest = _manifest(EXAMPLES / "federatedround.yaml", "FederatedRound", "tumor-classifier-round-1")
+        model = _manifest(EXAMPLES / "securemodel.yaml", "SecureModel", round_manifest["spec"]["model"]["secureModelRef"])
+        spec = model["spec"]["model"]
+        return cls(parse(round_manifest["spec"], "clinic-a"), ModelSpec(spec["architecture"], None, spec.get("params") or {}))
+
+    @property
+    def source(self) -> str:
+        """The data set the clinics' shards are of."""
+        return self.round.silos[0].source.split("?")[0]
+
+
+def initial_record(example: Example) -> ModelRecord:
+    """The example's architecture, freshly initialised (seed 0), with the data set's published input map."""
+    data = load_dataset(example.source)
+    torch.manual_seed(0)
+    model = build_model(example.model, data.input_shape, data.num_classes)
+    return ModelRecord.from_module(example.model, model, data.input_shape, data.num_classes, data.standardization)
+
+
+def public_accuracy(example: Example, record: ModelRecord, model: nn.Module) -> float:
+    """Accuracy of ``model`` (with ``record``'s input map) on all of the round's public evaluation data."""
     trained = ModelRecord.from_module(
         record.spec, model, record.input_shape, record.num_classes, record.standardization
     )
-    x, y = load_evaluation(EVALUATION, training=SOURCE)
+    assert example.round.evaluation is not None
+    x, y = load_evaluation(example.round.evaluation, training=example.source)
     return float(ModelPredictor(trained, "central").accuracy(x, y))
 
 
-def central(record: ModelRecord, data: list[Any], epochs: int, private: bool) -> float:
-    """Train from ``record`` on the union of the silos' shards; accuracy on the public evaluation part."""
+def central(example: Example, record: ModelRecord, private: bool) -> float:
+    """Train from ``record`` on the union of the clinics' shards; accuracy on the public evaluation part."""
+    spec = example.round
     assert record.standardization is not None
+    data = [load_dataset(silo.source) for silo in spec.silos]
     x = record.standardization.apply(np.concatenate([d.x_train for d in data]))
     y = np.concatenate([d.y_train for d in data])
+    epochs = spec.rounds * spec.local_epochs
     model = record.build().train()
     if private:
-        q, steps = poisson_sample_rate(BATCH, len(y)), steps_for_epochs(epochs, BATCH, len(y))
-        sigma = calibrate_noise(EPSILON, DELTA, q, steps).noise_multiplier
-        train_dp_sgd(model, x, y, DPSGDConfig(sigma, q, steps, CLIP, LEARNING_RATE), device=torch.device("cpu"))
+        c = calibrate_dp_sgd(spec.epsilon, spec.delta, len(y), spec.batch_size, epochs, spec.accountant)
+        config = DPSGDConfig(c.noise_multiplier, c.sample_rate, c.steps, spec.max_grad_norm, spec.learning_rate)
+        train_dp_sgd(model, x, y, config, device=torch.device("cpu"))
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+        optimizer = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
         inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
         for _ in range(epochs):
-            for batch in torch.randperm(len(y)).split(BATCH):
+            for batch in torch.randperm(len(y)).split(spec.batch_size):
                 optimizer.zero_grad()
                 nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
                 optimizer.step()
-    return public_accuracy(record, model.eval())
+    return public_accuracy(example, record, model.eval())
 
 
-def federated(record: ModelRecord, data: list[Any], rounds: int) -> dict[str, Any]:
+def federated(example: Example, record: ModelRecord) -> dict[str, Any]:
+    """One draw of the example round, with each clinic's q, steps and σ as the operator calibrates them."""
+    spec = example.round
     silos = []
-    for i, d in enumerate(data):
-        n = len(d.y_train)
-        q, steps = poisson_sample_rate(BATCH, n), steps_for_epochs(1, BATCH, n)
-        sigma = calibrate_noise(EPSILON, DELTA, q, steps * rounds).noise_multiplier
-        silos.append(LocalSilo(f"clinic-{'abc'[i]}", f"{SOURCE}?shard={i}&of=3", sigma, q, steps, rounds, CLIP))
+    for silo in spec.silos:
+        plan = silo_plan(spec, silo)
+        c = calibrate_dp_sgd(plan.plan.epsilon, plan.plan.delta, plan.examples, spec.batch_size, plan.plan.epochs,
+                             spec.accountant)  # fmt: skip
+        silos.append(LocalSilo(silo.name, silo.source, c.noise_multiplier, c.sample_rate, plan.steps_per_round,
+                               spec.rounds, spec.max_grad_norm))  # fmt: skip
     options = RoundOptions(
-        rounds=rounds,
-        min_clients=3,
-        threshold=2,
-        learning_rate=LEARNING_RATE,
+        rounds=spec.rounds,
+        min_clients=spec.min_clients,
+        threshold=spec.threshold,
+        learning_rate=spec.learning_rate,
         stage_timeout=300,
         timeout=3000,
-        evaluation_source=EVALUATION,
+        evaluation_source=spec.evaluation,
     )
     with (
         tempfile.TemporaryDirectory(prefix="fl-accuracy-") as directory,
@@ -104,7 +148,7 @@ def federated(record: ModelRecord, data: list[Any], rounds: int) -> dict[str, An
         "evaluationExamples": result["evaluationExamples"],
         "perRound": [h["accuracy"] for h in result["history"]],
         "silos": [
-            {"name": s.name, "sigma": s.noise_multiplier, "q": s.sample_rate, "steps": s.steps_per_round * rounds}
+            {"name": s.name, "sigma": s.noise_multiplier, "q": s.sample_rate, "steps": s.steps_per_round * spec.rounds}
             for s in silos
         ],
     }
@@ -112,18 +156,24 @@ def federated(record: ModelRecord, data: list[Any], rounds: int) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="draws of each central run")
+    parser.add_argument("--federated-repeats", type=int, default=1, help="draws of the round")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    record, data = initial_record(), shards()
-    rows: dict[str, Any] = {}
+    example = Example.load()
+    record = initial_record(example)
+    rows: dict[str, Any] = {"settings": {"model": [example.model.architecture, example.model.params],
+                                         "rounds": example.round.rounds, "localEpochs": example.round.local_epochs,
+                                         "batchSize": example.round.batch_size,
+                                         "learningRate": example.round.learning_rate,
+                                         "epsilon": example.round.epsilon, "delta": example.round.delta}}  # fmt: skip
+    print("settings", json.dumps(rows["settings"]), flush=True)
     for name, private in (("central DP", True), ("non-private", False)):
-        scores = [central(record, data, args.rounds, private) for _ in range(args.repeats)]
+        scores = [central(example, record, private) for _ in range(args.repeats)]
         rows[name] = {"mean": statistics.mean(scores), "min": min(scores), "max": max(scores)}
         print(name, json.dumps(rows[name]), flush=True)
-    rows["federated"] = federated(record, data, args.rounds)
+    rows["federated"] = [federated(example, record) for _ in range(args.federated_repeats)]
     print("federated", json.dumps(rows["federated"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -18,7 +18,23 @@ kubectl apply -f deploy/ >/dev/null
 # The image tag stays :dev across rebuilds: restart so the operator runs the image just built.
 kubectl -n securemodel-system rollout restart deployment/securemodel-operator >/dev/null
 step kubectl -n securemodel-system rollout status deployment/securemodel-operator --timeout=180s
-kubectl create namespace clinic-a --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# Each run starts from fresh namespaces: a FederatedRound's spec is immutable, so a newer checkout's examples
+# cannot be applied over an earlier run's. Only the namespaces a demo created (its label) go, with everything in
+# them; their budgets first get the annotation that lets a ledger with spend be deleted, as a data steward's would.
+DEMO_LABEL=securemodel.io/demo
+for ns in clinic-a clinic-b clinic-c; do
+  if [ "$(kubectl get namespace $ns -o jsonpath="{.metadata.labels.securemodel\.io/demo}" 2>/dev/null)" = true ]; then
+    echo "deleting namespace $ns of an earlier demo run..."
+    kubectl -n $ns annotate pbudget --all securemodel.io/allow-delete-with-spend=true --overwrite >/dev/null
+    kubectl delete namespace $ns --wait=false >/dev/null
+  fi
+done
+kubectl wait --for=delete namespace/clinic-a namespace/clinic-b namespace/clinic-c --timeout=300s >/dev/null 2>&1 || true
+demo_namespace() {
+  kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  kubectl label namespace "$1" $DEMO_LABEL=true --overwrite >/dev/null
+}
+demo_namespace clinic-a
 step kubectl apply -n clinic-a -f examples/
 kubectl wait -n clinic-a --for=jsonpath='{.status.observedGeneration}'=1 pbudget,smodel,fround --all --timeout=120s >/dev/null
 echo "waiting for the SecureModel to be trained, compressed and served (a few minutes)..."
@@ -60,11 +76,10 @@ YAML
 ask tumor-classifier
 
 # The federated round of examples/federatedround.yaml: clinics B and C join with their own budgets.
-for clinic in clinic-b clinic-c; do
-  kubectl create namespace $clinic --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-done
+demo_namespace clinic-b
+demo_namespace clinic-c
 step kubectl apply -f examples/federated/
-echo "waiting for the federated round: 3 clinics, 3 rounds of FedAvg under SecAgg+ (a few minutes)..."
+echo "waiting for the federated round: 3 clinics, 4 rounds of FedAvg under SecAgg+ (a few minutes)..."
 # Ready once the round succeeded and every silo's claim is settled (phase Succeeded comes a few seconds before).
 kubectl wait -n clinic-a fround/tumor-classifier-round-1 --for=condition=Ready --timeout=1200s >/dev/null \
   || { kubectl get fround -n clinic-a tumor-classifier-round-1 -o yaml; exit 1; }
