@@ -22,14 +22,16 @@ step kubectl -n securemodel-system rollout status deployment/securemodel-operato
 # cannot be applied over an earlier run's. Only the namespaces a demo created (its label) go, with everything in
 # them; their budgets first get the annotation that lets a ledger with spend be deleted, as a data steward's would.
 DEMO_LABEL=securemodel.io/demo
+earlier=()
 for ns in clinic-a clinic-b clinic-c; do
   if [ "$(kubectl get namespace $ns -o jsonpath="{.metadata.labels.securemodel\.io/demo}" 2>/dev/null)" = true ]; then
     echo "deleting namespace $ns of an earlier demo run..."
     kubectl -n $ns annotate pbudget --all securemodel.io/allow-delete-with-spend=true --overwrite >/dev/null
     kubectl delete namespace $ns --wait=false >/dev/null
+    earlier+=("namespace/$ns")
   fi
 done
-kubectl wait --for=delete namespace/clinic-a namespace/clinic-b namespace/clinic-c --timeout=300s >/dev/null 2>&1 || true
+[ ${#earlier[@]} -eq 0 ] || kubectl wait --for=delete "${earlier[@]}" --timeout=300s >/dev/null
 demo_namespace() {
   kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   kubectl label namespace "$1" $DEMO_LABEL=true --overwrite >/dev/null
