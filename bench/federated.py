@@ -40,10 +40,12 @@ SOURCE = "builtin://breast_cancer"
 EVALUATION = f"{SOURCE}?part=evaluation"  # public, never trained on: the only data an accuracy is read from
 
 
-def initial_record() -> ModelRecord:
-    """A freshly initialised MLP with the data set's published input map."""
-    spec = ModelSpec("mlp", None, {"hidden": [16]})
-    data = load_dataset(SOURCE)
+MLP = ModelSpec("mlp", None, {"hidden": [16]})
+
+
+def initial_record(spec: ModelSpec = MLP, source: str = SOURCE) -> ModelRecord:
+    """A freshly initialised ``spec`` (seed 0) with the published input map of the data set ``source``."""
+    data = load_dataset(source)
     torch.manual_seed(0)
     model = build_model(spec, data.input_shape, data.num_classes)
     return ModelRecord.from_module(spec, model, data.input_shape, data.num_classes, data.standardization)

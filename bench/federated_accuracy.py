@@ -38,8 +38,9 @@ import torch
 import yaml
 from torch import nn
 
+from bench.federated import initial_record
 from securemodel.data.loading import load_dataset, load_evaluation
-from securemodel.models import ModelPredictor, ModelRecord, ModelSpec, build_model
+from securemodel.models import ModelPredictor, ModelRecord, ModelSpec
 from securemodel.operator.federated.calibration import silo_plan
 from securemodel.operator.federated.spec import RoundSpec, parse
 from securemodel.privacy.calibration import calibrate_dp_sgd
@@ -73,14 +74,6 @@ class Example:
     def source(self) -> str:
         """The data set the clinics' shards are of."""
         return self.round.silos[0].source.split("?")[0]
-
-
-def initial_record(example: Example) -> ModelRecord:
-    """The example's architecture, freshly initialised (seed 0), with the data set's published input map."""
-    data = load_dataset(example.source)
-    torch.manual_seed(0)
-    model = build_model(example.model, data.input_shape, data.num_classes)
-    return ModelRecord.from_module(example.model, model, data.input_shape, data.num_classes, data.standardization)
 
 
 def public_accuracy(example: Example, record: ModelRecord, model: nn.Module) -> float:
@@ -162,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     example = Example.load()
-    record = initial_record(example)
+    record = initial_record(example.model, example.source)
     rows: dict[str, Any] = {"settings": {"model": [example.model.architecture, example.model.params],
                                          "rounds": example.round.rounds, "localEpochs": example.round.local_epochs,
                                          "batchSize": example.round.batch_size,

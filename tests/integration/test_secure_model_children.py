@@ -141,8 +141,8 @@ def test_every_write_of_the_operator_is_recorded_under_its_own_field_manager(
     for kinds in ("jobs", "secrets", "persistentvolumeclaims", "networkpolicies"):
         found |= managers(kubectl, namespace, kinds, "-l", f"{children.UID_LABEL}={uid}")
     operator = "securemodel-operator"
-    assert ("securemodel-operator", "status") in found["SecureModel/m"]
-    assert ("securemodel-operator", "status") in found["PrivacyBudget/b"]
+    assert (operator, "status") in found["SecureModel/m"]
+    assert (operator, "status") in found["PrivacyBudget/b"]
     children_found = [name for name in found if name.split("/")[0] not in ("SecureModel", "PrivacyBudget")]
     assert {"Job/m-train-" + parse(get(api_client, namespace, "securemodels", "m")["spec"]).versions.training,
             "Secret/m-data-key", "Secret/m-client-web", "PersistentVolumeClaim/m-artifacts"} <= set(children_found)
