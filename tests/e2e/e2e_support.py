@@ -14,6 +14,9 @@ from typing import Any
 import polling
 from test_cluster import REPO, apply, kubectl, logs, pod, wait_phase
 
+# The operator's namespace (kubectl arguments) and its Deployment, as deploy/ installs them.
+OPERATOR = ["-n", "securemodel-system"]
+OPERATOR_DEPLOYMENT = "deployment/securemodel-operator"
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
 
 

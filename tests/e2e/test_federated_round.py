@@ -18,7 +18,6 @@ from prv_accountant.dpsgd import DPSGDAccountant
 
 from e2e_support import SERVED_CLIENT, condition, get, pod_result, restricted_namespace, start_client, wait_ready, wait_until
 from test_cluster import apply, kubectl
-from test_secure_model import operator  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +47,7 @@ def federated_round(name: str, silos: list[tuple[str, str, int]], **spec: Any) -
 
 
 @pytest.fixture(scope="module")
-def namespaces(operator: None) -> Iterator[list[str]]:  # noqa: F811 (uses the imported fixture)
+def namespaces(operator: None) -> Iterator[list[str]]:
     """The hub (the round, and silo a) and the namespaces of silos b and c, each with its silo's budget."""
     with contextlib.ExitStack() as stack:
         names = [stack.enter_context(restricted_namespace(f"e2e-fl-{silo}")) for silo in ("hub", "b", "c")]

@@ -17,7 +17,6 @@ import yaml
 
 from e2e_support import condition, get, restricted_namespace, wait_ready, wait_until
 from test_cluster import REPO, apply, kubectl
-from test_secure_model import operator  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +25,7 @@ PRETRAINED, PRIVATE = "tumor-classifier-pretrained", "tumor-classifier-private"
 
 
 @pytest.fixture(scope="module")
-def namespace(operator: None) -> Iterator[str]:  # noqa: F811 (uses the imported fixture)
+def namespace(operator: None) -> Iterator[str]:
     """The example applied unchanged but for its namespace."""
     with restricted_namespace("e2e-ft") as name:
         for document in yaml.safe_load_all(EXAMPLE.read_text(encoding="utf-8")):

@@ -31,7 +31,7 @@ import yaml
 
 from e2e_support import condition, get, restricted_namespace
 from test_cluster import REPO, apply, kubectl
-from test_secure_model import SPEC, operator  # noqa: F401 (the fixture)
+from test_secure_model import SPEC
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +101,7 @@ def no_drift(namespace: str, objects: list[dict[str, Any]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def gitops(operator: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:  # noqa: F811
+def gitops(operator: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A namespace synced by Flux from a branch of the node's Git repository; the branch's work tree."""
     env = flux_env()
     health = f"http://127.0.0.1:{env['KUSTOMIZE_CONTROLLER_HEALTH_PORT']}/readyz"

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from e2e_support import condition, get, restricted_namespace, wait_until
+from e2e_support import OPERATOR, condition, get, restricted_namespace, wait_until
 from test_cluster import KUBECONFIG, REPO, apply, kubectl
-from test_secure_model import OPERATOR, SPEC
+from test_secure_model import SPEC
 
 pytestmark = pytest.mark.e2e
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from e2e_support import get, pod_result, restricted_namespace, wait_until
 from test_cluster import apply, kubectl, pod
-from test_secure_model import SPEC, operator  # noqa: F401 (the fixture)
+from test_secure_model import SPEC
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +42,7 @@ TARGETS = ["10.96.0.10:53", "10.244.0.1:10250", "10.96.0.1:443"]
 
 
 @pytest.fixture(scope="module")
-def isolated_model(operator: None) -> Iterator[tuple[str, str]]:  # noqa: F811 (uses the imported fixture)
+def isolated_model(operator: None) -> Iterator[tuple[str, str]]:
     """(namespace, uid) of a model whose train pod never starts (it asks for a GPU the node lacks)."""
     with restricted_namespace("e2e-net") as namespace:
         apply(namespace, {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": "b"},

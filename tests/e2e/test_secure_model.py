@@ -1,10 +1,9 @@
 """A SecureModel end to end on the real cluster: the operator runs in-cluster from its image (deploy/),
 trains with DP-SGD, compresses, and serves over mutual TLS; clients call it from pods.
 
-The module's fixture applies crds/ and deploy/, restarts the operator Deployment and waits for
-it; at teardown it deletes the operator Deployment, so no in-cluster operator runs beside the
-integration tests' own operator processes. The model's namespace enforces Pod Security
-``restricted``: every pod the operator creates must meet it or it would not be admitted.
+The operator is deploy/'s, shared by the end-to-end modules (conftest.py's ``operator`` fixture). The
+model's namespace enforces Pod Security ``restricted``: every pod the operator creates must meet it or
+it would not be admitted.
 """
 
 from __future__ import annotations
@@ -30,14 +29,13 @@ from e2e_support import (
     wait_ready,
     wait_until,
 )
-from test_cluster import REPO, apply, kubectl, logs, pod, wait_phase
+from test_cluster import apply, kubectl, logs, pod, wait_phase
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "tumor"
 CLIENT = "frontend"
 CLIENT_SECRET = f"{MODEL}-client-{CLIENT}"
-OPERATOR = ["-n", "securemodel-system"]
 SPEC: dict[str, Any] = {
     "model": {"architecture": "mlp", "params": {"hidden": [32]}},
     "data": {"source": "builtin://breast_cancer", "evaluation": {"source": "builtin://breast_cancer?part=evaluation"}},
@@ -47,19 +45,6 @@ SPEC: dict[str, Any] = {
     "serving": {"replicas": 1, "clients": [CLIENT], "certificateLifetime": "720h"},
     "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
 }
-
-
-@pytest.fixture(scope="module")
-def operator() -> Iterator[None]:
-    """The in-cluster operator, from securemodel-operator:dev, for this module only."""
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    kubectl("apply", "-f", str(REPO / "deploy"))
-    kubectl(*OPERATOR, "rollout", "restart", "deployment/securemodel-operator")
-    kubectl(*OPERATOR, "rollout", "status", "deployment/securemodel-operator", "--timeout=180s")
-    yield
-    print(kubectl(*OPERATOR, "logs", "deployment/securemodel-operator", "--tail=200", check=False).stdout)
-    kubectl(*OPERATOR, "delete", "deployment", "securemodel-operator", "--wait=true", "--timeout=60s", check=False)
 
 
 @pytest.fixture(scope="module")

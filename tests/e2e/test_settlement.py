@@ -15,9 +15,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from e2e_support import condition, get, restricted_namespace, wait_until
+from e2e_support import OPERATOR, OPERATOR_DEPLOYMENT, condition, get, restricted_namespace, wait_until
 from test_cluster import KUBECONFIG, WORKER_IMAGE, apply, kubectl
-from test_secure_model import OPERATOR, SPEC, operator  # noqa: F401 (the fixture)
+from test_secure_model import SPEC
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ def model(name: str, **parts: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def namespace(operator: None) -> Iterator[str]:  # noqa: F811 (uses the imported fixture)
+def namespace(operator: None) -> Iterator[str]:
     with restricted_namespace("e2e-settle", deletion_timeout="120s") as name:
         budget = {"apiVersion": "securemodel.io/v1alpha1", "kind": "PrivacyBudget", "metadata": {"name": BUDGET},
                   "spec": {"epsilon": 50.0, "delta": 1.0e-5, "data": {"sources": [SPEC["data"]["source"]]},
@@ -112,12 +112,12 @@ def test_an_evicted_train_pod_commits_the_whole_claim(namespace: str, core: kube
 
 
 def scale_operator(replicas: int) -> None:
-    kubectl(*OPERATOR, "scale", "deployment/securemodel-operator", f"--replicas={replicas}")
+    kubectl(*OPERATOR, "scale", OPERATOR_DEPLOYMENT, f"--replicas={replicas}")
     if replicas == 0:
         kubectl(*OPERATOR, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=securemodel-operator",
                 "--timeout=120s", check=False)  # fmt: skip
     else:
-        kubectl(*OPERATOR, "rollout", "status", "deployment/securemodel-operator", "--timeout=180s")
+        kubectl(*OPERATOR, "rollout", "status", OPERATOR_DEPLOYMENT, "--timeout=180s")
 
 
 def test_a_pod_or_job_deleted_after_success_while_the_operator_was_down_is_charged_and_never_retrained(

@@ -20,7 +20,6 @@ import pytest
 
 from e2e_support import POD_SECURITY, get, pod_result, restricted_namespace, start_client, wait_ready
 from test_cluster import REPO, apply, kubectl, pod, wait_phase
-from test_secure_model import operator  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +42,7 @@ patients = _patients()
 
 
 @pytest.fixture(scope="module")
-def namespace(operator: None) -> Iterator[str]:  # noqa: F811 (uses the imported fixture)
+def namespace(operator: None) -> Iterator[str]:
     with restricted_namespace("e2e-table") as name:
         yield name
 
