@@ -77,6 +77,7 @@ from securemodel.workers.federated.contract import (
     RunSettings,
     write_result,
 )
+from securemodel.workers.federated.prompt_grid import PromptGrid
 
 STAGES = ("setup", "share keys", "collect masked vectors", "unmask")
 
@@ -379,5 +380,5 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Flower's entry: parse the run configuration and run every round."""
-    run_federation(grid, context, RunSettings.from_config(context.run_config))
+    """Flower's entry: parse the run configuration and run every round, collecting replies promptly."""
+    run_federation(PromptGrid(grid), context, RunSettings.from_config(context.run_config))
