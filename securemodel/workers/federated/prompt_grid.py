@@ -4,7 +4,8 @@ Flower's grid pulls the replies of a ``send_and_receive`` every 3 seconds (a fix
 loop), so every stage of a round waits 1.5 s on average, up to 3 s, after the last silo answered:
 SecAgg+ has four stages per round. :class:`PromptGrid` runs the same loop (push the messages, pull
 until every reply is in or ``timeout`` has passed) with :data:`PULL_INTERVAL` between pulls, and
-forwards everything else to the run's grid: the replies received in time, each once.
+forwards every other call to the run's grid. It returns what Flower's loop returns: the replies
+received before the timeout, each once.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class PromptGrid(Grid):
     def run(self) -> Run:
         return self._grid.run
 
-    def create_message(  # noqa: PLR0913 (Flower's signature)
+    def create_message(
         self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
     ) -> Message:
         return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
