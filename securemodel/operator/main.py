@@ -11,7 +11,7 @@ import kopf
 from securemodel.operator import connections, runtime, settings  # noqa: F401
 from securemodel.operator.budget import handlers as budget_handlers  # noqa: F401
 from securemodel.operator.federated import handlers as federated_handlers  # noqa: F401
-from securemodel.operator.leader import LeaseElector, StandbyHealth, exit_now
+from securemodel.operator.leader import LeaseElector, StandbyHealth, exit_now, leaving_on_sigterm
 from securemodel.operator.secure_model import handlers as model_handlers  # noqa: F401
 from securemodel.operator.secure_model import client_role  # noqa: F401
 
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run until SIGINT/SIGTERM, once this process leads (:mod:`securemodel.operator.leader`).
 
     Any number of replicas may run: one holds the Lease and reconciles, the others wait, answering
-    their health endpoint, and one takes over within the lease duration of the leader's death.
+    their health endpoint, and one takes over within the lease duration of the leader's death. A
+    waiting replica leaves at once on SIGTERM; the leader stops as kopf does, then gives the Lease up.
     """
     args = parse_args(argv)
     kopf.configure(verbose=args.verbose, log_prefix=True)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     elector = LeaseElector(runtime.connect(), namespace, settings.LEASE_NAME, identity,
                            settings.LEASE_SECONDS, settings.LEASE_RENEW_SECONDS)  # fmt: skip
-    with StandbyHealth(args.health):
+    with StandbyHealth(args.health), leaving_on_sigterm():
         elector.acquire()
     elector.keep(lost=exit_now)
     if not args.verbose:

@@ -64,3 +64,23 @@ def test_one_of_two_operators_leads_and_the_other_takes_over_within_30_seconds(
     assert holder(api_client, namespace) != leader
     wait_for(lambda: len(train_jobs(api_client, namespace)) == 2, what="the new model's train Job")
     assert "Traceback" not in standby.logs()
+
+
+def test_a_standby_leaves_at_once_on_sigterm_and_the_leader_keeps_leading(
+    api_client: kubernetes.client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    wait_for: Callable[..., Any],
+) -> None:
+    """In a pod the operator is PID 1, for which an unhandled SIGTERM is dropped: a standby would wait out the pod's
+    grace period. Here (not PID 1) an unhandled SIGTERM would kill it instead: -15, not a clean exit."""
+    first = start_operator(namespace)
+    wait_for(lambda: holder(api_client, namespace) is not None, what="a leader")
+    second = start_operator(namespace)
+    leader = holder(api_client, namespace)
+    standby = next(op for op in (first, second) if not (leader or "").endswith(f"-{op.process.pid}"))
+    wait_for(lambda: "waiting to lead" in standby.logs(), what="the standby waiting")
+    standby.process.send_signal(signal.SIGTERM)
+    assert standby.process.wait(timeout=10) == 0, standby.logs()
+    assert "SIGTERM while waiting to lead: exiting" in standby.logs()
+    assert holder(api_client, namespace) == leader
