@@ -10,14 +10,13 @@ as a candidate) rather than risk two processes writing the same objects.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
@@ -133,26 +132,22 @@ class LeaseElector:
         return thread
 
 
-@contextlib.contextmanager
-def leaving_on_sigterm() -> Iterator[None]:
-    """While the block runs, SIGTERM ends the process at once with status 0; the previous handler afterwards.
+def leave_on_sigterm() -> None:
+    """Until kopf installs its own graceful stop, which replaces this handler, SIGTERM ends the process at once with
+    status 0.
 
-    For the wait to lead (:meth:`LeaseElector.acquire`), before kopf installs its own graceful stop. In a
-    container the operator is PID 1, for which the kernel drops a signal that has no handler: a standby ignored
-    the kubelet's SIGTERM and was killed only after the pod's whole grace period (31 s measured), which every
-    rollout and every deletion of the Deployment waited for. A standby has written nothing and holds no Lease,
-    so it has nothing to finish.
+    In a container the operator is PID 1, for which the kernel drops a signal that has no handler: a standby
+    (waiting in :meth:`LeaseElector.acquire`) ignored the kubelet's SIGTERM and was killed only after the pod's
+    whole grace period (31 s measured), which every rollout and every deletion of the Deployment waited for. Before
+    kopf runs, the process has reconciled nothing, so it has nothing to finish (a Lease it has just taken expires
+    after its duration, as a killed leader's does).
     """
 
     def leave(signum: int, _frame: object) -> None:
-        logger.info("%s while waiting to lead: exiting", signal.Signals(signum).name)
+        logger.info("%s before reconciling anything: exiting", signal.Signals(signum).name)
         raise SystemExit(0)
 
-    previous = signal.signal(signal.SIGTERM, leave)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    signal.signal(signal.SIGTERM, leave)
 
 
 def exit_now() -> None:

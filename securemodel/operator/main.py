@@ -11,7 +11,7 @@ import kopf
 from securemodel.operator import connections, runtime, settings  # noqa: F401
 from securemodel.operator.budget import handlers as budget_handlers  # noqa: F401
 from securemodel.operator.federated import handlers as federated_handlers  # noqa: F401
-from securemodel.operator.leader import LeaseElector, StandbyHealth, exit_now, leaving_on_sigterm
+from securemodel.operator.leader import LeaseElector, StandbyHealth, exit_now, leave_on_sigterm
 from securemodel.operator.secure_model import handlers as model_handlers  # noqa: F401
 from securemodel.operator.secure_model import client_role  # noqa: F401
 
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     elector = LeaseElector(runtime.connect(), namespace, settings.LEASE_NAME, identity,
                            settings.LEASE_SECONDS, settings.LEASE_RENEW_SECONDS)  # fmt: skip
-    with StandbyHealth(args.health), leaving_on_sigterm():
+    leave_on_sigterm()
+    with StandbyHealth(args.health):
         elector.acquire()
     elector.keep(lost=exit_now)
     if not args.verbose:

@@ -82,5 +82,5 @@ def test_a_standby_leaves_at_once_on_sigterm_and_the_leader_keeps_leading(
     wait_for(lambda: "waiting to lead" in standby.logs(), what="the standby waiting")
     standby.process.send_signal(signal.SIGTERM)
     assert standby.process.wait(timeout=10) == 0, standby.logs()
-    assert "SIGTERM while waiting to lead: exiting" in standby.logs()
+    assert "SIGTERM before reconciling anything: exiting" in standby.logs()
     assert holder(api_client, namespace) == leader
