@@ -31,7 +31,6 @@ class SlowSilos:
     def __init__(self, clock: Clock, arrivals: list[float | None]) -> None:
         self.clock, self.arrivals = clock, arrivals
         self.pushed_at = 0.0
-        self.pulls = 0
         self.node_ids = [7, 8]
 
     def push_messages(self, messages: Iterable[Any]) -> list[str]:
@@ -40,7 +39,6 @@ class SlowSilos:
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
         """The replies that have arrived to the messages asked for."""
-        self.pulls += 1
         elapsed = self.clock.now - self.pushed_at
         return [
             SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=m))
