@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop everything cluster-up.sh started, by pid, and remove what it created: pod processes,
 # mounts, network namespaces, the bridge, iptables rules, the state directory and the hostPath
-# volumes. Safe to run on a machine where nothing (or only leftovers of a killed cluster) exists.
+# volumes. containerd's images stay in $IMAGE_STORE, a cache like the others. Safe to run on a
+# machine where nothing (or only leftovers of a killed cluster) exists.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -50,6 +51,7 @@ done
 
 # Mounts: the kubelet's volumes, containerd's snapshots and sandboxes, the pods' network namespaces.
 unmount_all "$STATE"
+unmount_all "$IMAGE_STORE/root"
 mounts=$(awk '{print $2}' /proc/mounts | grep -E "^(/run/netns/cni-|/var/run/netns/cni-)" | sort -r || true)
 for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done

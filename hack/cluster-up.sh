@@ -148,7 +148,7 @@ wait_for 30 "kube-scheduler /healthz" curl -fsk https://127.0.0.1:10259/healthz 
 log "containerd $(containerd --version | awk '{print $3}') with runc and CNI bridge"
 cat >"$STATE/containerd/config.toml" <<TOML
 version = 2
-root = "$STATE/containerd/root"
+root = "$IMAGE_STORE/root"
 state = "$STATE/containerd/state"
 [grpc]
   address = "$CONTAINERD_SOCK"
@@ -184,6 +184,17 @@ cat >"$STATE/cni/net.d/10-securemodel.conflist" <<JSON
 JSON
 start containerd containerd --config "$STATE/containerd/config.toml"
 wait_for 30 "containerd" ctr_k8s version || fail_with_log containerd
+# The kept root still lists the containers of the last cluster's pods, which went with its etcd: removed
+# (with their snapshots), then containerd starts again so that its CRI plugin forgets them too.
+leftover=$(ctr_k8s containers ls -q)
+if [ -n "$leftover" ]; then
+  log "removing $(wc -w <<<"$leftover") containers of the last cluster from $IMAGE_STORE"
+  xargs -r ctr --address "$CONTAINERD_SOCK" --namespace k8s.io containers rm <<<"$leftover" >/dev/null
+  kill "$(cat "$STATE/pids/containerd.pid")"
+  wait_for 30 "containerd to stop" bash -c "! kill -0 $(cat "$STATE/pids/containerd.pid")"
+  start containerd containerd --config "$STATE/containerd/config.toml"
+  wait_for 30 "containerd" ctr_k8s version || fail_with_log containerd
+fi
 "$HACK_DIR/cluster-images.sh" "$BIN"
 
 log "kubelet, kube-proxy"

@@ -7,8 +7,8 @@ load_image() {
   local ref=$1 id name archive
   id=$(buildah inspect --type image --format '{{.FromImageID}}' "$ref")
   name=$(echo "$ref" | tr '/:' '__')
-  # containerd lives as long as $STATE: a record there says which image id it holds.
-  if [ "$(cat "$STATE/images/$name" 2>/dev/null)" = "$id" ] && ctr_k8s images ls -q | grep -q "[/]${ref##*/}\$"; then
+  # A record beside containerd's root says which image id it holds.
+  if [ "$(cat "$IMAGE_STORE/loaded/$name" 2>/dev/null)" = "$id" ] && ctr_k8s images ls -q | grep -q "[/]${ref##*/}\$"; then
     return
   fi
   log "loading $ref into containerd"
@@ -19,7 +19,7 @@ load_image() {
   buildah push -q "$ref" "docker-archive:$archive:$ref" >/dev/null
   ctr_k8s images import "$archive" >/dev/null
   rm -f "$archive"
-  mkdir -p "$STATE/images" && echo "$id" >"$STATE/images/$name"
+  mkdir -p "$IMAGE_STORE/loaded" && echo "$id" >"$IMAGE_STORE/loaded/$name"
 }
 
 # scratch_image REF FILE DEST [buildah config args...] : a one-binary image built from scratch.
