@@ -75,6 +75,27 @@ def _xdist_scope(nodeid: str) -> str:
     return "cluster" if path.startswith(("tests/integration/", "tests/e2e/")) else path
 
 
+def _run_order(item: pytest.Item) -> int:
+    """The rank of ``item`` in ``make test``'s order: integration tests, end-to-end tests, slow unit tests, the
+    other unit tests (each group keeps its own order)."""
+    path = item.nodeid.split("::", 1)[0]
+    if path.startswith("tests/integration/"):
+        return 0
+    if path.startswith("tests/e2e/"):
+        return 1
+    return 2 if item.get_closest_marker("slow") else 3
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests in :func:`_run_order`, which ``make test``'s scheduler keeps (see below).
+
+    The unit worker's slow tests (whole Flower rounds of local processes) take most of the two cores while they
+    run. First in its queue, they overlap the integration tests, whose only load is the API server's, and are
+    done before the end-to-end pods train, serve and federate.
+    """
+    items.sort(key=_run_order)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadscope`` with :func:`_xdist_scope` as the scope (xdist's ``loadgroup`` marks cannot do it:
@@ -82,6 +103,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
+
+    # Hand the scopes out in the collection's order (:func:`pytest_collection_modifyitems`), not largest first.
+    config.option.loadscopereorder = False
 
     class ClusterTestsInOneScope(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
