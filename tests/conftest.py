@@ -90,8 +90,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests in :func:`_run_order`, which ``make test``'s scheduler keeps (see below).
 
     The unit worker's slow tests (whole Flower rounds of local processes) take most of the two cores while they
-    run. First in its queue, they overlap the integration tests, whose only load is the API server's, and are
-    done before the end-to-end pods train, serve and federate.
+    run. First in its queue, they overlap the integration tests (the API server and operator processes, no
+    pods) and are done before the end-to-end pods train, serve and federate.
     """
     items.sort(key=_run_order)
 
