@@ -17,17 +17,6 @@ unmount_all() {  # path
   done
 }
 
-stop_pid() {  # name : SIGTERM, then SIGKILL after 10 s
-  local f=$STATE/pids/$1.pid p
-  p=$(cat "$f" 2>/dev/null) || return 0
-  if kill -0 "$p" 2>/dev/null; then
-    kill "$p" 2>/dev/null || true
-    for _ in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$p" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
-
 # The kubelet first, so nothing restarts pods while they are being removed.
 stop_pid kubelet
 stop_pid kube-proxy

@@ -190,8 +190,7 @@ leftover=$(ctr_k8s containers ls -q)
 if [ -n "$leftover" ]; then
   log "removing $(wc -w <<<"$leftover") containers of the last cluster from $IMAGE_STORE"
   xargs -r ctr --address "$CONTAINERD_SOCK" --namespace k8s.io containers rm <<<"$leftover" >/dev/null
-  kill "$(cat "$STATE/pids/containerd.pid")"
-  wait_for 30 "containerd to stop" bash -c "! kill -0 $(cat "$STATE/pids/containerd.pid")"
+  stop_pid containerd
   start containerd containerd --config "$STATE/containerd/config.toml"
   wait_for 30 "containerd" ctr_k8s version || fail_with_log containerd
 fi

@@ -28,6 +28,18 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
+# Stop a component the cluster scripts started (its pid is in $STATE/pids): SIGTERM, then SIGKILL after 10 s.
+stop_pid() {  # name
+  local f=$STATE/pids/$1.pid p
+  p=$(cat "$f" 2>/dev/null) || return 0
+  if kill -0 "$p" 2>/dev/null; then
+    kill "$p" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$p" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
 # Wait until a command succeeds, or fail after $1 seconds naming what was awaited.
 wait_for() {
   local timeout=$1 what=$2; shift 2
