@@ -45,10 +45,12 @@ ConfigValue = bool | int | float | str
 RESULT_FILE: Final[str] = "result.json"
 RESULT_KIND: Final[str] = "FederatedResult"
 SILO_REPORT_KIND: Final[str] = "FederatedSiloResult"
-# Flower reports usage telemetry and checks for updates over the internet unless told not to.
+# Flower reports usage telemetry and checks for updates over the internet unless told not to. Its SuperExec
+# (which starts the ServerApp and each silo's ClientApp) looks for a new task every second unless told otherwise.
 FLOWER_SWITCHES: Final[dict[str, str]] = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
 }
 
 

@@ -1,10 +1,11 @@
 """``securemodel-worker fl-client``: one silo's Flower SuperNode, and the silo's own account of what it spent.
 
-Runs ``flower-supernode`` (TLS to the SuperLink verified against the round's CA, requests
-signed with the silo's authentication key, the ClientAppIO API on the loopback interface only,
-no runtime dependency installation) with the silo's :class:`.contract.SiloSettings` as its node
-configuration. A SuperNode the SuperLink refuses (its key not registered yet) exits; it is
-started again for ``--restart-window`` seconds. On SIGTERM (or when that window is over) the worker emits a :data:`.contract.SILO_REPORT_KIND` result with the rounds trained and
+Runs ``flower-supernode`` (through :mod:`.prompt_supernode`, which only shortens its idle wait; TLS to
+the SuperLink verified against the round's CA, requests signed with the silo's authentication key, the
+ClientAppIO API on the loopback interface only, no runtime dependency installation) with the silo's
+:class:`.contract.SiloSettings` as its node configuration. A SuperNode the SuperLink refuses (its key not
+registered yet) exits; it is started again for ``--restart-window`` seconds. On SIGTERM (or when that
+window is over) the worker emits a :data:`.contract.SILO_REPORT_KIND` result with the rounds trained and
 the noisy steps run, read from the silo's progress file: what its budget must be settled from.
 """
 
@@ -51,9 +52,11 @@ def silo_settings(args: argparse.Namespace) -> SiloSettings:
 
 
 def supernode_command(args: argparse.Namespace, settings: SiloSettings) -> list[str]:
-    """The ``flower-supernode`` command line for this silo."""
+    """The ``flower-supernode`` command line for this silo (run by :mod:`.prompt_supernode`)."""
     return [
-        str(Path(sys.executable).with_name("flower-supernode")),
+        sys.executable,
+        "-m",
+        "securemodel.workers.federated.prompt_supernode",
         "--superlink",
         args.superlink,
         "--root-certificates",
