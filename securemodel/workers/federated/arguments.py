@@ -162,7 +162,7 @@ def add_aggregate_arguments(parser: argparse.ArgumentParser) -> None:
         default=120.0,
         help="seconds for the SuperLink to start",
     )
-    parser.add_argument("--poll-interval", type=positive, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--poll-interval", type=positive, default=0.2, help=argparse.SUPPRESS)
     parser.add_argument(
         "--work-dir",
         type=Path,
