@@ -29,7 +29,7 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 # Polls less often than the integration tests: each check runs kubectl or reads the API server.
-wait_until = functools.partial(polling.wait_until, interval=2.0)
+wait_until = functools.partial(polling.wait_until, interval=1.0)
 
 
 def print_namespace(namespace: str, kind: str, name: str) -> None:
@@ -43,7 +43,7 @@ def print_namespace(namespace: str, kind: str, name: str) -> None:
         print(kubectl("-n", namespace, "logs", found, "--all-containers", "--tail=50", check=False).stdout)
 
 
-def wait_ready(namespace: str, kind: str, name: str, timeout: float, what: str, interval: float = 2.0) -> dict[str, Any]:
+def wait_ready(namespace: str, kind: str, name: str, timeout: float, what: str, interval: float = 1.0) -> dict[str, Any]:
     """``kind/name`` once its Ready condition is True. AssertionError, with its status, as soon as its phase is
     Failed, or after ``timeout`` s; either way, :func:`print_namespace` first."""
 

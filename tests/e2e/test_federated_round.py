@@ -95,7 +95,7 @@ def test_three_silos_train_two_rounds_and_each_pays_its_own_budget(namespaces: l
     hub, b, c = namespaces
     apply(hub, federated_round(ROUND, [("a", hub, 0), ("b", b, 1), ("c", c, 2)]))
     # Ready once it has succeeded and the silos' claims are settled (their pods gone)
-    done = wait_ready(hub, "federatedround", ROUND, 600, "the round finished and its claims settled", interval=5)
+    done = wait_ready(hub, "federatedround", ROUND, 600, "the round finished and its claims settled")
     status = done["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert status["roundsCompleted"] == 2 and status["submitted"] == "3/3"
@@ -165,7 +165,7 @@ def test_a_silo_fine_tunes_the_global_model_privately_with_its_first_layer_froze
                          "privacy": {"budgetRef": "clinic", "epsilon": EPSILON},
                          "training": {"epochs": 2, "batchSize": 32, "learningRate": 0.05},
                          "serving": {"replicas": 0}}})  # fmt: skip
-    tuned = wait_ready(hub, "securemodel", TUNED, 420, "the fine-tuned SecureModel to be Ready", interval=5)
+    tuned = wait_ready(hub, "securemodel", TUNED, 420, "the fine-tuned SecureModel to be Ready")
     assert condition(tuned, "Trained")["status"] == "True"
     assert 0.5 < tuned["status"]["model"]["accuracy"] <= 1
     spent = tuned["status"]["privacy"]["epsilonSpent"]
@@ -204,7 +204,7 @@ def kill_when_training(namespace: str, round_name: str) -> str:
                 return str(pod["metadata"]["name"])
         return None
 
-    name = wait_until(training_pod, 300, f"the silo pod of {round_name} in {namespace} training", interval=1)
+    name = wait_until(training_pod, 300, f"the silo pod of {round_name} in {namespace} training")
     kubectl("-n", namespace, "delete", "pod", name, "--grace-period=1", "--wait=false")
     return name
 
@@ -216,7 +216,7 @@ def finished_round(hub: str, name: str) -> dict[str, Any]:
         settled = all(p.get("claim") in ("Committed", "Released") for p in found["status"].get("participants") or [{}])
         return found if phase in ("Succeeded", "Failed") and settled else None
 
-    return wait_until(finished, 600, f"round {name} finished and its claims settled", interval=5)
+    return wait_until(finished, 600, f"round {name} finished and its claims settled")
 
 
 def test_a_silo_killed_mid_round_drops_and_the_survivors_finish(namespaces: list[str]) -> None:

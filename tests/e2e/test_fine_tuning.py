@@ -44,7 +44,7 @@ def train_result(namespace: str, model: str) -> dict[str, Any]:
 
 
 def test_the_private_model_fine_tunes_the_public_one_and_only_it_is_charged(namespace: str) -> None:
-    private = wait_ready(namespace, "securemodel", PRIVATE, 900, "the private fine-tuning to be Ready", interval=5)
+    private = wait_ready(namespace, "securemodel", PRIVATE, 900, "the private fine-tuning to be Ready")
     pretrained = get(namespace, "securemodel", PRETRAINED)
     assert pretrained["status"]["privacy"]["public"] is True and "epsilonSpent" not in pretrained["status"]["privacy"]
     assert condition(pretrained, "PublicData")["status"] == "True"

@@ -80,7 +80,7 @@ def test_install_upgrade_uninstall_and_install_again_keep_the_model_serving(name
                       "spec": {"epsilon": 5.0, "data": {"sources": [SPEC["data"]["source"]]}}})  # fmt: skip
     spec = {**SPEC, "privacy": {**SPEC["privacy"], "budgetRef": "b"}, "training": {**SPEC["training"], "epochs": 1}}
     apply(namespace, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel", "metadata": {"name": "m"}, "spec": spec})
-    before = wait_until(lambda: serving(namespace), 420, "the model served by the Helm-installed operator", interval=5)
+    before = wait_until(lambda: serving(namespace), 420, "the model served by the Helm-installed operator")
     deployment = get(namespace, "deployment", "m")["metadata"]["generation"]
 
     # An upgrade that changes a value rolls the operator; the model keeps serving, untouched.

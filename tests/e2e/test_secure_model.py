@@ -179,7 +179,7 @@ print("RESULT " + json.dumps({"changed": False, "first": first, "ok": ok, "failu
 
 def first_answered(namespace: str, name: str) -> None:
     wait_until(lambda: "FIRST" in kubectl("-n", namespace, "logs", name, check=False).stdout, 90,
-               "the first answer", interval=1)  # fmt: skip
+               "the first answer")  # fmt: skip
 
 
 REVOKED_CODE = r"""
@@ -402,7 +402,7 @@ def test_a_spec_change_mid_training_lets_the_training_finish_and_charges_it_befo
     apply(namespace, budget, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel",
                               "metadata": {"name": name}, "spec": spec})  # fmt: skip
     uid = get(namespace, "securemodel", name)["metadata"]["uid"]
-    wait_until(lambda: train_running(namespace, uid), 180, "the train container running", interval=1)
+    wait_until(lambda: train_running(namespace, uid), 180, "the train container running")
     first_job = kubectl("-n", namespace, "get", "jobs", "-l", f"securemodel.io/model-uid={uid}", "-o", "name").stdout.split()
     patch = {"spec": {"training": {"epochs": 61}}}
     kubectl("-n", namespace, "patch", f"securemodel/{name}", "--type=merge", "-p", json.dumps(patch))
@@ -441,7 +441,7 @@ def test_deleting_a_model_whose_training_touched_the_data_commits_its_claim(name
     apply(namespace, budget, {"apiVersion": "securemodel.io/v1alpha1", "kind": "SecureModel",
                               "metadata": {"name": name}, "spec": spec})  # fmt: skip
     uid = get(namespace, "securemodel", name)["metadata"]["uid"]
-    wait_until(lambda: train_running(namespace, uid), 180, "the train container running", interval=1)
+    wait_until(lambda: train_running(namespace, uid), 180, "the train container running")
     kubectl("-n", namespace, "delete", f"securemodel/{name}", "--timeout=60s")
     claims = get(namespace, "privacybudget", "interruptible")["status"]["claims"]
     (claim,) = [c for c in claims if c["consumer"]["uid"] == uid]

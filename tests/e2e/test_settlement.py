@@ -100,7 +100,7 @@ def test_an_image_that_cannot_be_pulled_is_released_and_its_job_goes(namespace: 
 def test_an_evicted_train_pod_commits_the_whole_claim(namespace: str, core: kubernetes.client.CoreV1Api) -> None:
     apply(namespace, model("evicted", training={"epochs": 200}))
     uid = get(namespace, "securemodel", "evicted")["metadata"]["uid"]
-    wait_until(lambda: running(namespace, uid), 240, "the train container running", interval=1)
+    wait_until(lambda: running(namespace, uid), 240, "the train container running")
     (pod,) = train_pods(namespace, uid)
     name = pod["metadata"]["name"]
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
@@ -123,15 +123,17 @@ def scale_operator(replicas: int) -> None:
 def test_a_pod_or_job_deleted_after_success_while_the_operator_was_down_is_charged_and_never_retrained(
     namespace: str,
 ) -> None:
-    # Long enough (about a minute: a wide network, 40 epochs) to stop the operator while both train (it is
-    # down within 10 s of their start), and half a core each so both fit the node at once.
-    wide, long, half = {"architecture": "mlp", "params": {"hidden": [1024, 1024]}}, {"epochs": 40}, {"cpu": "500m"}
+    # Long enough (about half a minute here: a wide network, 15 epochs) to stop the operator while both train (it
+    # was down 7 s after both ran), and half a core each so both fit the node at once.
+    wide, long, half = {"architecture": "mlp", "params": {"hidden": [1024, 1024]}}, {"epochs": 15}, {"cpu": "500m"}
     apply(namespace, *(model(name, model=wide, training=long, resources=half) for name in ("pod-deleted", "job-deleted")))
     uids = {name: get(namespace, "securemodel", name)["metadata"]["uid"] for name in ("pod-deleted", "job-deleted")}
     for uid in uids.values():
-        wait_until(lambda uid=uid: running(namespace, uid), 240, "training under way", interval=1)
+        wait_until(lambda uid=uid: running(namespace, uid), 240, "training under way")
     scale_operator(0)
     try:
+        # What this test is about: the trainings end while no operator runs.
+        assert all(running(namespace, uid) for uid in uids.values()), "a training ended before the operator was down"
         for uid in uids.values():
             wait_until(lambda uid=uid: train_jobs(namespace, uid)[0]["status"].get("succeeded"), 480, "training done")
         kubectl("-n", namespace, "delete", "pod", "-l", f"securemodel.io/model-uid={uids['pod-deleted']}", "--wait=false")
