@@ -19,13 +19,14 @@ from test_secure_model import SPEC
 
 pytestmark = pytest.mark.e2e
 
-# Each target is tried every second for 15 s; the result is the last attempt's. The engine enforces a
-# policy a second or two after the pod starts (kube-router syncs on the pod's event); the operator's own
-# pods wait for it in their await-isolation init container, which probes the API server's Service.
+# Each target is tried every second for 15 s (an attempt at a blocked target waits 1 s for its timeout);
+# the result is the last attempt's. The engine enforces a policy a second or two after the pod starts
+# (kube-router syncs on the pod's event); the operator's own pods wait for it in their await-isolation
+# init container, which probes the API server's Service.
 PROBE = r"""
 import json, socket, sys, time
-results = {}
-for attempt in range(15):
+results, deadline = {}, time.monotonic() + 15
+while True:
     for target in sys.argv[1:]:
         host, port = target.rsplit(":", 1)
         try:
@@ -33,6 +34,8 @@ for attempt in range(15):
             results[target] = "connected"
         except OSError as error:
             results[target] = type(error).__name__
+    if time.monotonic() >= deadline:
+        break
     time.sleep(1)
 print("RESULT " + json.dumps(results))
 """
