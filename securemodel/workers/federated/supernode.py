@@ -52,9 +52,11 @@ def silo_settings(args: argparse.Namespace) -> SiloSettings:
 
 
 def supernode_command(args: argparse.Namespace, settings: SiloSettings) -> list[str]:
-    """The ``flower-supernode`` command line for this silo (run by :mod:`.prompt_supernode`)."""
+    """The ``flower-supernode`` command line for this silo (run by :mod:`.prompt_supernode`; ``-P``: the
+    working directory is not searched for modules, as for an installed command)."""
     return [
         sys.executable,
+        "-P",
         "-m",
         "securemodel.workers.federated.prompt_supernode",
         "--superlink",
