@@ -67,6 +67,11 @@ def kubectl(kubeconfig: Path) -> Kubectl:
     return run
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here rather than in pyproject.toml, whose hash keys the cached virtual environment and images.
+    config.addinivalue_line("markers", "slow: a unit test of whole local Flower rounds, run first (see _run_order)")
+
+
 def _xdist_scope(nodeid: str) -> str:
     """The unit of work of ``make test``'s two pytest-xdist workers: the integration and end-to-end tests share one
     cluster and one deployed operator, so they are one unit that one worker runs in order; each unit-test module
