@@ -66,7 +66,15 @@ Cost: composing is a convolution per distinct mechanism not already in a
 cached composition. Identical mechanisms are self-composed once
 (``self_compose(steps * count)``); composed PLDs of recent multisets are kept,
 and a new multiset starts from the largest cached one it contains, so granting
-one more claim costs one convolution. A ledger's Committed claims are composed
+one more claim costs one convolution. A multiset of one mechanism (a ledger of
+identical claims) is always self-composed from scratch instead: one transform
+pair of the result's length, no more than growing a cached composition costs
+(measured at 1000 claims: 0.16 s either way), and it needs no base kept beside
+the result (17 MB at 1000 claims); its figure is then the same whatever the
+cache held (and tighter: one truncation, not one per step of a chain). Such a
+composition is kept only if it is ``lasting``: a passing one would only be
+composed again at the same cost, and would hold its megabytes while the next
+one is composed. A ledger's Committed claims are composed
 ``lasting`` (kept while the bounds allow); every other composition passes: one
 that a more recently used composition contains is kept only within
 :data:`_PASSING_CACHE_BYTES` (the newest and the base it grew from always are),
@@ -432,7 +440,7 @@ class _Cache:
                 self._lasting.add(mechanisms)
             return self._plds[mechanisms]
         base_key: Multiset = ()
-        for cached in self._plds:
+        for cached in self._plds if len(mechanisms) > 1 else ():  # one mechanism: from scratch (module docstring)
             if sum(c for _, c in cached) > sum(c for _, c in base_key) and _contains(mechanisms, cached):
                 base_key = cached
         pld = self._plds[base_key] if base_key else None
@@ -443,6 +451,8 @@ class _Cache:
                 group = _group_pld(mechanism, missing)
                 pld = group if pld is None else _composed(pld, group)
         assert pld is not None, "a non-empty multiset composes to a PLD"
+        if len(mechanisms) == 1 and not lasting:
+            return pld  # composed again from scratch at the cost of growing it (module docstring): not kept
         self._plds[mechanisms] = pld = _owning(pld)
         self._pld_sizes[mechanisms] = pld_bytes(pld)
         if lasting:

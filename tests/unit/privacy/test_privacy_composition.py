@@ -263,7 +263,7 @@ class TestCache:
     def test_the_cached_compositions_stay_within_their_bytes_and_give_the_same_figures(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        grown = [multiset([EXAMPLE] * count) for count in range(1, 7)]
+        grown = [multiset([EXAMPLE] * count + [DpSgd(2.0, 0.02, 500)]) for count in range(1, 7)]
         cache_clear()
         cold = []
         for held in grown:  # each from scratch
@@ -279,6 +279,21 @@ class TestCache:
             warm.append(composed_epsilon(held, DELTA))
             assert 0 < cached_pld_bytes() <= limit  # a composition's support grows like sqrt(claims): each fits
         assert warm == pytest.approx(cold, rel=1e-5)
+
+    def test_identical_claims_are_composed_from_scratch_and_kept_only_if_lasting(self) -> None:
+        """A multiset of one mechanism is one self-composition whatever the cache holds: each step of a grant
+        chain of identical claims gives exactly its cold figure, and no step is kept beside the next (at a
+        thousand claims, 17 MB each), unless composed ``lasting`` (a ledger's Committed claims)."""
+        grown = [multiset([EXAMPLE] * count) for count in range(1, 7)]
+        cold = []
+        for held in grown:
+            cache_clear()
+            cold.append(composed_epsilon(held, DELTA))
+        cache_clear()
+        composed_epsilon(grown[1], DELTA, lasting=True)
+        warm = [composed_epsilon(held, DELTA) for held in grown]
+        assert warm == cold
+        assert list(composition._CACHE._plds) == [grown[1]]
 
     def test_a_grant_chain_passes_and_the_committed_composition_lasts(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A burst of grants composes ever larger multisets, each once as the base of the next: only the newest
