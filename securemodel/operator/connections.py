@@ -22,6 +22,8 @@ from typing import Any, Final
 import aiohttp
 import kopf
 
+from securemodel.operator.lean_bodies import LeanResponse
+
 # Connections for requests (patches, reads, Events) besides the watch streams.
 REQUEST_CONNECTIONS: Final = 32
 # Streams kopf runs besides one per watched resource and namespace: CustomResourceDefinitions
@@ -51,9 +53,11 @@ def connection_limit(resources: int, namespaces: Collection[str]) -> int:
 
 
 def bounded_session(info: kopf.ConnectionInfo, limit: int) -> kopf.AiohttpSession:
-    """kopf's session for ``info`` (the same TLS context, headers and proxy) with at most ``limit`` connections."""
+    """kopf's session for ``info`` (the same TLS context, headers and proxy) with at most ``limit`` connections,
+    whose answers' objects come without their managed fields (:class:`~securemodel.operator.lean_bodies.LeanResponse`)."""
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        response_class=LeanResponse,
         headers=info.as_http_headers(),
         proxy=info.proxy_url,
         trust_env=info.trust_env,

@@ -9,6 +9,7 @@ import kopf
 
 from securemodel.api import GROUP
 from securemodel.api.privacy_budget import KIND as BUDGET_KIND
+from securemodel.operator import lean_bodies
 
 COMPONENT = "securemodel-operator"
 # kopf serves one health endpoint; the Deployment uses it for liveness and readiness.
@@ -79,7 +80,9 @@ class DiffBaseOfChangeHandlers(kopf.AnnotationsDiffBaseStorage):
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: object) -> None:
-    """Tune kopf: our own annotation prefix and finalizer name, short-lived idle workers, and explicit Events only."""
+    """Tune kopf: our own annotation prefix and finalizer name, short-lived idle workers, explicit Events only, and
+    watched objects kept without their managed fields (:mod:`securemodel.operator.lean_bodies`)."""
+    lean_bodies.install()
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = DiffBaseOfChangeHandlers(frozenset({BUDGET_KIND.kind}))
     settings.persistence.finalizer = FINALIZER
