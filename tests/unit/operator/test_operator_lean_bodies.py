@@ -37,12 +37,15 @@ def without(obj: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+LISTED = {"kind": "SecureModelList", "metadata": {"resourceVersion": "7"}}
+GONE = {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
+
+
 @pytest.mark.parametrize(("document", "expected"), [
     (model("a"), without(model("a"))),
     ({"type": "MODIFIED", "object": model("a")}, {"type": "MODIFIED", "object": without(model("a"))}),
-    ({"kind": "SecureModelList", "metadata": {"resourceVersion": "7"}, "items": [model("a"), model("b")]},
-     {"kind": "SecureModelList", "metadata": {"resourceVersion": "7"}, "items": [without(model("a")), without(model("b"))]}),
-    ({"type": "ERROR", "object": {"kind": "Status", "code": 410}}, {"type": "ERROR", "object": {"kind": "Status", "code": 410}}),
+    ({**LISTED, "items": [model("a"), model("b")]}, {**LISTED, "items": [without(model("a")), without(model("b"))]}),
+    (GONE, GONE),
     ([1, 2], [1, 2]),
     ("text", "text"),
 ])  # fmt: skip
@@ -63,8 +66,8 @@ def test_once_installed_kopf_parses_watch_lines_without_the_managed_fields(monke
     monkeypatch.setattr(kopf_api, "json", json)
     lean_bodies.install()
     lean_bodies.install()  # idempotent
-    event = {"type": "ADDED", "object": model("a")}
-    assert kopf_api.json.loads(json.dumps(event).encode().decode("utf-8")) == {"type": "ADDED", "object": without(model("a"))}
+    line = json.dumps({"type": "ADDED", "object": model("a")}).encode()
+    assert kopf_api.json.loads(line.decode("utf-8")) == {"type": "ADDED", "object": without(model("a"))}
     assert kopf_api.json.dumps is json.dumps and kopf_api.json.JSONDecodeError is json.JSONDecodeError
 
 
