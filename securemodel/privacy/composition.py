@@ -75,7 +75,9 @@ is ``lasting``: kept passing ones held their megabytes while the next one was
 composed. That is a trade of time for memory, measured at 1000 entries of one
 shape (``bench.composition``, side by side): a warm grant decision 418 ms instead
 of 258 (the cached base it grew from is gone), a cold one 486 instead of 820; the
-operator's peak in a burst of 1000 models 280 MiB instead of 335. A ledger's Committed claims are composed
+operator's peak in a burst of 1000 models 280 MiB instead of 335.
+
+A ledger's Committed claims are composed
 ``lasting`` (kept while the bounds allow); every other composition passes: one
 that a more recently used composition contains is kept only within
 :data:`_PASSING_CACHE_BYTES` (the newest and the base it grew from always are),
@@ -453,7 +455,7 @@ class _Cache:
                 pld = group if pld is None else _composed(pld, group)
         assert pld is not None, "a non-empty multiset composes to a PLD"
         if len(mechanisms) == 1 and not lasting:
-            return pld  # composed again from scratch at the cost of growing it (module docstring): not kept
+            return pld  # one mechanism, passing: not kept (module docstring, Cost)
         self._plds[mechanisms] = pld = _owning(pld)
         self._pld_sizes[mechanisms] = pld_bytes(pld)
         if lasting:
