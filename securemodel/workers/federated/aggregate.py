@@ -241,7 +241,7 @@ def wait_for_run(run_id: str, env: dict[str, str], output_dir: Path, timeout: fl
             _flwr(["stop", run_id, CONNECTION], env)
             raise AggregationError(f"the run did not finish within {timeout:.0f}s and was stopped")
         time.sleep(interval)
-        ended = (read_result(output_dir) or {}).get("status") in ENDED
+        ended = (read_result(output_dir, patience=0) or {}).get("status") in ENDED
         if ended or time.monotonic() - asked >= STATUS_INTERVAL:
             status, asked = run_status(run_id, env), time.monotonic()
     return status

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,9 @@ from typing import Any, Final
 
 ConfigValue = bool | int | float | str
 RESULT_FILE: Final[str] = "result.json"
+# How long a replaced file must be seen missing before its absence is believed, and how often it is looked for.
+ABSENCE_PATIENCE: Final[float] = 0.5
+ABSENCE_LOOK_INTERVAL: Final[float] = 0.01
 RESULT_KIND: Final[str] = "FederatedResult"
 SILO_REPORT_KIND: Final[str] = "FederatedSiloResult"
 # Flower reports usage telemetry and checks for updates over the internet unless told not to. Its SuperExec
@@ -304,10 +308,15 @@ class SiloProgress:
 
     @classmethod
     def read(cls, path: Path) -> SiloProgress:
-        """The progress in ``path``; nothing spent when the file does not exist yet."""
-        if not path.exists():
+        """The progress in ``path``; nothing spent only when the file does not exist yet.
+
+        Guarantee: a file that exists is never read as "nothing spent", even while another process
+        replaces it (:func:`read_replaced_json`), so a silo cannot be let train a round more than its
+        ε was calibrated for.
+        """
+        data = read_replaced_json(path)
+        if data is None:
             return cls()
-        data = json.loads(path.read_text())
         return cls(int(data["roundsTrained"]), int(data["steps"]))
 
     def write(self, path: Path) -> None:
@@ -325,7 +334,25 @@ def write_result(output_dir: Path, result: Mapping[str, Any]) -> None:
     temporary.replace(path)
 
 
-def read_result(output_dir: Path) -> dict[str, Any] | None:
-    """The last result the ServerApp wrote, or None if it wrote none."""
-    path = output_dir / RESULT_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+def read_result(output_dir: Path, patience: float = ABSENCE_PATIENCE) -> dict[str, Any] | None:
+    """The last result the ServerApp wrote, or None if it wrote none (or, with ``patience`` 0, if
+    one look did not find it: enough for a hint that is read again)."""
+    return read_replaced_json(output_dir / RESULT_FILE, patience)
+
+
+def read_replaced_json(path: Path, patience: float = ABSENCE_PATIENCE) -> Any:
+    """The JSON in ``path``, a file that is only ever replaced by rename; None if it does not exist.
+
+    The rename is atomic on the backing file system, but the reader is another process, and on a
+    FUSE view of a volume (the local cluster's bindfs) or a network file system a look that races
+    a rename can find the path missing, or find it and then fail to open it, although it never was
+    missing. So an absence is believed only once every look over ``patience`` seconds found none.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            if time.monotonic() >= deadline:
+                return None
+        time.sleep(ABSENCE_LOOK_INTERVAL)
