@@ -77,11 +77,11 @@ shape (``bench.composition``, side by side): a warm grant decision 418 ms instea
 of 258 (the cached base it grew from is gone), a cold one 486 instead of 820; the
 operator's peak in a burst of 1000 models 280 MiB instead of 335.
 
-A ledger's Committed claims are composed
-``lasting`` (kept while the bounds allow); every other composition passes: one
-that a more recently used composition contains is kept only within
-:data:`_PASSING_CACHE_BYTES` (the newest and the base it grew from always are),
-as a grant chain uses each step once, as the base of the next. Thread-safe (one lock).
+A ledger's Committed claims are composed ``lasting`` (kept while the bounds
+allow); every other composition passes: one that a more recently used
+composition contains is kept only within :data:`_PASSING_CACHE_BYTES` (the
+newest and the base it grew from always are), as a grant chain uses each step
+once, as the base of the next. Thread-safe (one lock).
 """
 
 from __future__ import annotations
@@ -443,9 +443,10 @@ class _Cache:
                 self._lasting.add(mechanisms)
             return self._plds[mechanisms]
         base_key: Multiset = ()
-        for cached in self._plds if len(mechanisms) > 1 else ():  # one mechanism: from scratch (module docstring)
-            if sum(c for _, c in cached) > sum(c for _, c in base_key) and _contains(mechanisms, cached):
-                base_key = cached
+        if len(mechanisms) > 1:  # one mechanism: from scratch (module docstring, Cost)
+            for cached in self._plds:
+                if sum(c for _, c in cached) > sum(c for _, c in base_key) and _contains(mechanisms, cached):
+                    base_key = cached
         pld = self._plds[base_key] if base_key else None
         have = dict(base_key)
         for mechanism, count in mechanisms:

@@ -321,17 +321,12 @@ class SiloProgress:
 
     def write(self, path: Path) -> None:
         """Replace ``path`` atomically."""
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps({"roundsTrained": self.rounds_trained, "steps": self.steps}))
-        temporary.replace(path)
+        replace_json(path, {"roundsTrained": self.rounds_trained, "steps": self.steps})
 
 
 def write_result(output_dir: Path, result: Mapping[str, Any]) -> None:
     """Replace :data:`RESULT_FILE` in ``output_dir`` atomically."""
-    path = output_dir / RESULT_FILE
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(result, sort_keys=True, allow_nan=False))
-    temporary.replace(path)
+    replace_json(output_dir / RESULT_FILE, result)
 
 
 def read_result(output_dir: Path, patience: float = ABSENCE_PATIENCE) -> dict[str, Any] | None:
@@ -340,8 +335,16 @@ def read_result(output_dir: Path, patience: float = ABSENCE_PATIENCE) -> dict[st
     return read_replaced_json(output_dir / RESULT_FILE, patience)
 
 
+def replace_json(path: Path, document: Any) -> None:
+    """Write ``document`` to ``path`` by writing a temporary file beside it and renaming it over ``path``:
+    a reader sees the old document or the new one, never a part (read it with :func:`read_replaced_json`)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document, sort_keys=True, allow_nan=False))
+    temporary.replace(path)
+
+
 def read_replaced_json(path: Path, patience: float = ABSENCE_PATIENCE) -> Any:
-    """The JSON in ``path``, a file that is only ever replaced by rename; None if it does not exist.
+    """The JSON in ``path``, a file only ever written by :func:`replace_json`; None if it does not exist.
 
     The rename is atomic on the backing file system, but the reader is another process, and on a
     FUSE view of a volume (the local cluster's bindfs) or a network file system a look that races
